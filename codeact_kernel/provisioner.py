@@ -1,0 +1,46 @@
+"""The jupyter_client kernel provisioner that launches kernels inside the sandbox.
+
+The provisioner is jupyter_client's seam for *how* a kernel is launched, so
+local, sandboxed, container or remote launches are one swap of this class.
+It reuses LocalProvisioner for process management and only rewrites the
+command and environment with the plan from :class:`SandboxConfig`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.provisioning import LocalProvisioner
+from traitlets import Instance, Unicode
+
+from .sandbox import LaunchPlan, SandboxConfig, remove_cgroup
+
+
+class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
+    """Launch the kernel command through the bubblewrap plan of ``sandbox``."""
+
+    sandbox = Instance(SandboxConfig, help="The sandbox configuration to launch with.")
+    session_dir = Unicode(help="Per-session folder: connection file, ipc sockets.")
+    work_dir = Unicode(help="Writable work folder, the kernel's HOME and cwd.")
+    plan: LaunchPlan | None = None
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        kwargs = await super().pre_launch(**kwargs)
+        self._release_cgroups()
+        self.plan = self.sandbox.plan(
+            list(kwargs["cmd"]), Path(self.session_dir), Path(self.work_dir)
+        )
+        kwargs["cmd"] = self.plan.argv
+        kwargs["env"] = self.plan.env
+        kwargs["cwd"] = self.work_dir
+        return kwargs
+
+    async def cleanup(self, restart: bool = False) -> None:
+        await super().cleanup(restart=restart)
+        self._release_cgroups()
+
+    def _release_cgroups(self) -> None:
+        if self.plan is not None:
+            for path in self.plan.cgroups:
+                remove_cgroup(path)

@@ -1,0 +1,470 @@
+"""One sandboxed kernel for one agent session, driven over the Jupyter protocol.
+
+Async first; the sync API is derived with ``run_sync`` (the nbclient pattern).
+Every wait has a bound: a cell that overruns is interrupted, then the kernel
+is restarted if it will not stop, and a kernel that dies silently is noticed
+by polling ``is_alive`` while waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpec
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
+from nbformat import NotebookNode
+from traitlets import Float, Instance, List, Unicode, default
+from traitlets.config import Configurable
+
+from .errors import KernelStartError, SessionClosed
+from .outputs import OutputCollector
+from .provisioner import SandboxProvisioner
+from .results import ExecutionResult
+from .sandbox import SandboxConfig, remove_cgroup
+
+OutputCallback = Callable[[NotebookNode], Any]
+StdinHandler = Callable[[str, bool], "str | Awaitable[str]"]
+POLL_INTERVAL = 0.1
+
+
+class KernelSession(Configurable):
+    """A sandboxed IPython kernel owned by exactly one session.
+
+    Use it as a context manager (``with`` or ``async with``); shutdown removes
+    the session folder and the cgroups the session made.
+    """
+
+    sandbox = Instance(SandboxConfig, help="Isolation and limits of the kernel.")
+    timeout = Float(
+        60.0, help="Default wall-clock limit of one execute, in seconds."
+    ).tag(config=True)
+    interrupt_grace = Float(
+        3.0,
+        help="Seconds a cell gets to stop after an interrupt before the kernel is restarted.",
+    ).tag(config=True)
+    startup_timeout = Float(
+        30.0, help="Seconds a new kernel gets to answer kernel_info."
+    ).tag(config=True)
+    runtime_dir = Unicode(
+        help="Host folder holding one sub-folder per session (connection file, ipc sockets)."
+    ).tag(config=True)
+    work_dir = Unicode(
+        "",
+        help="Writable work folder of the kernel (its HOME and cwd). Empty means a fresh "
+        "folder inside the session folder, removed at shutdown.",
+    ).tag(config=True)
+    kernel_python = Unicode(
+        sys.executable, help="Python interpreter that runs ipykernel inside the sandbox."
+    ).tag(config=True)
+    startup_code = List(
+        Unicode(),
+        help="Code run silently after every start, restart and reset (tool stubs, helpers).",
+    ).tag(config=True)
+
+    @default("sandbox")
+    def _default_sandbox(self) -> SandboxConfig:
+        return SandboxConfig(parent=self)
+
+    @default("runtime_dir")
+    def _default_runtime_dir(self) -> str:
+        return os.path.join(tempfile.gettempdir(), f"codeact-sessions-{os.getuid()}")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.session_dir: Path | None = None
+        self.km: AsyncKernelManager | None = None
+        self.kc: Any = None
+        self.isolation: list[str] = []
+        self.restarts = 0
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    @property
+    def work_path(self) -> Path:
+        assert self.session_dir is not None
+        return Path(self.work_dir).resolve() if self.work_dir else self.session_dir / "work"
+
+    async def async_start(self) -> KernelSession:
+        """Start the kernel (fails with SandboxUnavailable naming the fix)."""
+        if self.km is not None:
+            return self
+        self.sandbox.check()
+        sweep_stale_sessions(Path(self.runtime_dir), self.sandbox)
+        self.session_dir = _make_session_dir(Path(self.runtime_dir))
+        self.work_path.mkdir(mode=0o755, exist_ok=True)
+        if self.work_dir and os.geteuid() == 0 and self.sandbox.mode == "bwrap":
+            # bwrap chdirs into the work folder before dropping to the sandbox uid.
+            os.chown(self.work_path, self.sandbox.sandbox_uid, self.sandbox.sandbox_uid)
+        km = AsyncKernelManager(
+            parent=self,
+            transport="ipc",
+            ip=str(self.session_dir / "kernel"),
+            connection_file=str(self.session_dir / "kernel.json"),
+        )
+        km._kernel_spec = KernelSpec(
+            argv=[self.kernel_python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            display_name="Python 3 (CodeAct sandbox)",
+            language="python",
+            interrupt_mode="message",
+        )
+        km.provisioner = SandboxProvisioner(
+            kernel_id=uuid.uuid4().hex,
+            kernel_spec=km._kernel_spec,
+            parent=km,
+            sandbox=self.sandbox,
+            session_dir=str(self.session_dir),
+            work_dir=str(self.work_path),
+        )
+        self.km = km
+        try:
+            await self._launch()
+        except BaseException:
+            await self.async_shutdown()
+            raise
+        return self
+
+    async def _launch(self) -> None:
+        assert self.km is not None and self.session_dir is not None
+        log = open(self.session_dir / "kernel.log", "ab")  # noqa: SIM115 - held by the child
+        try:
+            await self.km.start_kernel(stdout=log, stderr=log)
+        finally:
+            log.close()
+        self.isolation = list(self.km.provisioner.plan.isolation)
+        if self.kc is None:
+            self.kc = self.km.client()
+            self.kc.start_channels()
+        try:
+            await self.kc.wait_for_ready(timeout=self.startup_timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            raise KernelStartError(f"kernel did not start: {exc}", self.log_tail()) from exc
+        await self._run_startup_code()
+
+    async def _run_startup_code(self) -> None:
+        for code in self.startup_code:
+            result = await self.async_execute(code, silent=True, store_history=False)
+            if not result.ok:
+                raise KernelStartError(f"startup code failed: {result.reason}", self.log_tail())
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.session_dir is None:
+            return ""
+        try:
+            text = (self.session_dir / "kernel.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def async_shutdown(self) -> None:
+        """Stop the kernel and remove the session folder and cgroups."""
+        km, self.km = self.km, None
+        if self.kc is not None:
+            self.kc.stop_channels()
+            self.kc = None
+        if km is not None:
+            plan = km.provisioner.plan if km.provisioner else None
+            try:
+                if km.has_kernel:
+                    await km.shutdown_kernel(now=True)
+            finally:
+                for path in plan.cgroups if plan else []:
+                    remove_cgroup(path)
+        if self.session_dir is not None:
+            shutil.rmtree(self.session_dir, ignore_errors=True)
+            self.session_dir = None
+
+    async def async_restart(self) -> None:
+        """Kill and start the kernel again: all state is lost."""
+        km = self._require()
+        await km.restart_kernel(now=True)
+        self.restarts += 1
+        try:
+            await self.kc.wait_for_ready(timeout=self.startup_timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            raise KernelStartError(f"kernel did not restart: {exc}", self.log_tail()) from exc
+        await self._run_startup_code()
+
+    async def async_interrupt(self) -> None:
+        """Send an interrupt_request (message mode: SIGINT would kill bwrap)."""
+        await self._require().interrupt_kernel()
+
+    async def async_reset(self) -> None:
+        """Clear every user variable with ``%reset -f``, then restore the startup code."""
+        await self.async_execute("%reset -f", silent=True, store_history=False)
+        await self._run_startup_code()
+
+    async def async_is_alive(self) -> bool:
+        return self.km is not None and bool(await self.km.is_alive())
+
+    def _require(self) -> AsyncKernelManager:
+        if self.km is None:
+            raise SessionClosed("the kernel session is not running; call start() first")
+        return self.km
+
+    # ---- execution -------------------------------------------------------------------
+
+    async def async_execute(
+        self,
+        code: str,
+        timeout: float | None = None,
+        *,
+        silent: bool = False,
+        store_history: bool = True,
+        on_output: OutputCallback | None = None,
+        stdin_handler: StdinHandler | None = None,
+        user_expressions: dict[str, str] | None = None,
+    ) -> ExecutionResult:
+        """Run ``code`` and return its outputs; never waits past timeout + grace."""
+        self._require()
+        limit = self.timeout if timeout is None else timeout
+        started = time.monotonic()
+        msg_id = self.kc.execute(
+            code,
+            silent=silent,
+            store_history=store_history,
+            allow_stdin=stdin_handler is not None,
+            user_expressions=user_expressions or {},
+        )
+        collector = OutputCollector(msg_id, on_output)
+        tasks = [
+            asyncio.ensure_future(self._pump_iopub(collector)),
+            asyncio.ensure_future(self._await_reply(msg_id, collector)),
+        ]
+        if stdin_handler is not None:
+            tasks.append(asyncio.ensure_future(self._pump_stdin(msg_id, stdin_handler)))
+        pids_failures = self._pids_failures()
+        try:
+            result = await self._supervise(collector, tasks[:2], started + limit)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        result.duration = time.monotonic() - started
+        await self._check_pids_limit(result, pids_failures)
+        return result
+
+    async def _supervise(
+        self, collector: OutputCollector, waiters: list[asyncio.Future[Any]], deadline: float
+    ) -> ExecutionResult:
+        interrupted_at: float | None = None
+        while True:
+            done, _ = await asyncio.wait(waiters, timeout=POLL_INTERVAL)
+            if all(t in done for t in waiters):
+                for task in done:
+                    task.result()
+                result = collector.result()
+                if interrupted_at is not None:
+                    result.timed_out, result.recovery = True, "interrupted"
+                    result.reason = (
+                        f"timed out after {deadline - collector.started:.0f}s; the cell was "
+                        "interrupted and the kernel kept its variables"
+                    )
+                return result
+            if not await self.async_is_alive():
+                return await self._recover_from_death(collector)
+            now = time.monotonic()
+            if interrupted_at is None and now >= deadline:
+                interrupted_at = now
+                await self.async_interrupt()
+            elif interrupted_at is not None and now >= interrupted_at + self.interrupt_grace:
+                await self.async_restart()
+                result = collector.result(status="timeout")
+                result.timed_out, result.recovery, result.state_lost = True, "restarted", True
+                result.reason = (
+                    f"timed out after {deadline - collector.started:.0f}s and ignored the "
+                    "interrupt; the kernel was restarted and ALL VARIABLES WERE LOST"
+                )
+                return result
+
+    async def _recover_from_death(self, collector: OutputCollector) -> ExecutionResult:
+        assert self.km is not None
+        code = self.km.provisioner.process.returncode if self.km.provisioner.process else None
+        cause = self._death_cause(code)
+        await self.async_restart()
+        result = collector.result(status="died")
+        result.kernel_died, result.recovery, result.state_lost = True, "restarted", True
+        result.reason = (
+            f"the kernel died ({cause}); it was restarted and ALL VARIABLES WERE LOST"
+        )
+        return result
+
+    def _death_cause(self, returncode: int | None) -> str:
+        cgroups = self.km.provisioner.plan.cgroups if self.km and self.km.provisioner else []
+        oom = _oom_kills(cgroups)
+        if oom:
+            return f"killed by the out-of-memory killer at the {self.sandbox.memory_limit} byte limit"
+        if returncode is None:
+            return "exit status unknown"
+        signum = -returncode if returncode < 0 else returncode - 128 if returncode > 128 else 0
+        if signum > 0:
+            name = signal.Signals(signum).name if signum in signal.valid_signals() else signum
+            if signum == signal.SIGXCPU:
+                return "killed by the CPU-time limit (SIGXCPU)"
+            return f"killed by signal {name}"
+        return f"exit status {returncode}"
+
+    def _pids_failures(self) -> int | None:
+        if self.km is None or self.km.provisioner is None or self.km.provisioner.plan is None:
+            return None
+        return _pids_max_events(self.km.provisioner.plan.cgroups)
+
+    async def _check_pids_limit(self, result: ExecutionResult, before: int | None) -> None:
+        # A fork bomb leaves the kernel alive but unable to start threads, so a
+        # cell that hit the process limit gets a fresh kernel.
+        after = self._pids_failures()
+        if before is None or after is None or after <= before or result.recovery == "restarted":
+            return
+        await self.async_restart()
+        result.recovery, result.state_lost = "restarted", True
+        result.reason = (
+            f"the cell hit the process limit ({self.sandbox.pids_limit} processes/threads); "
+            "the kernel was restarted and ALL VARIABLES WERE LOST"
+        )
+
+    async def _pump_iopub(self, collector: OutputCollector) -> None:
+        while not collector.idle:
+            msg = await self.kc.get_iopub_msg()
+            collector.handle(msg)
+
+    async def _await_reply(self, msg_id: str, collector: OutputCollector) -> None:
+        while True:
+            msg = await self.kc.get_shell_msg()
+            if msg["parent_header"].get("msg_id") == msg_id:
+                collector.reply = msg["content"]
+                return
+
+    async def _pump_stdin(self, msg_id: str, handler: StdinHandler) -> None:
+        while True:
+            msg = await self.kc.get_stdin_msg()
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            content = msg["content"]
+            answer = handler(content.get("prompt", ""), bool(content.get("password")))
+            if inspect.isawaitable(answer):
+                answer = await answer
+            self.kc.input(str(answer))
+
+    # ---- sync API and context managers ------------------------------------------------
+
+    start = run_sync(async_start)
+    shutdown = run_sync(async_shutdown)
+    restart = run_sync(async_restart)
+    interrupt = run_sync(async_interrupt)
+    reset = run_sync(async_reset)
+    execute = run_sync(async_execute)
+
+    @property
+    def is_alive(self) -> bool:
+        return bool(run_sync(self.async_is_alive)())
+
+    def __enter__(self) -> KernelSession:
+        return self.start()  # type: ignore[no-any-return]
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    async def __aenter__(self) -> KernelSession:
+        return await self.async_start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.async_shutdown()
+
+
+def _oom_kills(cgroups: list[Path]) -> int:
+    for path in cgroups:
+        if path.parent.parent.name == "memory":
+            try:
+                for line in (path / "memory.oom_control").read_text().splitlines():
+                    if line.startswith("oom_kill "):
+                        return int(line.split()[1])
+            except (OSError, ValueError):
+                return 0
+    return 0
+
+
+def _pids_max_events(cgroups: list[Path]) -> int | None:
+    for path in cgroups:
+        if path.parent.parent.name == "pids":
+            try:
+                for line in (path / "pids.events").read_text().splitlines():
+                    if line.startswith("max "):
+                        return int(line.split()[1])
+            except (OSError, ValueError):
+                return None
+    return None
+
+
+def _make_session_dir(runtime_dir: Path) -> Path:
+    runtime_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+    # The owner's pid is part of the name so that its cgroups can be judged
+    # stale by any process, whatever runtime folder it uses.
+    path = Path(tempfile.mkdtemp(prefix=f"s{os.getpid()}-", dir=runtime_dir))
+    # Traversable, not listable: bwrap (root, capabilities dropped) must reach
+    # the work folder inside before it switches to the sandbox uid.
+    path.chmod(0o711)
+    return path
+
+
+def _owner_alive(name: str) -> bool:
+    try:
+        pid = int(name[1:].split("-", 1)[0])
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, PermissionError):
+        return True  # not ours to judge
+    return True
+
+
+def sweep_stale_sessions(runtime_dir: Path, sandbox: SandboxConfig) -> list[str]:
+    """Remove session folders and cgroups left behind by processes that were killed."""
+    swept: list[str] = []
+    if runtime_dir.is_dir():
+        for path in runtime_dir.iterdir():
+            if path.name.startswith("s") and not _owner_alive(path.name):
+                shutil.rmtree(path, ignore_errors=True)
+                swept.append(path.name)
+    for cgroup in sandbox.stale_cgroups():
+        if not _owner_alive(cgroup.name):
+            _kill_cgroup_members(cgroup)
+            remove_cgroup(cgroup)
+    return swept
+
+
+def _kill_cgroup_members(cgroup: Path) -> None:
+    try:
+        pids = [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        try:
+            if not (cgroup / "cgroup.procs").read_text().strip():
+                return
+        except OSError:
+            return
+        time.sleep(0.05)
