@@ -151,9 +151,9 @@ class KernelSession(Configurable):
             await self.kc.wait_for_ready(timeout=self.startup_timeout)
         except (RuntimeError, TimeoutError) as exc:
             raise KernelStartError(f"kernel did not start: {exc}", self.log_tail()) from exc
-        await self._run_startup_code()
+        await self.async_run_startup_code()
 
-    async def _run_startup_code(self) -> None:
+    async def async_run_startup_code(self) -> None:
         for code in self.startup_code:
             result = await self.async_execute(code, silent=True, store_history=False)
             if not result.ok:
@@ -195,7 +195,7 @@ class KernelSession(Configurable):
             await self.kc.wait_for_ready(timeout=self.startup_timeout)
         except (RuntimeError, TimeoutError) as exc:
             raise KernelStartError(f"kernel did not restart: {exc}", self.log_tail()) from exc
-        await self._run_startup_code()
+        await self.async_run_startup_code()
 
     async def async_interrupt(self) -> None:
         """Send an interrupt_request (message mode: SIGINT would kill bwrap)."""
@@ -204,7 +204,7 @@ class KernelSession(Configurable):
     async def async_reset(self) -> None:
         """Clear every user variable with ``%reset -f``, then restore the startup code."""
         await self.async_execute("%reset -f", silent=True, store_history=False)
-        await self._run_startup_code()
+        await self.async_run_startup_code()
 
     async def async_is_alive(self) -> bool:
         return self.km is not None and bool(await self.km.is_alive())

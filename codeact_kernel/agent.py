@@ -1,0 +1,438 @@
+"""The CodeAct loop: task -> model -> code -> policy -> sandboxed kernel -> observation.
+
+The Agent owns one kernel session (never shared), one host-side tool server
+and one trace notebook. It composes the model, policy, tools, observation and
+trace modules and keeps none of their logic itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from jupyter_core.utils import run_sync
+from traitlets import Bool, Float, Instance, Int, Unicode, default
+from traitlets.config import Configurable
+
+from .errors import ModelError
+from .model import LLM, Completion
+from .observation import VARS_EXPRESSION, format_variables, model_view, parse_variables
+from .policy import KERNEL_HARDENING_CODE, Policy
+from .prompt import DEFAULT_SYSTEM_PROMPT, NO_CODE_MESSAGE, extract_code, render_system_prompt
+from .prompt import strip_code
+from .results import ExecutionResult
+from .session import KernelSession, StdinHandler
+from .tools import FINAL_ANSWER, Tool, ToolServer, kernel_bootstrap_code, tool
+from .trace import StepRecord, TraceWriter
+
+EventCallback = Callable[["AgentEvent"], Any]
+KERNEL_SIDE = Path(__file__).parent / "kernel_side"
+
+
+@dataclass
+class AgentEvent:
+    """A progress event for live displays (CLI, %%agent). ``kind`` is one of:
+    thinking, token, code, output, blocked, observation, step_end, final."""
+
+    kind: str
+    step: int
+    data: Any = None
+
+
+@dataclass
+class RunResult:
+    """How a run ended. ``status``: answered, max_steps, error or interrupted."""
+
+    status: str
+    answer: Any = None
+    answer_kind: str = ""
+    reason: str = ""
+    steps: list[StepRecord] = field(default_factory=list)
+    trace_path: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "answered"
+
+    def totals(self) -> dict[str, Any]:
+        return {
+            "steps": len(self.steps),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": self.cost,
+            "duration": round(self.duration, 3),
+        }
+
+
+class Agent(Configurable):
+    """A CodeAct agent: the model acts by writing Python run in a sandboxed kernel."""
+
+    name = Unicode("", help="Name of the agent (used when it is managed by another).").tag(
+        config=True
+    )
+    description = Unicode("", help="What the agent does, for an orchestrator's prompt.").tag(
+        config=True
+    )
+    max_steps = Int(10, help="Step budget of one run.").tag(config=True)
+    step_timeout = Float(
+        60.0, help="Wall-clock seconds one step's code may run before it is interrupted."
+    ).tag(config=True)
+    max_output_chars = Int(
+        10_000,
+        help="Characters of a step's output shown to the model; longer output is cut to "
+        "head and tail, and stays whole in the trace and as _outputs[step] in the kernel.",
+    ).tag(config=True)
+    system_prompt_template = Unicode(
+        DEFAULT_SYSTEM_PROMPT,
+        help="System prompt template (string.Template): $tools, $imports and $variables are "
+        "filled in. Keep an example in it that is unlike the tasks you expect.",
+    ).tag(config=True)
+    vision = Bool(
+        False, help="Send images produced by the code to the model (for vision models)."
+    ).tag(config=True)
+    trace_dir = Unicode("traces", help="Folder for trace notebooks when trace_path is empty.").tag(
+        config=True
+    )
+    trace_path = Unicode("", help="Path of the trace notebook of this agent's session.").tag(
+        config=True
+    )
+    tool_call_timeout = Float(300.0, help="Seconds one host tool call may take.").tag(config=True)
+
+    llm = Instance(LLM, help="The model.")
+    policy = Instance(Policy, help="The AST policy applied before any code runs.")
+    session = Instance(KernelSession, help="The sandboxed kernel session.")
+
+    @default("llm")
+    def _default_llm(self) -> LLM:
+        return LLM(parent=self)
+
+    @default("policy")
+    def _default_policy(self) -> Policy:
+        return Policy(parent=self)
+
+    @default("session")
+    def _default_session(self) -> KernelSession:
+        return KernelSession(parent=self)
+
+    def __init__(
+        self,
+        model: str | None = None,
+        tools: Sequence[Tool | Callable[..., Any]] = (),
+        *,
+        api_base: str | None = None,
+        api_key_env: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if model is not None:
+            self.llm.model = model
+        if api_base is not None:
+            self.llm.api_base = api_base
+        if api_key_env is not None:
+            self.llm.api_key_env = api_key_env
+        self.tools = [t if isinstance(t, Tool) else tool(t) for t in tools]
+        self.tool_server: ToolServer | None = None
+        self.trace: TraceWriter | None = None
+        self.messages: list[dict[str, Any]] = []
+        self.step_counter = 0
+        self._local: Any = None
+        self._started = False
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def astart(self) -> Agent:
+        """Check the model, start the local model if asked, the kernel and the tools."""
+        if self._started:
+            return self
+        await self._start_model()
+        self.llm.validate()
+        await self.session.async_start()
+        assert self.session.session_dir is not None
+        try:
+            self.tool_server = ToolServer(
+                self.tools, self.session.session_dir / "tools.sock",
+                call_timeout=self.tool_call_timeout,
+            )
+            self.tool_server.start()
+            self.session.startup_code = self._kernel_setup_code()
+            await self.session.async_run_startup_code()
+        except BaseException:
+            await self.aclose()
+            raise
+        self.trace = TraceWriter(self._trace_file(), self._run_meta())
+        self._started = True
+        return self
+
+    async def _start_model(self) -> None:
+        if self.llm.model != "local" or self.llm.scripted_replies:
+            return
+        from .local_model import LocalModelServer
+
+        self._local = LocalModelServer(parent=self)
+        await asyncio.to_thread(self._local.start)
+        self.llm.model = self._local.litellm_model
+        self.llm.api_base = self._local.api_base
+        self.llm.api_key = self._local.api_key
+
+    async def aclose(self) -> None:
+        """Shut the kernel, the tool server and any local model down. Idempotent."""
+        self._started = False
+        try:
+            await self.session.async_shutdown()
+        finally:
+            if self.tool_server is not None:
+                self.tool_server.stop()
+                self.tool_server = None
+            if self._local is not None:
+                self._local.stop()
+                self._local = None
+
+    def _kernel_setup_code(self) -> list[str]:
+        assert self.session.session_dir is not None and self.tool_server is not None
+        spill = self.session.work_path / ".codeact" / "outputs"
+        helpers = (KERNEL_SIDE / "inspect_vars.py").read_text()
+        return [
+            KERNEL_HARDENING_CODE,
+            kernel_bootstrap_code(self.tools, self.session.session_dir / "tools.sock"),
+            helpers + f"\n_outputs = _CodeActOutputs({str(spill)!r})\n",
+        ]
+
+    def _trace_file(self) -> Path:
+        if self.trace_path:
+            return Path(self.trace_path)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        slug = re.sub(r"[^a-z0-9]+", "-", (self.name or "run").lower()).strip("-")
+        return Path(self.trace_dir) / f"{stamp}-{slug}-{id(self) % 10000:04d}.ipynb"
+
+    def _run_meta(self) -> dict[str, Any]:
+        return {
+            "model": self.llm.label,
+            "agent": {
+                "name": self.name,
+                "max_steps": self.max_steps,
+                "step_timeout": self.step_timeout,
+                "max_output_chars": self.max_output_chars,
+                "authorized_imports": sorted(self.policy.effective_imports()),
+            },
+            "tools": [{"name": t.name, "signature": f"{t.name}{t.signature}"} for t in self.tools],
+            "sandbox": self.session.isolation,
+        }
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    async def arun(
+        self,
+        task: str,
+        *,
+        on_event: EventCallback | None = None,
+        stdin_handler: StdinHandler | None = None,
+    ) -> RunResult:
+        """Solve ``task``; starts (and then closes) the session if it is not running."""
+        owned = not self._started
+        await self.astart()
+        try:
+            return await self._run(task, on_event, stdin_handler)
+        finally:
+            if owned:
+                await self.aclose()
+
+    async def _run(
+        self, task: str, on_event: EventCallback | None, stdin_handler: StdinHandler | None
+    ) -> RunResult:
+        assert self.trace is not None and self.tool_server is not None
+        started = time.monotonic()
+        result = RunResult(status="running", trace_path=str(self.trace.path))
+        self.trace.add_task(task)
+        self.tool_server.reset_final_answer()
+        await self._open_conversation(task)
+        try:
+            for step in range(1, self.max_steps + 1):
+                record = await self._step(step, _emitter(on_event, step), stdin_handler)
+                self._account(result, record)
+                if self.tool_server.final_answer is not None:
+                    answer = self.tool_server.final_answer
+                    result.status, result.answer, result.answer_kind = (
+                        "answered", answer.value, answer.kind,
+                    )
+                    break
+            else:
+                result.status = "max_steps"
+                result.reason = (
+                    f"step budget exhausted: {self.max_steps} steps ran without final_answer(); "
+                    "the kernel keeps its state, so a follow-up run can continue"
+                )
+        except ModelError as exc:
+            result.status, result.reason = "error", str(exc)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            result.status, result.reason = "interrupted", "interrupted by the user"
+            self._close_run(result, started)
+            raise
+        self._close_run(result, started)
+        if on_event is not None:
+            on_event(AgentEvent("final", len(result.steps), result))
+        return result
+
+    def _close_run(self, result: RunResult, started: float) -> None:
+        assert self.trace is not None and self.tool_server is not None
+        result.duration = time.monotonic() - started
+        answer = self.tool_server.final_answer
+        self.trace.finish(
+            result.status,
+            answer.for_trace() if answer is not None else None,
+            {**result.totals(), "reason": result.reason},
+        )
+
+    async def _open_conversation(self, task: str) -> None:
+        variables = format_variables(await self.variables())
+        system = render_system_prompt(
+            self.system_prompt_template,
+            [t.prompt_doc() for t in self.tools],
+            sorted(self.policy.effective_imports()),
+            variables,
+        )
+        if self.messages:
+            self.messages[0] = {"role": "system", "content": system}
+        else:
+            self.messages = [{"role": "system", "content": system}]
+        self.messages.append({"role": "user", "content": f"Task: {task}"})
+
+    async def _step(
+        self, step: int, emit: Callable[[str, Any], None], stdin: StdinHandler | None
+    ) -> StepRecord:
+        self.step_counter += 1
+        emit("thinking", None)
+        completion = await self.llm.complete(self.messages, lambda t: emit("token", t))
+        self.messages.append({"role": "assistant", "content": completion.text})
+        code = extract_code(completion.text)
+        record = _new_record(step, completion, code)
+        if code is None:
+            record.status = "no-code"
+            self.messages.append({"role": "user", "content": NO_CODE_MESSAGE})
+        else:
+            await self._act(record, code, emit, stdin)
+        assert self.trace is not None
+        self.trace.add_step(record)
+        emit("step_end", record)
+        return record
+
+    async def _act(
+        self, record: StepRecord, code: str, emit: Callable[[str, Any], None],
+        stdin: StdinHandler | None,
+    ) -> None:
+        assert self.tool_server is not None
+        verdict = self.policy.check(
+            code, tool_names=[t.name for t in self.tools] + [FINAL_ANSWER],
+            work_dir=str(self.session.work_path),
+        )
+        record.policy = {
+            "allowed": verdict.allowed,
+            "violations": [asdict(v) for v in verdict.violations],
+        }
+        if not verdict.allowed:
+            record.status = "blocked"
+            emit("blocked", verdict.message)
+            self.messages.append({
+                "role": "user",
+                "content": f"Step {record.step}: your code was NOT run. {verdict.message}",
+            })
+            return
+        emit("code", code)
+        result = await self.session.async_execute(
+            code, timeout=self.step_timeout, on_output=lambda o: emit("output", o),
+            stdin_handler=stdin, user_expressions={VARS_EXPRESSION: VARS_EXPRESSION},
+        )
+        record.tool_calls = [asdict(c) for c in self.tool_server.drain_calls()]
+        _fill_execution(record, result)
+        variables = parse_variables(result) if result.ok else await self.variables()
+        observation = model_view(
+            result, self.step_counter, variables, self.max_output_chars,
+            self.session.work_path / ".codeact" / "outputs",
+        )
+        record.observation_truncated = observation.truncated
+        emit("observation", observation.text)
+        self.messages.append(observation.message(self.vision))
+
+    async def variables(self) -> list[dict[str, str]]:
+        """A summary of the variables alive in the kernel, without touching its history."""
+        result = await self.session.async_execute(
+            "", silent=True, store_history=False,
+            user_expressions={VARS_EXPRESSION: VARS_EXPRESSION}, timeout=10,
+        )
+        return parse_variables(result)
+
+    def _account(self, result: RunResult, record: StepRecord) -> None:
+        result.steps.append(record)
+        result.prompt_tokens += record.prompt_tokens
+        result.completion_tokens += record.completion_tokens
+        result.cost += record.cost or 0.0
+
+    async def areset(self) -> None:
+        """Clear the kernel's variables (%reset -f) and the conversation."""
+        await self.session.async_reset()
+        self.messages = []
+
+    # ---- sync API and context managers ------------------------------------------------
+
+    start = run_sync(astart)
+    close = run_sync(aclose)
+    run = run_sync(arun)
+    reset = run_sync(areset)
+
+    def __enter__(self) -> Agent:
+        return self.start()  # type: ignore[no-any-return]
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Agent:
+        return await self.astart()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _emitter(on_event: EventCallback | None, step: int) -> Callable[[str, Any], None]:
+    def emit(kind: str, data: Any) -> None:
+        if on_event is not None:
+            on_event(AgentEvent(kind, step, data))
+
+    return emit
+
+
+def _new_record(step: int, completion: Completion, code: str | None) -> StepRecord:
+    return StepRecord(
+        step=step,
+        model_text=strip_code(completion.text) if code is not None else completion.text,
+        code=code,
+        model=completion.model,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        cost=completion.cost,
+        llm_duration=round(completion.duration, 4),
+    )
+
+
+def _fill_execution(record: StepRecord, result: ExecutionResult) -> None:
+    record.status = result.status
+    record.execution_count = result.execution_count
+    record.outputs = result.outputs
+    record.exec_duration = round(result.duration, 4)
+    record.recovery = result.recovery
+    record.state_lost = result.state_lost
+    record.reason = result.reason

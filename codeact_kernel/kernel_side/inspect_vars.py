@@ -1,0 +1,63 @@
+# Runs INSIDE the sandboxed kernel (shipped as text; the kernel cannot import
+# codeact_kernel). Defines two helpers; the host calls _codeact_vars() through
+# user_expressions so the kernel's history and Out are untouched.
+import json as _codeact_json
+
+
+def _codeact_vars(limit=40, width=80):
+    import types
+
+    ip = get_ipython()  # noqa: F821 - defined by IPython
+    hidden = set(ip.user_ns_hidden)
+    rows = []
+    for name, value in list(ip.user_ns.items()):
+        if name.startswith("_") or name in hidden:
+            continue
+        if isinstance(value, types.ModuleType) or getattr(value, "__codeact_tool__", False):
+            continue
+        rows.append(_codeact_describe(name, value, width))
+        if len(rows) >= limit:
+            rows.append({"name": "...", "type": "", "summary": "more variables not shown"})
+            break
+    return _codeact_json.dumps(rows)
+
+
+def _codeact_describe(name, value, width):
+    kind = type(value).__name__
+    summary = ""
+    try:
+        shape = getattr(value, "shape", None)
+        if shape is not None and hasattr(value, "columns"):
+            cols = ", ".join(f"{c}: {t}" for c, t in list(value.dtypes.astype(str).items())[:12])
+            summary = f"shape {tuple(shape)}; columns {cols}"
+        elif shape is not None and hasattr(value, "dtype"):
+            summary = f"shape {tuple(shape)}, dtype {value.dtype}"
+        elif callable(value) and not isinstance(value, type):
+            import inspect
+
+            summary = f"function{inspect.signature(value)}"
+        else:
+            text = repr(value)
+            if hasattr(value, "__len__") and not isinstance(value, str):
+                summary = f"len {len(value)}: "
+            summary += text if len(text) <= width else text[: width - 3] + "..."
+    except Exception as exc:  # a broken __repr__ must not break the summary
+        summary = f"<unrepresentable: {type(exc).__name__}>"
+    return {"name": name, "type": kind, "summary": summary}
+
+
+class _CodeActOutputs(dict):
+    """_outputs[step]: the full text of a step whose output the model saw truncated."""
+
+    def __init__(self, folder):
+        super().__init__()
+        self._folder = folder
+
+    def __missing__(self, step):
+        import os
+
+        path = os.path.join(self._folder, f"step-{int(step)}.txt")
+        if not os.path.exists(path):
+            raise KeyError(f"no saved output for step {step}")
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()

@@ -1,0 +1,123 @@
+"""What the model is told about a step, separate from what the auditor keeps.
+
+The model view is short: streams, the error with its full traceback, the
+text/plain of results, a note per image (and the image itself for vision
+models), and a summary of live variables, truncated head+tail when long.
+The auditor view is the ExecutionResult's outputs, kept whole in the trace.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .results import ExecutionResult, strip_ansi
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+VARS_EXPRESSION = "_codeact_vars()"
+
+
+@dataclass
+class Observation:
+    """The model's view of one step."""
+
+    text: str
+    images: list[tuple[str, str]] = field(default_factory=list)  # (mime, base64)
+    truncated: bool = False
+    full_length: int = 0
+
+    def message(self, vision: bool) -> dict[str, Any]:
+        """A litellm user message; images are attached only for vision models."""
+        if not (vision and self.images):
+            return {"role": "user", "content": self.text}
+        parts: list[dict[str, Any]] = [{"type": "text", "text": self.text}]
+        for mime, data in self.images:
+            parts.append({"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}})
+        return {"role": "user", "content": parts}
+
+
+def parse_variables(result: ExecutionResult) -> list[dict[str, str]]:
+    """Decode the variables summary returned through user_expressions (no pickle)."""
+    entry = result.user_expressions.get(VARS_EXPRESSION, {})
+    if entry.get("status") != "ok":
+        return []
+    try:
+        text = ast.literal_eval(entry["data"]["text/plain"])
+        rows = json.loads(text)
+    except (KeyError, ValueError, SyntaxError, TypeError):
+        return []
+    return [r for r in rows if isinstance(r, dict)]
+
+
+def format_variables(rows: list[dict[str, str]]) -> str:
+    return "\n".join(
+        f"- {r.get('name')}: {r.get('type')}" + (f" = {r['summary']}" if r.get("summary") else "")
+        for r in rows
+    )
+
+
+def model_view(
+    result: ExecutionResult,
+    step: int,
+    variables: list[dict[str, str]],
+    max_chars: int,
+    spill_dir: Path | None = None,
+) -> Observation:
+    """Build the model's view; spill the full text to ``spill_dir`` when truncated."""
+    parts: list[str] = []
+    images: list[tuple[str, str]] = []
+    for output in result.outputs:
+        kind = output.output_type
+        if kind == "stream":
+            parts.append(output.text if output.name == "stdout" else f"[stderr]\n{output.text}")
+        elif kind == "error":
+            parts.append("Error:\n" + "\n".join(strip_ansi(t) for t in output.traceback))
+        elif kind in ("execute_result", "display_data"):
+            parts.append(_rich_text(output.data, kind, images))
+    if result.reason and result.recovery != "none" or result.kernel_died:
+        parts.append(f"[{result.reason}]")
+    body = "\n".join(p.rstrip("\n") for p in parts if p) or "(no output)"
+    full_length = len(body)
+    truncated = full_length > max_chars
+    if truncated:
+        if spill_dir is not None:
+            spill_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+            (spill_dir / f"step-{step}.txt").write_text(body, encoding="utf-8")
+        body = truncate_middle(body, max_chars, step)
+    text = f"Step {step} output:\n{body}"
+    if variables:
+        text += "\n\nVariables in the kernel:\n" + format_variables(variables)
+    return Observation(text, images, truncated, full_length)
+
+
+def _rich_text(data: dict[str, Any], kind: str, images: list[tuple[str, str]]) -> str:
+    lines: list[str] = []
+    for mime in IMAGE_TYPES:
+        if mime in data:
+            payload = data[mime]
+            images.append((mime, payload if isinstance(payload, str) else "".join(payload)))
+            lines.append(f"[{kind}: an image ({mime}) was displayed]")
+            break
+    plain = data.get("text/plain")
+    if plain and not lines:
+        text = plain if isinstance(plain, str) else "".join(plain)
+        lines.append(f"Out: {text}" if kind == "execute_result" else text)
+    elif not lines:
+        lines.append(f"[{kind}: {', '.join(sorted(data))}]")
+    return "\n".join(lines)
+
+
+def truncate_middle(text: str, limit: int, step: int) -> str:
+    """Keep the head and the tail; say how much was cut and where the rest is."""
+    head = limit * 2 // 3
+    tail = limit - head
+    omitted = len(text) - head - tail
+    note = (
+        f"\n\n[... {omitted:,} characters omitted. The full output of this step is the string "
+        f"_outputs[{step}] in the kernel: print slices of it, e.g. "
+        f"print(_outputs[{step}][{head}:{head + 2000}]), or search it with str methods ...]\n\n"
+    )
+    return text[:head] + note + text[-tail:]
