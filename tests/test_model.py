@@ -1,0 +1,43 @@
+"""The litellm wrapper, through litellm's real code path with mock_response."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from codeact_kernel.errors import ModelError
+from codeact_kernel.model import LLM
+
+
+def test_scripted_replies_flow_through_litellm_with_usage() -> None:
+    llm = LLM(model="openai/gpt-4o-mini", scripted_replies=["one", "two"])
+    llm.validate()
+    first = asyncio.run(llm.complete([{"role": "user", "content": "hi"}]))
+    assert first.text == "one"
+    assert first.prompt_tokens > 0 and first.completion_tokens > 0
+    assert first.cost is not None and first.cost > 0  # litellm's own price table
+    tokens: list[str] = []
+    second = asyncio.run(llm.complete([{"role": "user", "content": "hi"}], tokens.append))
+    assert second.text == "two" and "".join(tokens) == "two"
+    with pytest.raises(ModelError, match="ran out"):
+        asyncio.run(llm.complete([{"role": "user", "content": "hi"}]))
+
+
+def test_unknown_model_is_a_clear_error() -> None:
+    with pytest.raises(ModelError, match="provider/model"):
+        LLM(model="definitely-not-a-model").validate()
+
+
+def test_missing_key_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CODEACT_NO_SUCH_KEY", raising=False)
+    with pytest.raises(ModelError, match="CODEACT_NO_SUCH_KEY"):
+        LLM(model="openai/gpt-4o-mini", api_key_env="CODEACT_NO_SUCH_KEY").validate()
+
+
+def test_unreachable_endpoint_fails_after_retries() -> None:
+    llm = LLM(model="openai/x", api_base="http://127.0.0.1:9/v1", max_retries=1,
+              retry_backoff=0.01, request_timeout=5)
+    llm.validate()
+    with pytest.raises(ModelError, match="after 2 attempts"):
+        asyncio.run(llm.complete([{"role": "user", "content": "hi"}]))

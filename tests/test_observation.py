@@ -1,0 +1,61 @@
+"""The model view: short, head+tail truncated, images noted; nothing lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nbformat.v4 import new_output
+
+from codeact_kernel.observation import format_variables, model_view, truncate_middle
+from codeact_kernel.results import ExecutionResult
+
+
+def test_truncation_keeps_head_and_tail_and_spills(tmp_path: Path) -> None:
+    text = "".join(f"row {i}\n" for i in range(5000))
+    result = ExecutionResult("ok", outputs=[new_output("stream", name="stdout", text=text)])
+    obs = model_view(result, 4, [], 1000, tmp_path)
+    assert obs.truncated and obs.full_length == len(text.rstrip("\n"))
+    assert "row 0\n" in obs.text and "row 4999" in obs.text
+    assert "_outputs[4]" in obs.text
+    assert (tmp_path / "step-4.txt").read_text() == text.rstrip("\n")
+
+
+def test_short_output_untouched() -> None:
+    result = ExecutionResult(
+        "ok",
+        outputs=[
+            new_output("stream", name="stdout", text="hello\n"),
+            new_output("execute_result", data={"text/plain": "42"}, execution_count=1),
+        ],
+    )
+    obs = model_view(result, 1, [{"name": "x", "type": "int", "summary": "42"}], 1000)
+    assert obs.text == "Step 1 output:\nhello\nOut: 42\n\nVariables in the kernel:\n- x: int = 42"
+    assert not obs.truncated
+
+
+def test_images_are_noted_and_attached_for_vision() -> None:
+    result = ExecutionResult(
+        "ok", outputs=[new_output("display_data", data={"image/png": "iVBOR", "text/plain": "F"})]
+    )
+    obs = model_view(result, 2, [], 1000)
+    assert "an image (image/png) was displayed" in obs.text
+    assert obs.message(vision=False) == {"role": "user", "content": obs.text}
+    parts = obs.message(vision=True)["content"]
+    assert parts[1]["image_url"]["url"] == "data:image/png;base64,iVBOR"
+
+
+def test_restart_reason_is_told_plainly() -> None:
+    result = ExecutionResult("timeout", timed_out=True, recovery="restarted", state_lost=True,
+                             reason="timed out; ALL VARIABLES WERE LOST")
+    assert "ALL VARIABLES WERE LOST" in model_view(result, 1, [], 1000).text
+
+
+def test_truncate_middle_bounds() -> None:
+    out = truncate_middle("x" * 10_000, 300, 1)
+    assert out.startswith("x" * 200) and out.endswith("x" * 100)
+    assert "9,700 characters omitted" in out
+
+
+def test_format_variables() -> None:
+    rows = [{"name": "df", "type": "DataFrame", "summary": "shape (2, 1)"}]
+    assert format_variables(rows) == "- df: DataFrame = shape (2, 1)"
