@@ -23,17 +23,29 @@ class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
     sandbox = Instance(SandboxConfig, help="The sandbox configuration to launch with.")
     session_dir = Unicode(help="Per-session folder: connection file, ipc sockets.")
     work_dir = Unicode(help="Writable work folder, the kernel's HOME and cwd.")
+    socket_dir = Unicode(
+        "",
+        help="Folder of the ipc sockets, writable inside. When set, the session folder "
+        "is read-only inside; empty keeps the whole session folder writable.",
+    )
     plan: LaunchPlan | None = None
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         kwargs = await super().pre_launch(**kwargs)
         self._release_cgroups()
         self.plan = self.sandbox.plan(
-            list(kwargs["cmd"]), Path(self.session_dir), Path(self.work_dir)
+            list(kwargs["cmd"]),
+            Path(self.session_dir),
+            Path(self.work_dir),
+            Path(self.socket_dir) if self.socket_dir else None,
         )
         kwargs["cmd"] = self.plan.argv
         kwargs["env"] = self.plan.env
         kwargs["cwd"] = self.work_dir
+        # Not independent, jupyter_client adds JPY_PARENT_PID to bwrap's own
+        # environment. bwrap's --die-with-parent already ties the kernel's life
+        # to ours; unsandboxed kernels keep the parent-pid watch instead.
+        kwargs["independent"] = self.sandbox.mode == "bwrap"
         return kwargs
 
     async def cleanup(self, restart: bool = False) -> None:

@@ -148,8 +148,20 @@ class SandboxConfig(Configurable):
 
     # ---- planning -----------------------------------------------------------------
 
-    def plan(self, kernel_cmd: list[str], session_dir: Path, work_dir: Path) -> LaunchPlan:
-        """Wrap ``kernel_cmd`` so that it runs isolated, and say what isolation applies."""
+    def plan(
+        self,
+        kernel_cmd: list[str],
+        session_dir: Path,
+        work_dir: Path,
+        socket_dir: Path | None = None,
+    ) -> LaunchPlan:
+        """Wrap ``kernel_cmd`` so that it runs isolated, and say what isolation applies.
+
+        ``session_dir`` holds the connection file; it is bound at the same path.
+        When ``socket_dir`` (the folder of the ipc sockets) is given, only that
+        folder and ``work_dir`` are writable and the session folder is read-only,
+        so the kernel cannot rewrite its connection file or the host's log.
+        """
         if self.mode == "none":
             warnings.warn(UNSAFE_WARNING, UnsafeSandboxWarning, stacklevel=2)
             sys.stderr.write(UNSAFE_WARNING)
@@ -166,7 +178,7 @@ class SandboxConfig(Configurable):
         ]
         inner = list(kernel_cmd)
         if root:
-            _chown_tree(session_dir, self.sandbox_uid)
+            _chown_for_sandbox(session_dir, work_dir, self.sandbox_uid)
             inner = [
                 "/usr/bin/setpriv",
                 f"--reuid={self.sandbox_uid}",
@@ -179,7 +191,8 @@ class SandboxConfig(Configurable):
                 *inner,
             ]
             isolation.append(f"uid {self.sandbox_uid}, no-new-privs, empty bounding set")
-        argv = [self.resolve_bwrap(), *self._bwrap_args(session_dir, work_dir, root), "--", *inner]
+        bwrap_args = self._bwrap_args(session_dir, work_dir, socket_dir, root)
+        argv = [self.resolve_bwrap(), *bwrap_args, "--", *inner]
         argv = self._prlimit(bool(cgroups), isolation) + argv
         if cgroups:
             argv = _join_cgroups_cmd(cgroups) + argv
@@ -189,7 +202,9 @@ class SandboxConfig(Configurable):
         env = {"PATH": "/usr/bin:/bin"}
         return LaunchPlan(argv, env, cgroups, isolation)
 
-    def _bwrap_args(self, session_dir: Path, work_dir: Path, root: bool) -> list[str]:
+    def _bwrap_args(
+        self, session_dir: Path, work_dir: Path, socket_dir: Path | None, root: bool
+    ) -> list[str]:
         args = [
             "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session",
@@ -211,8 +226,13 @@ class SandboxConfig(Configurable):
                 args += ["--symlink", os.readlink(path), path]
             else:
                 args += ["--ro-bind-try", path, path]
-        args += ["--bind", str(session_dir), str(session_dir)]
-        if not _is_within(work_dir, session_dir):
+        if socket_dir is None:
+            args += ["--bind", str(session_dir), str(session_dir)]
+        else:
+            args += ["--ro-bind", str(session_dir), str(session_dir)]
+            args += ["--bind", str(socket_dir), str(socket_dir)]
+        # Bound after the session folder, so it stays writable when it lives inside it.
+        if work_dir.resolve() != session_dir.resolve():
             args += ["--bind", str(work_dir), str(work_dir)]
         args += ["--chdir", str(work_dir), "--remount-ro", "/", "--cap-drop", "ALL"]
         if root:
@@ -341,8 +361,11 @@ def _join_cgroups_cmd(cgroups: list[Path]) -> list[str]:
     return ["/bin/sh", "-c", f'{joins}; exec "$@"', "codeact-sandbox"]
 
 
-def _chown_tree(path: Path, uid: int) -> None:
-    for item in [path, *path.rglob("*")]:
+def _chown_for_sandbox(session_dir: Path, work_dir: Path, uid: int) -> None:
+    # The connection file is 0600 and the socket and work folders must be
+    # writable by the sandbox uid.  Only the top level is changed: never the
+    # contents of the work folder, whose files may be the host's.
+    for item in [session_dir, *session_dir.iterdir(), work_dir]:
         os.chown(item, uid, uid, follow_symlinks=False)
 
 
@@ -395,9 +418,14 @@ def _probe_bwrap(bwrap: str, root: bool) -> tuple[bool, str]:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"{exc}; {INSTALL_HINT}"
     if proc.returncode != 0:
-        hint = (
-            "user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone=1 or "
-            "user.max_user_namespaces>0), or the container forbids them"
+        detail = proc.stderr.strip() or f"{bwrap} exited with status {proc.returncode}"
+        hint = "point bwrap_path at a working bwrap, or (re)install it with " + (
+            "`apt-get install bubblewrap`"
         )
-        return False, f"{proc.stderr.strip()} ({hint})"
+        if not root:
+            hint = (
+                "user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone=1 "
+                "or user.max_user_namespaces>0) or the container forbids them; or " + hint
+            )
+        return False, f"{detail}. Fix: {hint}"
     return True, "ok"

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
@@ -89,6 +89,7 @@ class KernelSession(Configurable):
         self.kc: Any = None
         self.isolation: list[str] = []
         self.restarts = 0
+        self._log: BinaryIO | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -108,10 +109,12 @@ class KernelSession(Configurable):
         if self.work_dir and os.geteuid() == 0 and self.sandbox.mode == "bwrap":
             # bwrap chdirs into the work folder before dropping to the sandbox uid.
             os.chown(self.work_path, self.sandbox.sandbox_uid, self.sandbox.sandbox_uid)
+        socket_dir = self.session_dir / "ipc"
+        socket_dir.mkdir(mode=0o700)
         km = AsyncKernelManager(
             parent=self,
             transport="ipc",
-            ip=str(self.session_dir / "kernel"),
+            ip=str(socket_dir / "kernel"),
             connection_file=str(self.session_dir / "kernel.json"),
         )
         km._kernel_spec = KernelSpec(
@@ -127,6 +130,7 @@ class KernelSession(Configurable):
             sandbox=self.sandbox,
             session_dir=str(self.session_dir),
             work_dir=str(self.work_path),
+            socket_dir=str(socket_dir),
         )
         self.km = km
         try:
@@ -138,11 +142,10 @@ class KernelSession(Configurable):
 
     async def _launch(self) -> None:
         assert self.km is not None and self.session_dir is not None
-        log = open(self.session_dir / "kernel.log", "ab")  # noqa: SIM115 - held by the child
-        try:
-            await self.km.start_kernel(stdout=log, stderr=log)
-        finally:
-            log.close()
+        # Held open for the session's life: restarts relaunch with the same
+        # arguments, so a closed handle here would break every restart.
+        self._log = open(self.session_dir / "kernel.log", "ab")  # noqa: SIM115
+        await self.km.start_kernel(stdout=self._log, stderr=self._log)
         self.isolation = list(self.km.provisioner.plan.isolation)
         if self.kc is None:
             self.kc = self.km.client()
@@ -182,6 +185,9 @@ class KernelSession(Configurable):
             finally:
                 for path in plan.cgroups if plan else []:
                     remove_cgroup(path)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         if self.session_dir is not None:
             shutil.rmtree(self.session_dir, ignore_errors=True)
             self.session_dir = None
