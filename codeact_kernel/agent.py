@@ -376,6 +376,14 @@ class Agent(Configurable):
         result.completion_tokens += record.completion_tokens
         result.cost += record.cost or 0.0
 
+    async def apropose(self, task: str) -> str | None:
+        """One model call for ``task``; return its code without running it (%%agent --code)."""
+        await self.astart()
+        await self._open_conversation(task)
+        completion = await self.llm.complete(self.messages)
+        self.messages.append({"role": "assistant", "content": completion.text})
+        return extract_code(completion.text)
+
     async def areset(self) -> None:
         """Clear the kernel's variables (%reset -f) and the conversation."""
         await self.session.async_reset()
