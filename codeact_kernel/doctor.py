@@ -102,10 +102,10 @@ def _check_bwrap(config: SandboxConfig) -> list[Check]:
     version = (_run([path, "--version"]) or "").strip() or "version unknown"
     found = Check("bubblewrap", "ok", f"{path} ({version})")
     try:
-        # check() ignores mode 'none', but the doctor reports on the sandbox regardless.
-        SandboxConfig(parent=config, mode="bwrap").check()
+        _with_bwrap(config).check()
     except SandboxUnavailable as exc:
-        return [found, Check("bubblewrap starts", "FAIL", str(exc), INSTALL_HINT)]
+        fix = "" if "apt-get install" in str(exc) else INSTALL_HINT  # already named
+        return [found, Check("bubblewrap starts", "FAIL", str(exc), fix)]
     return [found, Check("bubblewrap starts", "ok", "a trivial sandbox ran")]
 
 
@@ -211,7 +211,7 @@ def _limits(config: SandboxConfig) -> list[str]:
 
 def _check_inside(config: SandboxConfig) -> tuple[Check, list[str]]:
     """Run a probe in the very sandbox a kernel gets and report what it sees."""
-    sandbox = SandboxConfig(parent=config, mode="bwrap")
+    sandbox = _with_bwrap(config)
     runtime = Path(tempfile.gettempdir()) / f"codeact-sessions-{os.getuid()}"
     session_dir = _make_session_dir(runtime)
     work = session_dir / "work"
@@ -251,6 +251,13 @@ def _judge_inside(seen: dict[str, Any]) -> Check:
     if problems:
         return Check("inside the sandbox", "FAIL", f"{detail}; UNSAFE: {', '.join(problems)}")
     return Check("inside the sandbox", "ok", detail)
+
+
+def _with_bwrap(config: SandboxConfig) -> SandboxConfig:
+    # The doctor reports on the sandbox even when the configuration opts out of it.
+    values = {name: getattr(config, name) for name in config.trait_names(config=True)}
+    values["mode"] = "bwrap"
+    return SandboxConfig(**values)
 
 
 def _run(

@@ -234,13 +234,17 @@ class SandboxLauncher(Application):
         cgroups: list[Path] = []
         bridge = SocketBridge(self.kernel_connect_timeout)
         try:
-            inner = self._write_inner_connection_file(self.session_dir)
+            # Only the socket and work folders are writable inside: the kernel
+            # cannot rewrite its connection file.
+            sockets = self.session_dir / "ipc"
+            sockets.mkdir(mode=0o700)
+            inner = self._write_inner_connection_file(self.session_dir, sockets)
             work = self._prepare_work_dir(self.session_dir)
             cmd = [a.format(python=sys.executable, connection_file=inner) for a in self.kernel_cmd]
-            plan = self.sandbox.plan(cmd, self.session_dir, work)
+            plan = self.sandbox.plan(cmd, self.session_dir, work, sockets)
             cgroups = plan.cgroups
             self.log.info("kernel isolation: %s", "; ".join(plan.isolation))
-            await self._listen(bridge, self.session_dir)
+            await self._listen(bridge, sockets)
             self._proc = await asyncio.create_subprocess_exec(
                 *plan.argv, env=plan.env, cwd=str(work), stdin=asyncio.subprocess.DEVNULL,
                 # A group signal (killpg) from the frontend must reach only this
@@ -257,11 +261,11 @@ class SandboxLauncher(Application):
         self.log.info("kernel exited with status %s", status)
         return status if status >= 0 else 128 - status
 
-    def _write_inner_connection_file(self, session_dir: Path) -> str:
-        ip = str(session_dir / "kernel")
+    def _write_inner_connection_file(self, session_dir: Path, sockets: Path) -> str:
+        ip = str(sockets / "kernel")
         if len(ip) + 3 > MAX_SOCKET_PATH:
             raise SandboxUnavailable(
-                f"the session folder path {session_dir} is too long for unix sockets; "
+                f"the socket path {ip}-N is too long for unix sockets; "
                 "configure a shorter SandboxLauncher.runtime_dir"
             )
         ports: dict[str, Any] = {f"{c}_port": i for i, c in enumerate(CHANNELS, start=1)}
@@ -285,12 +289,12 @@ class SandboxLauncher(Application):
             os.chown(work, self.sandbox.sandbox_uid, self.sandbox.sandbox_uid)
         return work
 
-    async def _listen(self, bridge: SocketBridge, session_dir: Path) -> None:
+    async def _listen(self, bridge: SocketBridge, sockets: Path) -> None:
         transport = self._info.get("transport", "tcp")
         ip = self._info.get("ip") or "127.0.0.1"
         for i, name in enumerate(CHANNELS, start=1):
             port = int(self._info[f"{name}_port"])
-            await bridge.listen(transport, ip, port, session_dir / f"kernel-{i}")
+            await bridge.listen(transport, ip, port, sockets / f"kernel-{i}")
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -306,7 +310,7 @@ class SandboxLauncher(Application):
 
     def _on_interrupt(self) -> None:
         assert self.session_dir is not None
-        endpoint = f"ipc://{self.session_dir / 'kernel'}-{CHANNELS.index('control') + 1}"
+        endpoint = f"ipc://{self.session_dir / 'ipc' / 'kernel'}-{CHANNELS.index('control') + 1}"
         key = str(self._info.get("key", "")).encode()
         scheme = self._info.get("signature_scheme", "hmac-sha256")
         loop = asyncio.get_running_loop()
