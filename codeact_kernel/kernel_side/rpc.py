@@ -1,0 +1,296 @@
+# The tool RPC client that runs INSIDE the sandboxed kernel.
+#
+# Shipped as text (after codec.py, in one module namespace) by
+# codeact_kernel.tools.kernel_bootstrap_code and kept in sys.modules as
+# "_codeact_rpc", so the user namespace only gains the tool stubs,
+# final_answer and ToolCallError. Wire format: see codeact_kernel/tools.py.
+import builtins
+import json
+import os
+import threading
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # inside the kernel these names come from codec.py's text
+    from .codec import MARK, Decoder, Encoder, local_accept
+
+CONNECT_TIMEOUT = 5.0
+PROTOCOL_VERSION = 1
+
+
+class ToolCallError(Exception):
+    """A host tool failed, or the host could not run it.
+
+    Attributes: tool (its name), type_name (the host exception type), message,
+    category ("tool", "arguments", "unknown_tool", "timeout", "busy", "protocol",
+    "unreachable").
+    """
+
+    __module__ = "__main__"
+
+    def __init__(
+        self, message: str, *, tool: str = "", type_name: str = "ToolCallError",
+        category: str = "tool",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.tool = tool
+        self.type_name = type_name
+        self.category = category
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class HostDefault:
+    """Stands for a default value that only exists on the host (it is not a literal)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+_error_classes: "dict[str, type[ToolCallError]]" = {}
+
+
+def _error_class(type_name: str) -> "type[ToolCallError]":
+    # A tool's builtin exception type is kept (as a ToolCallError subclass), so
+    # `except KeyError:` in model code works as it would with a local function.
+    cls = _error_classes.get(type_name)
+    if cls is None:
+        base = getattr(builtins, type_name, None)
+        cls = ToolCallError
+        if isinstance(base, type) and issubclass(base, Exception) and base is not Exception:
+            try:
+                made = type(type_name, (ToolCallError, base), {"__module__": "builtins"})
+                made("probe")
+                cls = made
+            except Exception:  # types such as UnicodeDecodeError need more arguments
+                cls = ToolCallError
+        _error_classes[type_name] = cls
+    return cls
+
+
+def make_error(error: Any, tool: str) -> ToolCallError:
+    if not isinstance(error, dict):
+        return ToolCallError(f"host tool {tool} failed: malformed error reply", tool=tool)
+    type_name = str(error.get("type", "ToolCallError"))
+    message = str(error.get("message", ""))
+    category = str(error.get("category", "tool"))
+    if category == "tool":
+        cls = _error_class(type_name)
+        if cls is ToolCallError:
+            message = f"{type_name}: {message}"
+        message += f" (raised by host tool {tool})"
+    elif category == "arguments":
+        cls = _error_class("TypeError")
+    else:
+        cls = ToolCallError
+    return cls(message, tool=tool, type_name=type_name, category=category)
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars (np.int64 from a DataFrame, say) are JSON in all but type.
+    if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():
+        return value.item()
+    raise TypeError(
+        f"{type(value).__name__} is not JSON; tool arguments must be str, int, float, bool, "
+        "None, list or dict (convert first, e.g. df.to_dict('records') or arr.tolist())"
+    )
+
+
+class Client:
+    """One REQ socket per thread (ZMQ sockets are not thread-safe), made lazily."""
+
+    def __init__(
+        self, socket_path: str, call_timeout: float, token: str, max_bytes: int,
+        host_accept: "list[str]",
+    ) -> None:
+        self.socket_path = socket_path
+        self.endpoint = "ipc://" + socket_path
+        self.reply_timeout = call_timeout + 30.0  # the host answers timeouts itself
+        self.token = token
+        self.max_bytes = max_bytes
+        self.accept = local_accept()
+        self.host_accept = host_accept
+        self.lock = threading.Lock()
+        self.pid = -1
+        self.context: Any = None
+        self.local = threading.local()
+        self.sockets: dict[int, tuple[threading.Thread, Any]] = {}
+
+    def _socket(self) -> Any:
+        if self.pid != os.getpid():  # first use, or a forked child: never reuse sockets
+            import zmq
+
+            self.context, self.pid = zmq.Context(), os.getpid()
+            self.local, self.sockets = threading.local(), {}
+        sock = getattr(self.local, "sock", None)
+        if sock is None:
+            import zmq
+
+            sock = self.context.socket(zmq.REQ)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing towards a host that is not there
+            sock.connect(self.endpoint)
+            self.local.sock = sock
+            with self.lock:
+                for ident, (thread, old) in list(self.sockets.items()):
+                    if not thread.is_alive():  # sockets of finished threads
+                        old.close(0)
+                        del self.sockets[ident]
+                self.sockets[threading.get_ident()] = (threading.current_thread(), sock)
+        return sock
+
+    def _drop(self) -> None:
+        # A REQ socket that missed its reply cannot send again: replace it.
+        sock = getattr(self.local, "sock", None)
+        self.local.sock = None
+        with self.lock:
+            self.sockets.pop(threading.get_ident(), None)
+        if sock is not None:
+            sock.close(0)
+
+    def request(self, frames: "list[bytes]", tool: str) -> "list[bytes]":
+        import zmq
+
+        sock = self._socket()
+        ok = False
+        try:
+            if not sock.poll(int(CONNECT_TIMEOUT * 1000), zmq.POLLOUT):
+                raise self._unreachable(tool)
+            sock.send_multipart(frames, copy=len(frames) > 1)
+            deadline = time.monotonic() + self.reply_timeout
+            while not sock.poll(1000):
+                if not os.path.exists(self.socket_path):
+                    raise self._unreachable(tool)
+                if time.monotonic() > deadline:
+                    raise ToolCallError(
+                        f"no reply from the host for tool {tool} within "
+                        f"{self.reply_timeout:.0f}s", tool=tool, category="timeout",
+                    )
+            reply = sock.recv_multipart()
+            ok = True
+            return reply  # type: ignore[no-any-return]
+        finally:
+            if not ok:  # timeout, interrupt (KeyboardInterrupt) or a socket error
+                self._drop()
+
+    def _unreachable(self, tool: str) -> ToolCallError:
+        return ToolCallError(
+            f"cannot reach the host tool server at {self.socket_path} to call {tool} "
+            "(it is not running; the agent session may have ended)",
+            tool=tool, category="unreachable",
+        )
+
+    def call(self, tool: str, args: "tuple[Any, ...]", kwargs: "dict[str, Any]") -> Any:
+        kwargs = {k: v for k, v in kwargs.items() if not isinstance(v, HostDefault)}
+        header = {"v": PROTOCOL_VERSION, "tool": tool, "args": list(args), "kwargs": kwargs,
+                  "accept": self.accept}
+        if self.token:
+            header["token"] = self.token
+        try:
+            payload = json.dumps(header, default=_json_default).encode()
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{tool}(): {exc}") from None
+        return self._roundtrip(tool, [payload])
+
+    def final_answer(self, value: Any) -> None:
+        encoder = Encoder(self.host_accept)
+        encoded = encoder.encode(value)
+        header = {"v": PROTOCOL_VERSION, "tool": "final_answer", "args": [],
+                  "kwargs": {"value": encoded}, "notes": encoder.notes, "accept": self.accept}
+        if self.token:
+            header["token"] = self.token
+        payload = json.dumps(header).encode()
+        self._roundtrip("final_answer", [payload, *encoder.blobs])
+        for note in encoder.notes:
+            warnings.warn(f"final_answer: {note}", stacklevel=4)
+
+    def _roundtrip(self, tool: str, frames: "list[bytes]") -> Any:
+        size = sum(len(f) for f in frames)
+        if size > self.max_bytes:
+            raise ValueError(
+                f"{tool}(): the request is {size} bytes, over the {self.max_bytes} byte limit; "
+                "send less data (tools run on the host: pass a path or a query, not the data)"
+            )
+        reply = self.request(frames, tool)
+        try:
+            header = json.loads(reply[0])
+        except (ValueError, IndexError):
+            raise ToolCallError(f"malformed reply from the host for {tool}", tool=tool,
+                                category="protocol") from None
+        if not header.get("ok"):
+            raise make_error(header.get("error"), tool) from None
+        result = header.get("result")
+        if MARK.encode() in reply[0]:
+            decoder = Decoder(reply[1:])
+            result = decoder.decode(result)
+        for note in header.get("notes") or []:
+            warnings.warn(f"{tool}: {note}", stacklevel=5)
+        return result
+
+    def close(self) -> None:
+        with self.lock:
+            for _, sock in self.sockets.values():
+                sock.close(0)
+            self.sockets = {}
+        self.local = threading.local()
+
+
+_client: "Client | None" = None
+
+
+def configure(
+    socket_path: str, call_timeout: float, token: str, max_bytes: int, host_accept: "list[str]",
+) -> None:
+    global _client
+    if _client is not None:
+        _client.close()
+    _client = Client(socket_path, call_timeout, token, max_bytes, host_accept)
+
+
+def call(tool: str, args: "tuple[Any, ...]", kwargs: "dict[str, Any]") -> "tuple[bool, Any]":
+    """(True, result) or (False, exception): the stub raises it, so tracebacks end there."""
+    try:
+        return True, _require(tool).call(tool, args, kwargs)
+    except (ToolCallError, TypeError, ValueError) as exc:
+        return False, exc.with_traceback(None)
+
+
+def final(value: Any) -> "tuple[bool, Any]":
+    try:
+        _require("final_answer").final_answer(value)
+        return True, None
+    except (ToolCallError, TypeError, ValueError) as exc:
+        return False, exc.with_traceback(None)
+
+
+def _require(tool: str) -> Client:
+    if _client is None:
+        raise ToolCallError("the tool client is not configured", tool=tool, category="protocol")
+    return _client
+
+
+def close() -> None:
+    if _client is not None:
+        _client.close()
+
+
+def install(namespace: "dict[str, Any]", hidden: Any, stubs: str, names: "list[str]") -> None:
+    """Define the stubs in a private namespace, then publish them to the user's."""
+    import sys
+
+    private: dict[str, Any] = {"__name__": "__main__", "_codeact_rpc": sys.modules[__name__]}
+    exec(compile(stubs, "<codeact tool stubs>", "exec"), private)
+    published: dict[str, Any] = {"ToolCallError": ToolCallError}
+    for name in names:
+        stub = private[name]
+        stub.__codeact_tool__ = True
+        published[name] = stub
+    namespace.update(published)
+    if isinstance(hidden, dict):  # IPython's user_ns_hidden: %who and summaries skip these
+        hidden.update(published)

@@ -1,0 +1,403 @@
+"""The host end of the tool RPC: a ZMQ ROUTER that runs tools for the kernel.
+
+One socket thread owns every ZMQ socket (they are not thread-safe). Tool calls
+run in a small thread pool; finished calls are handed back through a queue plus
+a wake-up pipe, so a slow tool never blocks other calls, and the socket thread
+answers calls that overrun ``call_timeout`` itself. Everything that arrives is
+untrusted: malformed messages get an error reply or are dropped, never a crash.
+See codeact_kernel/tools.py for the wire format.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from .errors import ToolError
+from .serialize import FINAL_ANSWER, FinalAnswer, decode_final_answer, encode_value, summarize
+from .tool_bootstrap import kernel_bootstrap_code
+
+if TYPE_CHECKING:
+    from .tools import Tool
+
+log = logging.getLogger(__name__)
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
+MAX_BLOBS = 16
+
+
+@dataclass
+class ToolCall:
+    """One call of a host tool from the kernel, as recorded for the trace."""
+
+    name: str
+    arguments: dict[str, Any]
+    result: str | None
+    error: str | None
+    started: float
+    duration: float
+
+
+@dataclass
+class _Request:
+    key: int
+    ident: bytes
+    header: dict[str, Any]
+    blobs: list[bytes]
+    deadline: float
+
+
+class ToolServer:
+    """Serves ``tools`` (plus the built-in ``final_answer``) on ``ipc://<socket_path>``."""
+
+    def __init__(
+        self,
+        tools: list[Tool],
+        socket_path: Path,
+        *,
+        call_timeout: float = 300,
+        token: str = "",
+        max_workers: int = 8,
+        max_pending: int = 64,
+        max_message_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        names = [t.name for t in tools]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ToolError(f"two tools share the name(s) {', '.join(duplicates)}")
+        if FINAL_ANSWER in names:
+            raise ToolError(f"{FINAL_ANSWER!r} is built in; give your tool another name")
+        if len(str(socket_path)) > MAX_SOCKET_PATH:
+            raise ToolError(
+                f"socket path {socket_path} is longer than {MAX_SOCKET_PATH} characters "
+                "(a unix socket limit); use a shorter runtime folder"
+            )
+        self.tools = {t.name: t for t in tools}
+        self.socket_path = Path(socket_path)
+        self.call_timeout = call_timeout
+        self.token = token
+        self.max_workers = max_workers
+        self.max_pending = max_pending
+        self.max_message_bytes = max_message_bytes
+        self.calls: list[ToolCall] = []
+        self.rejected_messages = 0
+        self._drained = 0
+        self._final: FinalAnswer | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._wake_lock = threading.Lock()
+        self._wake_r = self._wake_w = -1
+        self._done: queue.SimpleQueue[tuple[_Request, list[bytes]]] = queue.SimpleQueue()
+        self._seq = itertools.count()
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> ToolServer:
+        """Bind the socket and serve in a background thread (idempotent)."""
+        if self._thread is not None:
+            return self
+        self._stopping = False
+        self._ready.clear()
+        self._thread = threading.Thread(target=self._serve, name="codeact-tool-server",
+                                        daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            error, self._start_error = self._start_error, None
+            self._thread.join()
+            self._thread = None
+            raise ToolError(f"cannot serve tools on {self.socket_path}: {error}") from error
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, join the socket thread and close every socket (idempotent)."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stopping = True
+        self._wake()
+        thread.join()
+
+    def __enter__(self) -> ToolServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def bootstrap_code(self) -> str:
+        """The kernel startup code matching this server (its timeout and token)."""
+        return kernel_bootstrap_code(
+            list(self.tools.values()), self.socket_path, call_timeout=self.call_timeout,
+            token=self.token, max_message_bytes=self.max_message_bytes,
+        )
+
+    # ---- results for the agent -------------------------------------------------------
+
+    def drain_calls(self) -> list[ToolCall]:
+        """The calls recorded since the previous drain."""
+        with self._lock:
+            new = self.calls[self._drained:]
+            self._drained = len(self.calls)
+        return new
+
+    @property
+    def final_answer(self) -> FinalAnswer | None:
+        with self._lock:
+            return self._final
+
+    def reset_final_answer(self) -> None:
+        with self._lock:
+            self._final = None
+
+    # ---- socket thread ---------------------------------------------------------------
+
+    def _wake(self) -> None:
+        # Under the lock: a worker that outlives stop() must never write to a
+        # closed (and possibly reused) file descriptor.
+        with self._wake_lock:
+            if self._wake_w < 0:
+                return
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass  # the pipe is full: a wake-up is pending anyway
+
+    def _serve(self) -> None:
+        ctx = zmq.Context()
+        router = ctx.socket(zmq.ROUTER)
+        with self._wake_lock:
+            self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        os.set_blocking(self._wake_r, False)
+        pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="codeact-tool")
+        try:
+            router.setsockopt(zmq.LINGER, 0)
+            router.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)  # larger: disconnected
+            router.setsockopt(zmq.SNDHWM, 1000)
+            router.bind(f"ipc://{self.socket_path}")
+            # The kernel runs as another uid; the session folder is traversable only.
+            os.chmod(self.socket_path, 0o666)
+        except (zmq.ZMQError, OSError) as exc:
+            self._start_error = exc
+        self._ready.set()
+        try:
+            if self._start_error is None:
+                self._loop(router, pool)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            router.close(0)
+            ctx.term()
+            with self._wake_lock:
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_r = self._wake_w = -1
+            if self._start_error is None:
+                try:
+                    self.socket_path.unlink()
+                except OSError:
+                    pass
+
+    def _loop(self, router: zmq.Socket[bytes], pool: ThreadPoolExecutor) -> None:
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        pending: dict[int, _Request] = {}
+        while not self._stopping:
+            timeout = None
+            if pending:
+                nearest = min(r.deadline for r in pending.values())
+                timeout = max(0, int((nearest - time.monotonic()) * 1000) + 1)
+            events = dict(poller.poll(timeout))
+            if self._wake_r in events:
+                self._send_finished(router, pending)
+            if router in events:
+                for _ in range(100):  # bounded, so replies and timeouts get their turn
+                    try:
+                        frames = router.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._accept(router, pool, pending, frames)
+            self._expire(router, pending)
+
+    def _send_finished(self, router: zmq.Socket[bytes], pending: dict[int, _Request]) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                request, reply = self._done.get_nowait()
+            except queue.Empty:
+                return
+            if pending.pop(request.key, None) is not None:  # else: it already timed out
+                _send(router, request.ident, reply)
+
+    def _expire(self, router: zmq.Socket[bytes], pending: dict[int, _Request]) -> None:
+        now = time.monotonic()
+        for key, request in list(pending.items()):
+            if now >= request.deadline:
+                del pending[key]
+                name = str(request.header.get("tool"))
+                _send(router, request.ident, _error(
+                    "TimeoutError", f"host tool {name} did not finish within "
+                    f"{self.call_timeout:g}s (it may still be running on the host)", "timeout"))
+
+    def _accept(
+        self, router: zmq.Socket[bytes], pool: ThreadPoolExecutor,
+        pending: dict[int, _Request], frames: list[bytes],
+    ) -> None:
+        # A REQ peer sends [identity, b"", header, blobs...]; anything else
+        # cannot be answered in a way REQ understands, so it is dropped.
+        if len(frames) < 3 or frames[1] != b"":
+            self.rejected_messages += 1
+            return
+        ident = frames[0]
+        header, problem = self._parse(frames[2:])
+        if header is None:
+            self.rejected_messages += 1
+            _send(router, ident, _error("ProtocolError", problem, "protocol"))
+            return
+        if len(pending) >= self.max_pending:
+            _send(router, ident, _error(
+                "BusyError", f"the host is busy with {len(pending)} tool calls; retry later",
+                "busy"))
+            return
+        request = _Request(next(self._seq), ident, header, frames[3:],
+                           time.monotonic() + self.call_timeout)
+        pending[request.key] = request
+        pool.submit(self._run, request)
+
+    def _parse(self, frames: list[bytes]) -> tuple[dict[str, Any] | None, str]:
+        if len(frames) > MAX_BLOBS + 1:
+            return None, f"too many frames ({len(frames)})"
+        try:
+            header = json.loads(frames[0])
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return None, "the request header is not JSON"
+        if not isinstance(header, dict) or not isinstance(header.get("tool"), str):
+            return None, "the request header must be an object with a 'tool' string"
+        if header.get("v", 1) != 1:
+            return None, f"unsupported protocol version {header.get('v')!r}"
+        token = header.get("token", "")
+        if self.token and not (isinstance(token, str) and hmac.compare_digest(token, self.token)):
+            return None, "bad or missing token"
+        return header, ""
+
+    # ---- worker threads --------------------------------------------------------------
+
+    def _run(self, request: _Request) -> None:
+        try:
+            reply = self._dispatch(request)
+        except BaseException as exc:  # never lose a reply: the kernel is waiting for it
+            log.exception("tool server failure")
+            reply = _error("InternalError", f"{type(exc).__name__}: {exc}", "protocol")
+        self._done.put((request, reply))
+        self._wake()
+
+    def _dispatch(self, request: _Request) -> list[bytes]:
+        header = request.header
+        name = header["tool"]
+        args, kwargs = header.get("args", []), header.get("kwargs", {})
+        started, t0 = time.time(), time.perf_counter()
+        if name == FINAL_ANSWER:
+            return self._final_answer(request, started, t0)
+        tool = self.tools.get(name)
+        if tool is None:
+            known = ", ".join([*sorted(self.tools), FINAL_ANSWER])
+            message = f"unknown host tool {name[:100]!r}; the tools are: {known}"
+            self._record(name[:100], {}, None, message, started, t0)
+            return _error("NameError", message, "unknown_tool")
+        try:
+            arguments = tool.bind(args, kwargs)
+        except ToolError as exc:
+            self._record(name, _raw_arguments(args, kwargs), None, str(exc), started, t0)
+            return _error("TypeError", str(exc), "arguments")
+        try:
+            value = tool.invoke(arguments)
+        except Exception as exc:
+            message = _exception_text(exc)
+            self._record(name, arguments, None, f"{type(exc).__name__}: {message}", started, t0)
+            return _error(type(exc).__name__, message, "tool")
+        accept = header.get("accept")
+        try:
+            obj, blobs, notes = encode_value(value, accept if isinstance(accept, list) else [])
+        except Exception as exc:
+            message = f"the result of {name} could not be sent: {type(exc).__name__}: {exc}"
+            self._record(name, arguments, summarize(value), message, started, t0)
+            return _error("ValueError", message, "protocol")
+        self._record(name, arguments, summarize(value), None, started, t0)
+        reply = {"ok": True, "result": obj}
+        if notes:
+            reply["notes"] = notes
+        return [json.dumps(reply).encode(), *blobs]
+
+    def _final_answer(self, request: _Request, started: float, t0: float) -> list[bytes]:
+        kwargs, notes = request.header.get("kwargs"), request.header.get("notes") or []
+        if not isinstance(kwargs, dict) or "value" not in kwargs or not isinstance(notes, list):
+            message = "final_answer(value) takes exactly one argument, value"
+            self._record(FINAL_ANSWER, {}, None, message, started, t0)
+            return _error("TypeError", message, "arguments")
+        try:
+            answer = decode_final_answer(kwargs["value"], request.blobs, notes)
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            message = f"the final answer could not be decoded: {exc}"
+            self._record(FINAL_ANSWER, {}, None, message, started, t0)
+            return _error("ValueError", message, "arguments")
+        with self._lock:
+            self._final = answer
+        self._record(FINAL_ANSWER, {"value": summarize(answer.value)}, answer.kind, None,
+                     started, t0)
+        return [b'{"ok": true, "result": null}']
+
+    def _record(
+        self, name: str, arguments: dict[str, Any], result: str | None, error: str | None,
+        started: float, t0: float,
+    ) -> None:
+        call = ToolCall(name, arguments, result, error, started, time.perf_counter() - t0)
+        with self._lock:
+            self.calls.append(call)
+
+
+def _send(router: zmq.Socket[bytes], ident: bytes, frames: list[bytes]) -> None:
+    try:
+        router.send_multipart([ident, b"", *frames], zmq.NOBLOCK)
+    except zmq.ZMQError:  # the peer is gone or not reading: never block the host
+        pass
+
+
+def _error(type_name: str, message: str, category: str) -> list[bytes]:
+    error = {"type": type_name, "message": message, "category": category}
+    return [json.dumps({"ok": False, "error": error}).encode()]
+
+
+def _exception_text(exc: BaseException) -> str:
+    # str(KeyError("x")) quotes its message; the kernel should see it as written.
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc)
+
+
+def _raw_arguments(args: Any, kwargs: Any) -> dict[str, Any]:
+    raw = dict(kwargs) if isinstance(kwargs, dict) else {"<kwargs>": summarize(kwargs)}
+    if args:
+        raw["<args>"] = args if isinstance(args, list) else summarize(args)
+    return raw
