@@ -28,97 +28,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-import zmq
-from jupyter_client.connect import write_connection_file
-from jupyter_client.session import Session
 from jupyter_core.paths import jupyter_config_path
 from traitlets import Float, Instance, List, Unicode, default
 from traitlets.config import Application
 
+from .bridge import SocketBridge
 from .errors import SandboxUnavailable
 from .sandbox import SandboxConfig, remove_cgroup
-from .session import _make_session_dir, sweep_stale_sessions
+
+# jupyter_client, zmq and codeact_kernel.session are imported only where they
+# are used, after the kernel has been spawned: they would add about 0.12 s to
+# every kernel start.
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 # Unix socket paths are limited to 108 bytes (sun_path), ZMQ's ipc included.
 MAX_SOCKET_PATH = 100
 DEFAULT_KERNEL_CMD = ["{python}", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-
-
-class SocketBridge:
-    """Copies bytes between host endpoints (TCP or unix) and the kernel's unix sockets."""
-
-    def __init__(self, connect_timeout: float) -> None:
-        self.connect_timeout = connect_timeout
-        self.kernel_gone = asyncio.Event()
-        self._servers: list[asyncio.AbstractServer] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def listen(self, transport: str, ip: str, port: int, kernel_socket: Path) -> None:
-        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._serve(reader, writer, kernel_socket)
-
-        if transport == "ipc":
-            server = await asyncio.start_unix_server(on_connect, path=f"{ip}-{port}")
-        else:
-            server = await asyncio.start_server(on_connect, host=ip, port=port)
-        self._servers.append(server)
-
-    async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kernel_socket: Path
-    ) -> None:
-        try:
-            k_reader, k_writer = await self._connect_kernel(kernel_socket)
-        except OSError:
-            writer.close()
-            return
-        # Only the pumps are cancelled at close: asyncio reports a cancelled
-        # connection handler as an error.
-        pumps = [
-            asyncio.ensure_future(_pump(reader, k_writer)),
-            asyncio.ensure_future(_pump(k_reader, writer)),
-        ]
-        self._tasks.update(pumps)
-        try:
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pump in pumps:
-                pump.cancel()
-                self._tasks.discard(pump)
-            for w in (writer, k_writer):
-                w.close()
-
-    async def _connect_kernel(
-        self, path: Path
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        # Frontends connect as soon as the launch returns, long before the
-        # kernel has bound its sockets, so wait for them (ZMQ just sees a slow peer).
-        deadline = time.monotonic() + self.connect_timeout
-        while True:
-            try:
-                return await asyncio.open_unix_connection(str(path))
-            except (FileNotFoundError, ConnectionRefusedError):
-                if self.kernel_gone.is_set() or time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.01)
-
-    async def close(self) -> None:
-        self.kernel_gone.set()
-        for server in self._servers:
-            server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1)
-
-
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
 
 
 class SandboxLauncher(Application):
@@ -229,8 +154,7 @@ class SandboxLauncher(Application):
     async def _run(self) -> int:
         self._info = _read_connection_file(self.connection_file)
         runtime = Path(self.runtime_dir)
-        sweep_stale_sessions(runtime, self.sandbox)
-        self.session_dir = _make_session_dir(runtime)
+        self.session_dir = new_session_dir(runtime)
         cgroups: list[Path] = []
         bridge = SocketBridge(self.kernel_connect_timeout)
         try:
@@ -252,6 +176,10 @@ class SandboxLauncher(Application):
                 start_new_session=True,
             )  # fmt: skip
             self._install_signal_handlers()
+            # While the kernel boots: leftovers of launchers that were SIGKILLed.
+            from .session import sweep_stale_sessions
+
+            sweep_stale_sessions(runtime, self.sandbox)
             status = await self._proc.wait()
         finally:
             await bridge.close()
@@ -268,25 +196,26 @@ class SandboxLauncher(Application):
                 f"the socket path {ip}-N is too long for unix sockets; "
                 "configure a shorter SandboxLauncher.runtime_dir"
             )
-        ports: dict[str, Any] = {f"{c}_port": i for i, c in enumerate(CHANNELS, start=1)}
-        ports.update((k, v) for k, v in self._info.items() if k.startswith("curve_"))
-        fname, _ = write_connection_file(
-            str(session_dir / "kernel.json"),
+        info: dict[str, Any] = {f"{c}_port": i for i, c in enumerate(CHANNELS, start=1)}
+        info.update(
             ip=ip,
-            key=str(self._info.get("key", "")).encode(),
+            key=self._info.get("key", ""),
             transport="ipc",
             signature_scheme=self._info.get("signature_scheme", "hmac-sha256"),
             kernel_name=self._info.get("kernel_name", ""),
-            **ports,
         )
-        return fname
+        info.update((k, v) for k, v in self._info.items() if k.startswith("curve_"))
+        path = session_dir / "kernel.json"
+        # Owner-only from the first byte: it holds the HMAC key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f, indent=1)
+        return str(path)
 
     def _prepare_work_dir(self, session_dir: Path) -> Path:
         work = Path(self.work_dir).resolve() if self.work_dir else session_dir / "work"
+        # SandboxConfig.plan hands it to the sandbox uid when we are root.
         work.mkdir(mode=0o755, parents=True, exist_ok=True)
-        if self.work_dir and os.geteuid() == 0 and self.sandbox.mode == "bwrap":
-            # bwrap chdirs into the work folder before dropping to the sandbox uid.
-            os.chown(work, self.sandbox.sandbox_uid, self.sandbox.sandbox_uid)
         return work
 
     async def _listen(self, bridge: SocketBridge, sockets: Path) -> None:
@@ -334,6 +263,9 @@ class SandboxLauncher(Application):
 
 def send_interrupt_request(endpoint: str, key: bytes, scheme: str, timeout: float) -> bool:
     """Send one signed interrupt_request to a kernel's control socket; True if it replied."""
+    import zmq
+    from jupyter_client.session import Session
+
     ctx = zmq.Context()
     try:
         sock = ctx.socket(zmq.DEALER)
@@ -342,6 +274,21 @@ def send_interrupt_request(endpoint: str, key: bytes, scheme: str, timeout: floa
         return bool(sock.poll(int(timeout * 1000)))
     finally:
         ctx.destroy(linger=0)
+
+
+def new_session_dir(runtime_dir: Path) -> Path:
+    """A fresh session folder named like ``session._make_session_dir`` makes them.
+
+    The ``s<pid>-`` prefix is what lets ``sweep_stale_sessions`` remove the
+    folder and cgroups of a launcher that was killed.  Not imported from there:
+    that module costs a tenth of a second before the kernel could start.
+    """
+    runtime_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"s{os.getpid()}-", dir=runtime_dir))
+    # Traversable, not listable: bwrap (root, capabilities dropped) must reach
+    # the work folder inside before it switches to the sandbox uid.
+    path.chmod(0o711)
+    return path
 
 
 def _read_connection_file(path: str) -> dict[str, Any]:

@@ -296,6 +296,28 @@ def test_sigterm_kills_the_sandbox_and_cleans_up(installed: dict[str, Path]) -> 
     stop_kernel(km, kc)
 
 
+def test_leftovers_of_a_killed_launcher_are_swept(installed: dict[str, Path]) -> None:
+    km, kc, _ = start_kernel()
+    launcher = km.provisioner.process  # type: ignore[union-attr]
+    [session] = session_dirs(installed["runtime"], launcher.pid)
+    cgroups = _cgroups_of(session)
+    sandbox = descendants(launcher.pid)
+    os.kill(launcher.pid, signal.SIGKILL)  # what jupyter_client does on restart(now=True)
+    launcher.wait(10)
+    deadline = time.monotonic() + 3
+    while any(live(pid) for pid in sandbox) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in sandbox if live(pid)], "bwrap --die-with-parent failed"
+    assert session.exists()  # nobody was left to clean up...
+    stop_kernel(km, kc)
+    km2, kc2, _ = start_kernel()  # ...until the next launcher starts
+    try:
+        assert not session.exists()
+        assert not any(p.exists() for p in cgroups)
+    finally:
+        stop_kernel(km2, kc2)
+
+
 def test_missing_bwrap_fails_with_the_fix(installed: dict[str, Path], tmp_path: Path) -> None:
     cf, _ = write_connection_file(str(tmp_path / "cf.json"), ip="127.0.0.1")
     proc = subprocess.run(
