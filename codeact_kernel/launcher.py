@@ -127,6 +127,7 @@ class SandboxLauncher(Application):
         self._proc: asyncio.subprocess.Process | None = None
         self._info: dict[str, Any] = {}
         self._stopping: asyncio.Future[None] | None = None
+        self._terminating = False
 
     def initialize(self, argv: list[str] | None = None) -> None:
         self.parse_command_line(argv)
@@ -155,6 +156,7 @@ class SandboxLauncher(Application):
         self._info = _read_connection_file(self.connection_file)
         runtime = Path(self.runtime_dir)
         self.session_dir = new_session_dir(runtime)
+        self._install_signal_handlers()
         cgroups: list[Path] = []
         bridge = SocketBridge(self.kernel_connect_timeout)
         try:
@@ -169,17 +171,19 @@ class SandboxLauncher(Application):
             cgroups = plan.cgroups
             self.log.info("kernel isolation: %s", "; ".join(plan.isolation))
             await self._listen(bridge, sockets)
+            env = dict(plan.env)
+            if self.sandbox.mode == "none":
+                # No bwrap --die-with-parent here: let ipykernel watch this process.
+                env["JPY_PARENT_PID"] = str(os.getpid())
             self._proc = await asyncio.create_subprocess_exec(
-                *plan.argv, env=plan.env, cwd=str(work), stdin=asyncio.subprocess.DEVNULL,
+                *plan.argv, env=env, cwd=str(work), stdin=asyncio.subprocess.DEVNULL,
                 # A group signal (killpg) from the frontend must reach only this
                 # launcher: a SIGINT delivered to bwrap would kill the kernel.
                 start_new_session=True,
             )  # fmt: skip
-            self._install_signal_handlers()
-            # While the kernel boots: leftovers of launchers that were SIGKILLed.
-            from .session import sweep_stale_sessions
-
-            sweep_stale_sessions(runtime, self.sandbox)
+            if self._terminating:
+                await self._stop_kernel()
+            self._sweep(runtime)
             status = await self._proc.wait()
         finally:
             await bridge.close()
@@ -188,6 +192,15 @@ class SandboxLauncher(Application):
             shutil.rmtree(self.session_dir, ignore_errors=True)
         self.log.info("kernel exited with status %s", status)
         return status if status >= 0 else 128 - status
+
+    def _sweep(self, runtime: Path) -> None:
+        """Remove leftovers of launchers that were SIGKILLed, while the kernel boots."""
+        from .session import sweep_stale_sessions
+
+        try:
+            sweep_stale_sessions(runtime, self.sandbox)
+        except OSError as exc:
+            self.log.warning("could not sweep stale sessions in %s: %s", runtime, exc)
 
     def _write_inner_connection_file(self, session_dir: Path, sockets: Path) -> str:
         ip = str(sockets / "kernel")
@@ -221,6 +234,8 @@ class SandboxLauncher(Application):
     async def _listen(self, bridge: SocketBridge, sockets: Path) -> None:
         transport = self._info.get("transport", "tcp")
         ip = self._info.get("ip") or "127.0.0.1"
+        if transport == "tcp" and ip == "*":
+            ip = "0.0.0.0"  # ZMQ's spelling of every interface
         for i, name in enumerate(CHANNELS, start=1):
             port = int(self._info[f"{name}_port"])
             await bridge.listen(transport, ip, port, sockets / f"kernel-{i}")
@@ -235,10 +250,12 @@ class SandboxLauncher(Application):
 
     def _on_terminate(self, signum: int) -> None:
         self.log.info("received %s: stopping the kernel", signal.Signals(signum).name)
+        self._terminating = True
         self._stopping = asyncio.ensure_future(self._stop_kernel())
 
     def _on_interrupt(self) -> None:
-        assert self.session_dir is not None
+        if self._proc is None or self.session_dir is None:
+            return  # nothing to interrupt yet
         endpoint = f"ipc://{self.session_dir / 'ipc' / 'kernel'}-{CHANNELS.index('control') + 1}"
         key = str(self._info.get("key", "")).encode()
         scheme = self._info.get("signature_scheme", "hmac-sha256")

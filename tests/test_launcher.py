@@ -24,11 +24,13 @@ from typing import Any
 import jupyter_kernel_test as jkt
 import nbformat
 import pytest
+from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 from codeact_kernel.kernelspec import DISPLAY_NAME, KERNEL_NAME, install_kernelspec, kernel_json
+from codeact_kernel.launcher import SandboxLauncher
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -327,6 +329,64 @@ def test_missing_bwrap_fails_with_the_fix(installed: dict[str, Path], tmp_path: 
     )  # fmt: skip
     assert proc.returncode == 1
     assert "apt-get install bubblewrap" in proc.stderr
+
+
+def test_unsafe_no_sandbox_is_explicit_and_loud(installed: dict[str, Path], tmp_path: Path) -> None:
+    cf, _ = write_connection_file(str(tmp_path / "cf.json"), ip="127.0.0.1")
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "codeact_kernel.launcher", "-f", cf,
+         f"--runtime-dir={installed['runtime']}", "--unsafe-no-sandbox"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    kc = BlockingKernelClient(connection_file=cf)
+    kc.load_connection_file()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        _, out = run(kc, "import os; print(os.getuid())")
+        assert int(out) == os.getuid()  # not the sandbox uid: really unsandboxed
+        kc.shutdown()
+        _, stderr = launcher.communicate(timeout=30)
+    finally:
+        kc.stop_channels()
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0
+    assert "WITHOUT A SANDBOX" in stderr
+
+
+# ---- configuration ----------------------------------------------------------------------
+
+
+def test_configuration_files_and_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_dir = tmp_path / "jupyter-config"
+    config_dir.mkdir()
+    (config_dir / "codeact_sandbox_config.json").write_text(
+        json.dumps({"SandboxConfig": {"memory_limit": 3 * 2**30, "pids_limit": 100}})
+    )
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(config_dir))
+    # The notebook's folder is the launcher's cwd; a config file there must not count.
+    (tmp_path / "codeact_sandbox_config.json").write_text(
+        json.dumps({"SandboxConfig": {"mode": "none"}})
+    )
+    monkeypatch.chdir(tmp_path)
+    explicit = tmp_path / "explicit.json"
+    explicit.write_text(json.dumps({"SandboxLauncher": {"terminate_grace": 9.0}}))
+    app = SandboxLauncher()
+    app.initialize(["-f", "cf.json", "--SandboxConfig.pids_limit=64", f"--config={explicit}"])
+    assert app.sandbox.memory_limit == 3 * 2**30  # from the Jupyter config folder
+    assert app.sandbox.pids_limit == 64  # the command line wins over files
+    assert app.sandbox.mode == "bwrap"
+    assert app.terminate_grace == 9.0
+
+
+def test_every_launcher_option_is_documented() -> None:
+    options = SandboxLauncher.class_own_traits(config=True)
+    assert "connection_file" in options
+    for name, trait in options.items():
+        assert trait.help, f"SandboxLauncher.{name} has no help"
 
 
 # ---- a frontend from another environment ------------------------------------------------
