@@ -29,7 +29,7 @@ from .prompt import strip_code
 from .results import ExecutionResult
 from .session import KernelSession, StdinHandler
 from .tools import FINAL_ANSWER, Tool, ToolServer, kernel_bootstrap_code, tool
-from .trace import StepRecord, TraceWriter
+from .trace import StepRecord, TraceWriter, answer_for_trace
 
 EventCallback = Callable[["AgentEvent"], Any]
 KERNEL_SIDE = Path(__file__).parent / "kernel_side"
@@ -288,7 +288,7 @@ class Agent(Configurable):
         answer = self.tool_server.final_answer
         self.trace.finish(
             result.status,
-            answer.for_trace() if answer is not None else None,
+            answer_for_trace(answer.value, answer.kind, answer.type_name) if answer else None,
             {**result.totals(), "reason": result.reason},
         )
 

@@ -105,6 +105,17 @@ class LLM(Configurable):
                 "'provider/model' string such as 'openai/gpt-4o-mini' (see "
                 "https://docs.litellm.ai/docs/providers), or 'local'."
             ) from exc
+        if self.api_key is None and self.api_base:
+            # Self-hosted OpenAI-compatible servers (llama.cpp, vLLM, Ollama) need no
+            # key, but the OpenAI client refuses to send a request without one.
+            self.api_key = "not-needed"
+        if self.api_key is None:
+            missing = litellm.validate_environment(self.model).get("missing_keys") or []
+            if missing:
+                raise ModelError(
+                    f"the model {self.model!r} needs {', '.join(missing)} in the host "
+                    "environment: export it, or name another variable with --api-key-env"
+                )
 
     async def complete(
         self, messages: list[Message], on_token: TokenCallback | None = None

@@ -155,6 +155,27 @@ class TraceWriter:
             raise
 
 
+def answer_for_trace(value: Any, kind: str, type_name: str = "") -> Any:
+    """A JSON description of a final answer: JSON values as they are, others previewed."""
+    if kind == "json":
+        return value
+    described: dict[str, Any] = {"kind": kind}
+    if kind in ("dataframe", "series", "ndarray"):
+        described["shape"] = list(getattr(value, "shape", ()))
+        if kind == "ndarray":
+            described["dtype"] = str(value.dtype)
+            described["preview"] = str(value)[:5000]
+        else:
+            described["preview"] = value.to_string(max_rows=30)[:5000]
+    elif kind in ("png", "bytes"):
+        described["bytes"] = len(value)
+        described["preview"] = f"<{kind}, {len(value)} bytes>"
+    else:
+        described["type"] = type_name
+        described["preview"] = str(value)[:5000]
+    return described
+
+
 def _quote_model_text(step: int, text: str) -> str:
     return f"**Step {step} · model**\n\n{text}"
 

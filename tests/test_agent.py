@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import nbformat
 import pytest
 
 from codeact_kernel import Agent, ModelError, tool
+from codeact_kernel import demo
 from codeact_kernel.demo import demo_tools
 from codeact_kernel.trace import BLOCKED_TAG
 
@@ -62,7 +64,8 @@ def test_seed_example_with_host_tools(llm: ScriptedLLMServer, tmp_path: Path,
     )
     assert result.status == "answered", result.reason
     assert result.answer["total"] == 4_350_139
-    assert result.answer["std"] == pytest.approx(647_044.5, rel=1e-3)
+    expected = [demo.get_population(c) for c in demo.search_cities("France")]
+    assert result.answer["std"] == pytest.approx(statistics.pstdev(expected))
     nb = load_trace(result.trace_path)
     meta = nb.metadata["codeact"]
     assert meta["status"] == "answered"
@@ -202,7 +205,9 @@ def test_secret_stays_on_host(llm: ScriptedLLMServer, tmp_path: Path, runtime_di
         "import os\nfinal_answer({'len': secret_length(), "
         "'inside': os.environ.get('CODEACT_TEST_SECRET')})"
     ))
-    result = make_agent(llm, tmp_path, runtime_dir, tools=[secret_length]).run("secret?")
+    agent = make_agent(llm, tmp_path, runtime_dir, tools=[secret_length])
+    agent.policy.authorized_imports = ["os"]
+    result = agent.run("secret?")
     assert result.answer == {"len": 12, "inside": None}
 
 
