@@ -75,7 +75,7 @@ class AgentMagics(Magics):
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
-        self.agent: Agent | None = None
+        self.current: Agent | None = None
         self._runner: _LoopThread | None = None
         self._signature: tuple[Any, ...] = ()
         atexit.register(self.close)
@@ -126,17 +126,17 @@ class AgentMagics(Magics):
     @line_magic
     def agent_reset(self, line: str = "") -> None:
         """Clear the sandbox's variables (%reset) and the agent's conversation."""
-        if self.agent is not None and self._runner is not None:
-            self._runner.run(self.agent.areset())
+        if self.current is not None and self._runner is not None:
+            self._runner.run(self.current.areset())
         print("codeact: sandbox variables and conversation cleared")
 
     @line_magic
     def agent_trace(self, line: str = "") -> str | None:
         """Say where the session's trace is, or copy it to PATH."""
-        if self.agent is None or self.agent.trace is None:
+        if self.current is None or self.current.trace is None:
             print("codeact: no agent session yet; run %%agent first")
             return None
-        source = self.agent.trace.path
+        source = self.current.trace.path
         if line.strip():
             target = Path(line.strip()).expanduser()
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -153,7 +153,7 @@ class AgentMagics(Magics):
         tools = [self._tool(name) for name in [*self.tools, *_split(args.tools or "")]]
         signature = (model, args.api_base or self.api_base, tuple(t.name for t in tools),
                      tuple(id(t.fn) for t in tools))
-        if args.new or self.agent is None or signature != self._signature:
+        if args.new or self.current is None or signature != self._signature:
             self.close()
             self._runner = _LoopThread()
             agent = Agent(model=model, tools=tools, api_base=args.api_base or self.api_base,
@@ -161,10 +161,10 @@ class AgentMagics(Magics):
             agent.trace_dir = self.trace_dir
             agent.step_timeout = self.step_timeout
             self._runner.run(agent.astart())
-            self.agent, self._signature = agent, signature
-        assert self.agent is not None
-        self.agent.max_steps = args.max_steps or self.max_steps
-        return self.agent
+            self.current, self._signature = agent, signature
+        assert self.current is not None
+        self.current.max_steps = args.max_steps or self.max_steps
+        return self.current
 
     def _tool(self, name: str) -> Any:
         fn = self.shell.user_ns.get(name)
@@ -174,12 +174,12 @@ class AgentMagics(Magics):
 
     def close(self) -> None:
         """Shut the sandbox kernel down (also at interpreter exit)."""
-        if self.agent is not None and self._runner is not None:
+        if self.current is not None and self._runner is not None:
             try:
-                self._runner.run(self.agent.aclose())
+                self._runner.run(self.current.aclose())
             finally:
                 self._runner.stop()
-        self.agent, self._runner = None, None
+        self.current, self._runner = None, None
 
     # ---- running with live display ----------------------------------------------------------
 
