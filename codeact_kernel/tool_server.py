@@ -70,7 +70,8 @@ class ToolServer:
         call_timeout: float = 300,
         token: str = "",
         max_workers: int = 8,
-        max_pending: int = 64,
+        max_pending: int = 256,
+        max_pending_per_peer: int = 8,
         max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         names = [t.name for t in tools]
@@ -90,6 +91,7 @@ class ToolServer:
         self.token = token
         self.max_workers = max_workers
         self.max_pending = max_pending
+        self.max_pending_per_peer = max_pending_per_peer
         self.max_message_bytes = max_message_bytes
         self.calls: list[ToolCall] = []
         self.rejected_messages = 0
@@ -276,7 +278,10 @@ class ToolServer:
             self.rejected_messages += 1
             _send(router, ident, _error("ProtocolError", problem, "protocol"))
             return
-        if len(pending) >= self.max_pending:
+        # Per-peer and global caps: a flooding peer only starves itself (a REQ
+        # socket, one per kernel thread, never has more than one call in flight).
+        mine = sum(1 for r in pending.values() if r.ident == ident)
+        if mine >= self.max_pending_per_peer or len(pending) >= self.max_pending:
             _send(router, ident, _error(
                 "BusyError", f"the host is busy with {len(pending)} tool calls; retry later",
                 "busy"))

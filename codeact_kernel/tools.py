@@ -159,6 +159,9 @@ class Tool:
         """Check JSON arguments against the signature; ToolError names the signature."""
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise ToolError(f"{self.header()}: arguments must be a list and a dict")
+        unknown = [str(k)[:50] for k in kwargs if k not in self.signature.parameters]
+        if unknown:
+            raise ToolError(f"{self.header()}: unexpected argument(s) {', '.join(unknown)}")
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:

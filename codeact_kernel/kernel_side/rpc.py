@@ -114,6 +114,7 @@ class Client:
         self.reply_timeout = call_timeout + 30.0  # the host answers timeouts itself
         self.token = token
         self.max_bytes = max_bytes
+        self.connect_timeout = CONNECT_TIMEOUT
         self.accept = local_accept()
         self.host_accept = host_accept
         self.lock = threading.Lock()
@@ -160,7 +161,7 @@ class Client:
         sock = self._socket()
         ok = False
         try:
-            if not sock.poll(int(CONNECT_TIMEOUT * 1000), zmq.POLLOUT):
+            if not sock.poll(int(self.connect_timeout * 1000), zmq.POLLOUT):
                 raise self._unreachable(tool)
             sock.send_multipart(frames, copy=len(frames) > 1)
             deadline = time.monotonic() + self.reply_timeout
