@@ -24,8 +24,13 @@ from .errors import ModelError
 from .model import LLM, Completion
 from .observation import VARS_EXPRESSION, format_variables, model_view, parse_variables
 from .policy import KERNEL_HARDENING_CODE, Policy
-from .prompt import DEFAULT_SYSTEM_PROMPT, NO_CODE_MESSAGE, extract_code, render_system_prompt
-from .prompt import strip_code
+from .prompt import (
+    DEFAULT_SYSTEM_PROMPT,
+    NO_CODE_MESSAGE,
+    extract_code,
+    render_system_prompt,
+    strip_code,
+)
 from .results import ExecutionResult
 from .session import KernelSession, StdinHandler
 from .tools import FINAL_ANSWER, Tool, ToolServer, kernel_bootstrap_code, tool
@@ -397,7 +402,7 @@ class Agent(Configurable):
     reset = run_sync(areset)
 
     def __enter__(self) -> Agent:
-        return self.start()  # type: ignore[no-any-return]
+        return self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -80,6 +80,12 @@ class AgentMagics(Magics):
         self._signature: tuple[Any, ...] = ()
         atexit.register(self.close)
 
+    @property
+    def _shell(self) -> Any:
+        if self.shell is None:
+            raise UsageError("codeact_kernel's magics need an IPython shell")
+        return self.shell
+
     # ---- magics ---------------------------------------------------------------------
 
     @magic_arguments()
@@ -109,18 +115,18 @@ class AgentMagics(Magics):
         agent = self._session(args)
         if args.inputs:
             names = _split(args.inputs)
-            missing = [n for n in names if n not in self.shell.user_ns]
+            missing = [n for n in names if n not in self._shell.user_ns]
             if missing:
                 raise UsageError(f"--in: no variable named {', '.join(missing)} in the notebook")
             assert self._runner is not None
-            self._runner.run(push_variables(agent.session, {n: self.shell.user_ns[n]
+            self._runner.run(push_variables(agent.session, {n: self._shell.user_ns[n]
                                                             for n in names}))
         if args.code:
             return self._insert_code(agent, task)
         result = self._run_live(agent, task)
-        self.shell.user_ns["_agent"] = result.answer
+        self._shell.user_ns["_agent"] = result.answer
         if args.out:
-            self.shell.user_ns[args.out] = result.answer
+            self._shell.user_ns[args.out] = result.answer
         return None
 
     @line_magic
@@ -167,7 +173,7 @@ class AgentMagics(Magics):
         return self.current
 
     def _tool(self, name: str) -> Any:
-        fn = self.shell.user_ns.get(name)
+        fn = self._shell.user_ns.get(name)
         if not callable(fn):
             raise UsageError(f"--tools: {name!r} is not a function defined in this notebook")
         return tool(fn)
@@ -227,7 +233,7 @@ class AgentMagics(Magics):
     def _insert_code(self, agent: Agent, task: str) -> None:
         assert self._runner is not None
         code = self._runner.run(agent.apropose(task))
-        self.shell.set_next_input(code or "# the model wrote no code", replace=False)
+        self._shell.set_next_input(code or "# the model wrote no code", replace=False)
 
 
 def _ask_human(request: _InputRequest) -> str:

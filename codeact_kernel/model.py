@@ -121,18 +121,18 @@ class LLM(Configurable):
         self, messages: list[Message], on_token: TokenCallback | None = None
     ) -> Completion:
         """Ask the model, retrying transient failures; errors become ModelError."""
-        import litellm
+        from litellm import exceptions as errors
 
         delay = self.retry_backoff
         for attempt in range(self.max_retries + 1):
             try:
                 return await self._complete_once(messages, on_token)
             except (
-                litellm.RateLimitError,
-                litellm.Timeout,
-                litellm.APIConnectionError,
-                litellm.InternalServerError,
-                litellm.ServiceUnavailableError,
+                errors.RateLimitError,
+                errors.Timeout,
+                errors.APIConnectionError,
+                errors.InternalServerError,
+                errors.ServiceUnavailableError,
             ) as exc:
                 if attempt == self.max_retries:
                     raise ModelError(
@@ -143,12 +143,12 @@ class LLM(Configurable):
                     ) from exc
                 await asyncio.sleep(delay)
                 delay *= 2
-            except litellm.AuthenticationError as exc:
+            except errors.AuthenticationError as exc:
                 raise ModelError(
                     f"the provider rejected the API key for {self.model!r}: {_short(exc)}. "
                     "Set a valid key in the variable named by --api-key-env."
                 ) from exc
-            except (litellm.NotFoundError, litellm.BadRequestError) as exc:
+            except (errors.NotFoundError, errors.BadRequestError) as exc:
                 raise ModelError(
                     f"the provider refused the request for {self.model!r}: {_short(exc)}. "
                     "Check the model name and --api-base."

@@ -77,7 +77,7 @@ def model_view(
             parts.append("Error:\n" + "\n".join(strip_ansi(t) for t in output.traceback))
         elif kind in ("execute_result", "display_data"):
             parts.append(_rich_text(output.data, kind, images))
-    if result.reason and result.recovery != "none" or result.kernel_died:
+    if (result.reason and result.recovery != "none") or result.kernel_died:
         parts.append(f"[{result.reason}]")
     body = "\n".join(p.rstrip("\n") for p in parts if p) or "(no output)"
     full_length = len(body)

@@ -11,8 +11,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from codeact_kernel import Agent, ModelError, tool
-from codeact_kernel import demo
+from codeact_kernel import Agent, ModelError, demo, tool
 from codeact_kernel.demo import demo_tools
 from codeact_kernel.trace import BLOCKED_TAG
 

@@ -2,14 +2,15 @@
 # codeact_kernel). Defines two helpers; the host calls _codeact_vars() through
 # user_expressions so the kernel's history and Out are untouched.
 import json as _codeact_json
+from typing import Any as _CodeActAny
 
 
-def _codeact_vars(limit=40, width=80):
+def _codeact_vars(limit: int = 40, width: int = 80) -> str:
     import types
 
-    ip = get_ipython()  # noqa: F821 - defined by IPython
+    ip = get_ipython()  # type: ignore[name-defined]  # noqa: F821 - IPython's builtin
     hidden = set(ip.user_ns_hidden)
-    rows = []
+    rows: list[dict[str, str]] = []
     for name, value in list(ip.user_ns.items()):
         if name.startswith("_") or name in hidden:
             continue
@@ -22,7 +23,7 @@ def _codeact_vars(limit=40, width=80):
     return _codeact_json.dumps(rows)
 
 
-def _codeact_describe(name, value, width):
+def _codeact_describe(name: str, value: _CodeActAny, width: int) -> dict[str, str]:
     kind = type(value).__name__
     summary = ""
     try:
@@ -46,14 +47,14 @@ def _codeact_describe(name, value, width):
     return {"name": name, "type": kind, "summary": summary}
 
 
-class _CodeActOutputs(dict):
+class _CodeActOutputs(dict):  # type: ignore[type-arg]
     """_outputs[step]: the full text of a step whose output the model saw truncated."""
 
-    def __init__(self, folder):
+    def __init__(self, folder: str) -> None:
         super().__init__()
         self._folder = folder
 
-    def __missing__(self, step):
+    def __missing__(self, step: int) -> str:
         import os
 
         path = os.path.join(self._folder, f"step-{int(step)}.txt")
