@@ -1,7 +1,7 @@
 """The host end of the tool RPC: a ZMQ ROUTER that runs tools for the kernel.
 
 One socket thread owns every ZMQ socket (they are not thread-safe). Tool calls
-run in a small thread pool; finished calls are handed back through a queue plus
+run on a few daemon worker threads; finished calls are handed back through a queue plus
 a wake-up pipe, so a slow tool never blocks other calls, and the socket thread
 answers calls that overrun ``call_timeout`` itself. Everything that arrives is
 untrusted: malformed messages get an error reply or are dropped, never a crash.
@@ -18,7 +18,7 @@ import os
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -189,7 +189,7 @@ class ToolServer:
             self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
-        pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="codeact-tool")
+        pool = _Workers(self.max_workers)
         try:
             router.setsockopt(zmq.LINGER, 0)
             router.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)  # larger: disconnected
@@ -204,7 +204,7 @@ class ToolServer:
             if self._start_error is None:
                 self._loop(router, pool)
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(timeout=1.0)
             router.close(0)
             ctx.term()
             with self._wake_lock:
@@ -217,7 +217,7 @@ class ToolServer:
                 except OSError:
                     pass
 
-    def _loop(self, router: zmq.Socket[bytes], pool: ThreadPoolExecutor) -> None:
+    def _loop(self, router: zmq.Socket[bytes], pool: _Workers) -> None:
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
@@ -264,7 +264,7 @@ class ToolServer:
                     f"{self.call_timeout:g}s (it may still be running on the host)", "timeout"))
 
     def _accept(
-        self, router: zmq.Socket[bytes], pool: ThreadPoolExecutor,
+        self, router: zmq.Socket[bytes], pool: _Workers,
         pending: dict[int, _Request], frames: list[bytes],
     ) -> None:
         # A REQ peer sends [identity, b"", header, blobs...]; anything else
@@ -289,7 +289,7 @@ class ToolServer:
         request = _Request(next(self._seq), ident, header, frames[3:],
                            time.monotonic() + self.call_timeout)
         pending[request.key] = request
-        pool.submit(self._run, request)
+        pool.submit(lambda: self._run(request))
 
     def _parse(self, frames: list[bytes]) -> tuple[dict[str, Any] | None, str]:
         if len(frames) > MAX_BLOBS + 1:
@@ -380,6 +380,52 @@ class ToolServer:
         call = ToolCall(name, arguments, result, error, started, time.perf_counter() - t0)
         with self._lock:
             self.calls.append(call)
+
+
+class _Workers:
+    """Daemon worker threads, started on demand.
+
+    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so
+    one hung tool would keep the whole CLI from exiting after Ctrl-C.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+        self.idle = 0
+        self.stopping = False
+        self.lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self.lock:
+            if self.idle == 0 and len(self.threads) < self.size:
+                thread = threading.Thread(target=self._work, daemon=True,
+                                          name=f"codeact-tool-{len(self.threads)}")
+                self.threads.append(thread)
+                thread.start()
+        self.jobs.put(job)
+
+    def _work(self) -> None:
+        while True:
+            with self.lock:
+                self.idle += 1
+            job = self.jobs.get()
+            with self.lock:
+                self.idle -= 1
+            if job is None:
+                return
+            if not self.stopping:
+                job()
+
+    def shutdown(self, timeout: float) -> None:
+        """Stop idle workers; a worker stuck in a tool is left behind (it is a daemon)."""
+        self.stopping = True
+        for _ in self.threads:
+            self.jobs.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _send(router: zmq.Socket[bytes], ident: bytes, frames: list[bytes]) -> None:

@@ -78,6 +78,16 @@ def rendezvous(tag: int) -> int:
     return tag
 
 
+def nap(seconds: float) -> float:
+    """Sleep on the host.
+
+    Args:
+        seconds: How long.
+    """
+    time.sleep(seconds)
+    return seconds
+
+
 def table(rows: int) -> pd.DataFrame:
     """Make a small DataFrame.
 
@@ -97,7 +107,7 @@ def matrix(n: int) -> np.ndarray:
 
 
 TOOLS = [tool(f) for f in (search_cities, get_population, scale, pick, read_secret,
-                           over_quota, rendezvous, table, matrix)]
+                           over_quota, rendezvous, nap, table, matrix)]
 
 
 @pytest.fixture(scope="module")
@@ -308,6 +318,18 @@ def test_concurrent_calls_from_kernel_threads(kernel: tuple[KernelSession, ToolS
         "print(json.dumps(got))"
     ))
     assert out == [0, 1, 2, 3]
+
+
+def test_interrupted_call_leaves_the_client_usable(
+    kernel: tuple[KernelSession, ToolServer],
+) -> None:
+    session, _ = kernel
+    result = session.execute("x = 1\nnap(3.0)", timeout=0.5)
+    assert result.timed_out and result.recovery == "interrupted", result.reason
+    assert result.error is not None and result.error.ename == "KeyboardInterrupt"
+    # The interrupted thread's REQ socket was replaced: the next call gets its own reply.
+    assert run(session, "import json\nprint(json.dumps([x, get_population('Nice')]))") == [
+        1, 348_085]
 
 
 def test_reset_keeps_tools_and_adds_no_private_globals(

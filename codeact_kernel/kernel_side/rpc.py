@@ -54,6 +54,18 @@ class HostDefault:
 
 
 _error_classes: "dict[str, type[ToolCallError]]" = {}
+_contexts: "dict[int, Any]" = {}
+
+
+def _context() -> Any:
+    # One context per process for the module's lifetime: a new client per
+    # %reset must not start another ZMQ I/O thread.
+    context = _contexts.get(os.getpid())
+    if context is None:
+        import zmq
+
+        context = _contexts[os.getpid()] = zmq.Context()
+    return context
 
 
 def _error_class(type_name: str) -> "type[ToolCallError]":
@@ -119,21 +131,18 @@ class Client:
         self.host_accept = host_accept
         self.lock = threading.Lock()
         self.pid = -1
-        self.context: Any = None
         self.local = threading.local()
         self.sockets: dict[int, tuple[threading.Thread, Any]] = {}
 
     def _socket(self) -> Any:
         if self.pid != os.getpid():  # first use, or a forked child: never reuse sockets
-            import zmq
-
-            self.context, self.pid = zmq.Context(), os.getpid()
+            self.pid = os.getpid()
             self.local, self.sockets = threading.local(), {}
         sock = getattr(self.local, "sock", None)
         if sock is None:
             import zmq
 
-            sock = self.context.socket(zmq.REQ)
+            sock = _context().socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing towards a host that is not there
             sock.connect(self.endpoint)
@@ -176,6 +185,9 @@ class Client:
             reply = sock.recv_multipart()
             ok = True
             return reply  # type: ignore[no-any-return]
+        except zmq.ZMQError as exc:  # e.g. the socket was closed by a %reset meanwhile
+            raise ToolCallError(f"tool call {tool} failed: {exc}", tool=tool,
+                                category="protocol") from None
         finally:
             if not ok:  # timeout, interrupt (KeyboardInterrupt) or a socket error
                 self._drop()
