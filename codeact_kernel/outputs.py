@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from typing import Any
@@ -80,8 +81,10 @@ class OutputCollector:
             self.outputs[index].metadata = content.get("metadata", {})
 
     def _notify(self, output: NotebookNode) -> None:
+        # A copy: the collected node of a stream keeps growing as later chunks
+        # merge into it, and the callback must see each chunk exactly once.
         if self.on_output is not None:
-            self.on_output(output)
+            self.on_output(copy.deepcopy(output))
 
     def result(self, status: str | None = None) -> ExecutionResult:
         reply = self.reply or {}

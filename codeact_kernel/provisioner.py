@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jupyter_client.provisioning import LocalProvisioner
+from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 from traitlets import Instance, Unicode
 
-from .sandbox import LaunchPlan, SandboxConfig, remove_cgroup
+from .sandbox import LaunchPlan, SandboxConfig, release_cgroup
 
 
-class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
+class SandboxProvisioner(LocalProvisioner):
     """Launch the kernel command through the bubblewrap plan of ``sandbox``."""
 
     sandbox = Instance(SandboxConfig, help="The sandbox configuration to launch with.")
@@ -53,6 +53,8 @@ class SandboxProvisioner(LocalProvisioner):  # type: ignore[misc]
         self._release_cgroups()
 
     def _release_cgroups(self) -> None:
+        # Also kills what the old kernel left (a fork bomb's children), so a
+        # restarted kernel never shares its pids budget with them.
         if self.plan is not None:
             for path in self.plan.cgroups:
-                remove_cgroup(path)
+                release_cgroup(path)

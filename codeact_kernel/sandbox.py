@@ -11,9 +11,11 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -329,10 +331,51 @@ class SandboxConfig(Configurable):
 
 
 def remove_cgroup(path: Path) -> None:
+    """Remove an empty cgroup; a cgroup that still has members stays (see release_cgroup)."""
     try:
         path.rmdir()
     except OSError:
         pass
+
+
+def kill_cgroup_members(path: Path) -> bool:
+    """SIGKILL every process in a cgroup; False once it is empty (or gone)."""
+    try:
+        pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return False
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return bool(pids)
+
+
+def release_cgroup(path: Path, wait: float = 2.0) -> None:
+    """Kill what is left in a cgroup, wait (bounded) for it to empty, and remove it.
+
+    Killing bwrap does not make the sandbox's processes vanish at once: its
+    init and the kernel die asynchronously, and rmdir fails while they exist.
+    """
+    deadline = time.monotonic() + wait
+    while kill_cgroup_members(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    remove_cgroup(path)
+
+
+def cgroup_counter(cgroups: list[Path], controller: str, filename: str, key: str) -> int | None:
+    """A ``key value`` line of a cgroup file (memory.oom_control, pids.events), if present."""
+    for path in cgroups:
+        if path.parent.parent.name == controller:
+            try:
+                for line in (path / filename).read_text().splitlines():
+                    name, _, value = line.partition(" ")
+                    if name == key:
+                        return int(value)
+            except (OSError, ValueError):
+                return None
+    return None
 
 
 def cgroup_value(cgroups: list[Path], controller: str, filename: str) -> int | None:

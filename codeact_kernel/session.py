@@ -17,7 +17,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -33,11 +34,20 @@ from .errors import KernelStartError, SessionClosed
 from .outputs import OutputCollector
 from .provisioner import SandboxProvisioner
 from .results import ExecutionResult
-from .sandbox import SandboxConfig, remove_cgroup
+from .sandbox import MIB, SandboxConfig, cgroup_counter, release_cgroup
 
 OutputCallback = Callable[[NotebookNode], Any]
 StdinHandler = Callable[[str, bool], "str | Awaitable[str]"]
 POLL_INTERVAL = 0.1
+LOST = "ALL VARIABLES WERE LOST"
+
+
+@dataclass(frozen=True)
+class _Counters:
+    """cgroup event counts read before a cell, to tell what the cell itself caused."""
+
+    oom_kills: int
+    pids_max: int | None
 
 
 class KernelSession(Configurable):
@@ -144,16 +154,14 @@ class KernelSession(Configurable):
         assert self.km is not None and self.session_dir is not None
         # Held open for the session's life: restarts relaunch with the same
         # arguments, so a closed handle here would break every restart.
-        self._log = open(self.session_dir / "kernel.log", "ab")  # noqa: SIM115
+        self._log = open(self.session_dir / "kernel.log", "ab")
         await self.km.start_kernel(stdout=self._log, stderr=self._log)
-        self.isolation = list(self.km.provisioner.plan.isolation)
+        plan = self._provisioner().plan
+        self.isolation = list(plan.isolation) if plan is not None else []
         if self.kc is None:
             self.kc = self.km.client()
             self.kc.start_channels()
-        try:
-            await self.kc.wait_for_ready(timeout=self.startup_timeout)
-        except (RuntimeError, TimeoutError) as exc:
-            raise KernelStartError(f"kernel did not start: {exc}", self.log_tail()) from exc
+        await self._wait_for_ready("start")
         await self.async_run_startup_code()
 
     async def async_run_startup_code(self) -> None:
@@ -178,13 +186,13 @@ class KernelSession(Configurable):
             self.kc.stop_channels()
             self.kc = None
         if km is not None:
-            plan = km.provisioner.plan if km.provisioner else None
+            plan = km.provisioner.plan if isinstance(km.provisioner, SandboxProvisioner) else None
             try:
                 if km.has_kernel:
                     await km.shutdown_kernel(now=True)
             finally:
                 for path in plan.cgroups if plan else []:
-                    remove_cgroup(path)
+                    release_cgroup(path)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -197,11 +205,18 @@ class KernelSession(Configurable):
         km = self._require()
         await km.restart_kernel(now=True)
         self.restarts += 1
-        try:
-            await self.kc.wait_for_ready(timeout=self.startup_timeout)
-        except (RuntimeError, TimeoutError) as exc:
-            raise KernelStartError(f"kernel did not restart: {exc}", self.log_tail()) from exc
+        await self._wait_for_ready("restart")
         await self.async_run_startup_code()
+
+    async def _wait_for_ready(self, what: str) -> None:
+        # The outer bound guards against a zmq recv that waits forever after
+        # its poll said ready (it happens when another reader took the message).
+        try:
+            await asyncio.wait_for(
+                self.kc.wait_for_ready(timeout=self.startup_timeout), self.startup_timeout + 5
+            )
+        except (RuntimeError, TimeoutError, asyncio.TimeoutError) as exc:
+            raise KernelStartError(f"kernel did not {what}: {exc}", self.log_tail()) from exc
 
     async def async_interrupt(self) -> None:
         """Send an interrupt_request (message mode: SIGINT would kill bwrap)."""
@@ -233,10 +248,16 @@ class KernelSession(Configurable):
         stdin_handler: StdinHandler | None = None,
         user_expressions: dict[str, str] | None = None,
     ) -> ExecutionResult:
-        """Run ``code`` and return its outputs; never waits past timeout + grace."""
+        """Run ``code`` and return its outputs; never waits past timeout + grace + a restart.
+
+        ``on_output`` sees each output as it arrives (stream chunks one by one).
+        ``stdin_handler(prompt, password)`` answers ``input()``; without one,
+        ``input()`` fails at once with StdinNotImplementedError.
+        """
         self._require()
         limit = self.timeout if timeout is None else timeout
         started = time.monotonic()
+        before = self._counters()
         msg_id = self.kc.execute(
             code,
             silent=silent,
@@ -251,94 +272,110 @@ class KernelSession(Configurable):
         ]
         if stdin_handler is not None:
             tasks.append(asyncio.ensure_future(self._pump_stdin(msg_id, stdin_handler)))
-        pids_failures = self._pids_failures()
         try:
-            result = await self._supervise(collector, tasks[:2], started + limit)
+            verdict = await self._supervise(tasks[:2], started + limit)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        # Recovery starts only once nothing else reads the kernel's channels: a
+        # reader left waiting on shell would swallow the restarted kernel's
+        # kernel_info_reply and hang the restart.
+        result = await self._conclude(verdict, collector, limit, before)
         result.duration = time.monotonic() - started
-        await self._check_pids_limit(result, pids_failures)
         return result
 
-    async def _supervise(
-        self, collector: OutputCollector, waiters: list[asyncio.Future[Any]], deadline: float
-    ) -> ExecutionResult:
+    async def _supervise(self, waiters: Sequence[asyncio.Future[None]], deadline: float) -> str:
+        """Wait for reply and idle; return "done", "interrupted", "stuck" or "died"."""
         interrupted_at: float | None = None
         while True:
             done, _ = await asyncio.wait(waiters, timeout=POLL_INTERVAL)
-            if all(t in done for t in waiters):
-                for task in done:
-                    task.result()
-                result = collector.result()
-                if interrupted_at is not None:
-                    result.timed_out, result.recovery = True, "interrupted"
-                    result.reason = (
-                        f"timed out after {deadline - collector.started:.0f}s; the cell was "
-                        "interrupted and the kernel kept its variables"
-                    )
-                return result
+            for task in done:
+                task.result()  # a broken channel is a bug to surface, not a timeout
+            if len(done) == len(waiters):
+                return "done" if interrupted_at is None else "interrupted"
             if not await self.async_is_alive():
-                return await self._recover_from_death(collector)
+                return "died"
             now = time.monotonic()
             if interrupted_at is None and now >= deadline:
                 interrupted_at = now
                 await self.async_interrupt()
             elif interrupted_at is not None and now >= interrupted_at + self.interrupt_grace:
-                await self.async_restart()
-                result = collector.result(status="timeout")
-                result.timed_out, result.recovery, result.state_lost = True, "restarted", True
-                result.reason = (
-                    f"timed out after {deadline - collector.started:.0f}s and ignored the "
-                    "interrupt; the kernel was restarted and ALL VARIABLES WERE LOST"
-                )
-                return result
+                return "stuck"
 
-    async def _recover_from_death(self, collector: OutputCollector) -> ExecutionResult:
-        assert self.km is not None
-        code = self.km.provisioner.process.returncode if self.km.provisioner.process else None
-        cause = self._death_cause(code)
-        await self.async_restart()
-        result = collector.result(status="died")
-        result.kernel_died, result.recovery, result.state_lost = True, "restarted", True
-        result.reason = (
-            f"the kernel died ({cause}); it was restarted and ALL VARIABLES WERE LOST"
-        )
+    async def _conclude(
+        self, verdict: str, collector: OutputCollector, limit: float, before: _Counters
+    ) -> ExecutionResult:
+        if verdict == "died":
+            cause = self._death_cause(before)
+            await self.async_restart()
+            result = collector.result(status="died")
+            result.kernel_died, result.recovery, result.state_lost = True, "restarted", True
+            result.reason = f"the kernel died ({cause}); it was restarted and {LOST}"
+            return result
+        if verdict == "stuck":
+            await self.async_restart()
+            result = collector.result(status="timeout")
+            result.timed_out, result.recovery, result.state_lost = True, "restarted", True
+            result.reason = (
+                f"timed out after {limit:g}s and ignored the interrupt; the kernel was "
+                f"restarted and {LOST}"
+            )
+            return result
+        result = collector.result()
+        if verdict == "interrupted":
+            result.timed_out, result.recovery = True, "interrupted"
+            result.reason = (
+                f"timed out after {limit:g}s; the cell was interrupted and the kernel kept "
+                "its variables"
+            )
+        after = self._counters()
+        if before.pids_max is not None and (after.pids_max or 0) > before.pids_max:
+            # A fork bomb leaves the kernel alive but unable to start threads,
+            # so a cell that hit the process limit gets a fresh kernel.
+            await self.async_restart()
+            result.recovery, result.state_lost = "restarted", True
+            result.reason = (
+                f"the cell hit the process limit ({self.sandbox.pids_limit} processes and "
+                f"threads); the kernel was restarted and {LOST}"
+            )
         return result
 
-    def _death_cause(self, returncode: int | None) -> str:
-        cgroups = self.km.provisioner.plan.cgroups if self.km and self.km.provisioner else []
-        oom = _oom_kills(cgroups)
-        if oom:
-            return f"killed by the out-of-memory killer at the {self.sandbox.memory_limit} byte limit"
+    def _provisioner(self) -> SandboxProvisioner:
+        provisioner = self._require().provisioner
+        assert isinstance(provisioner, SandboxProvisioner)
+        return provisioner
+
+    def _cgroups(self) -> list[Path]:
+        plan = self._provisioner().plan if self.km is not None else None
+        return list(plan.cgroups) if plan is not None else []
+
+    def _counters(self) -> _Counters:
+        cgroups = self._cgroups()
+        return _Counters(
+            oom_kills=cgroup_counter(cgroups, "memory", "memory.oom_control", "oom_kill") or 0,
+            pids_max=cgroup_counter(cgroups, "pids", "pids.events", "max"),
+        )
+
+    def _death_cause(self, before: _Counters) -> str:
+        # Compared with the count before the cell: the cgroup may outlive one kernel.
+        if self._counters().oom_kills > before.oom_kills:
+            return (
+                "killed by the out-of-memory killer at the memory limit of "
+                f"{self.sandbox.memory_limit / MIB:.0f} MiB"
+            )
+        process = self._provisioner().process
+        returncode = process.returncode if process is not None else None
         if returncode is None:
             return "exit status unknown"
+        # bwrap reports a kernel killed by signal N as exit status 128 + N.
         signum = -returncode if returncode < 0 else returncode - 128 if returncode > 128 else 0
+        if signum == signal.SIGXCPU:
+            return "killed by the CPU-time limit (SIGXCPU)"
         if signum > 0:
             name = signal.Signals(signum).name if signum in signal.valid_signals() else signum
-            if signum == signal.SIGXCPU:
-                return "killed by the CPU-time limit (SIGXCPU)"
             return f"killed by signal {name}"
         return f"exit status {returncode}"
-
-    def _pids_failures(self) -> int | None:
-        if self.km is None or self.km.provisioner is None or self.km.provisioner.plan is None:
-            return None
-        return _pids_max_events(self.km.provisioner.plan.cgroups)
-
-    async def _check_pids_limit(self, result: ExecutionResult, before: int | None) -> None:
-        # A fork bomb leaves the kernel alive but unable to start threads, so a
-        # cell that hit the process limit gets a fresh kernel.
-        after = self._pids_failures()
-        if before is None or after is None or after <= before or result.recovery == "restarted":
-            return
-        await self.async_restart()
-        result.recovery, result.state_lost = "restarted", True
-        result.reason = (
-            f"the cell hit the process limit ({self.sandbox.pids_limit} processes/threads); "
-            "the kernel was restarted and ALL VARIABLES WERE LOST"
-        )
 
     async def _pump_iopub(self, collector: OutputCollector) -> None:
         while not collector.idle:
@@ -377,7 +414,7 @@ class KernelSession(Configurable):
         return bool(run_sync(self.async_is_alive)())
 
     def __enter__(self) -> KernelSession:
-        return self.start()  # type: ignore[no-any-return]
+        return self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -393,30 +430,6 @@ class KernelSession(Configurable):
         tb: TracebackType | None,
     ) -> None:
         await self.async_shutdown()
-
-
-def _oom_kills(cgroups: list[Path]) -> int:
-    for path in cgroups:
-        if path.parent.parent.name == "memory":
-            try:
-                for line in (path / "memory.oom_control").read_text().splitlines():
-                    if line.startswith("oom_kill "):
-                        return int(line.split()[1])
-            except (OSError, ValueError):
-                return 0
-    return 0
-
-
-def _pids_max_events(cgroups: list[Path]) -> int | None:
-    for path in cgroups:
-        if path.parent.parent.name == "pids":
-            try:
-                for line in (path / "pids.events").read_text().splitlines():
-                    if line.startswith("max "):
-                        return int(line.split()[1])
-            except (OSError, ValueError):
-                return None
-    return None
 
 
 def _make_session_dir(runtime_dir: Path) -> Path:
@@ -451,26 +464,5 @@ def sweep_stale_sessions(runtime_dir: Path, sandbox: SandboxConfig) -> list[str]
                 swept.append(path.name)
     for cgroup in sandbox.stale_cgroups():
         if not _owner_alive(cgroup.name):
-            _kill_cgroup_members(cgroup)
-            remove_cgroup(cgroup)
+            release_cgroup(cgroup)
     return swept
-
-
-def _kill_cgroup_members(cgroup: Path) -> None:
-    try:
-        pids = [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
-    except (OSError, ValueError):
-        return
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline:
-        try:
-            if not (cgroup / "cgroup.procs").read_text().strip():
-                return
-        except OSError:
-            return
-        time.sleep(0.05)
