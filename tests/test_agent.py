@@ -177,7 +177,7 @@ def test_step_budget_ends_with_clear_result(llm: ScriptedLLMServer, tmp_path: Pa
 
 def test_final_answer_dataframe(llm: ScriptedLLMServer, tmp_path: Path,
                                 runtime_dir: Path) -> None:
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
     llm.enqueue(fence(
         "import pandas as pd\ndf = pd.DataFrame({'city': ['a', 'b'], 'n': [1, 2]})\n"
         "final_answer(df)"

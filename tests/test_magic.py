@@ -71,7 +71,7 @@ def test_session_persists_across_cells_and_reset_clears(ip: Any,
 
 
 def test_dataframe_round_trip_in_and_out(ip: Any, llm: ScriptedLLMServer) -> None:
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
     ip.user_ns["sales"] = pd.DataFrame({"month": [1, 1, 2], "amount": [10.0, 5.0, 7.5]})
     llm.enqueue(fence("final_answer(sales.groupby('month', as_index=False)['amount'].sum())"))
     agent_cell(ip, "--in sales -o by_month --new", "total by month")
