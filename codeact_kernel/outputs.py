@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nbformat import NotebookNode
+from nbformat import NotebookNode, from_dict
 from nbformat.v4 import output_from_msg
 
 from .results import ErrorInfo, ExecutionResult, strip_ansi
@@ -77,8 +77,8 @@ class OutputCollector:
     def _update_display(self, content: dict[str, Any]) -> None:
         display_id = content.get("transient", {}).get("display_id")
         for index in self.display_ids.get(display_id or "", []):
-            self.outputs[index].data = content.get("data", {})
-            self.outputs[index].metadata = content.get("metadata", {})
+            self.outputs[index].data = from_dict(content.get("data", {}))
+            self.outputs[index].metadata = from_dict(content.get("metadata", {}))
 
     def _notify(self, output: NotebookNode) -> None:
         # A copy: the collected node of a stream keeps growing as later chunks

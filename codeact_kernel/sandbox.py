@@ -49,6 +49,7 @@ ETC_FILES = [
     "/etc/group",
     "/etc/mime.types",
 ]
+CPU_HARD_MARGIN = 5  # seconds between RLIMIT_CPU's SIGXCPU and its SIGKILL
 GIB = 1024**3
 MIB = 1024**2
 
@@ -273,7 +274,9 @@ class SandboxConfig(Configurable):
             limits.append(f"--as={address_space}")
             isolation.append(f"RLIMIT_AS {address_space / GIB:.1f} GiB")
         if self.cpu_seconds > 0:
-            limits.append(f"--cpu={self.cpu_seconds}")
+            # A hard limit above the soft one: at the soft limit the kernel gets
+            # SIGXCPU, which says why it died; soft == hard would be a bare SIGKILL.
+            limits.append(f"--cpu={self.cpu_seconds}:{self.cpu_seconds + CPU_HARD_MARGIN}")
             isolation.append(f"RLIMIT_CPU {self.cpu_seconds} s (backstop)")
         if self.pids_limit > 0 and not have_cgroup:
             limits.append(f"--nproc={self.pids_limit}")

@@ -39,7 +39,22 @@ from .sandbox import MIB, SandboxConfig, cgroup_counter, release_cgroup
 OutputCallback = Callable[[NotebookNode], Any]
 StdinHandler = Callable[[str, bool], "str | Awaitable[str]"]
 POLL_INTERVAL = 0.1
+# sun_path is 108 bytes with the terminating NUL.
+MAX_SOCKET_PATH = 107
 LOST = "ALL VARIABLES WERE LOST"
+
+
+@dataclass
+class _InputClock:
+    """Time spent waiting for the stdin handler (often a human): the kernel is not
+    computing then, so it does not count against the cell's timeout."""
+
+    waited: float = 0.0
+    since: float | None = None
+    error: Exception | None = None
+
+    def paused(self, now: float) -> float:
+        return self.waited + (now - self.since if self.since is not None else 0.0)
 
 
 @dataclass(frozen=True)
@@ -115,17 +130,31 @@ class KernelSession(Configurable):
         self.sandbox.check()
         sweep_stale_sessions(Path(self.runtime_dir), self.sandbox)
         self.session_dir = _make_session_dir(Path(self.runtime_dir))
+        try:
+            self.km = self._make_kernel_manager(self.session_dir)
+            await self._launch()
+        except BaseException:
+            await self.async_shutdown()
+            raise
+        return self
+
+    def _make_kernel_manager(self, session_dir: Path) -> AsyncKernelManager:
+        socket_dir = session_dir / "ipc"
+        if len(str(socket_dir / "kernel-N")) > MAX_SOCKET_PATH:
+            raise KernelStartError(
+                f"the ipc socket path {socket_dir}/kernel-N is too long for a unix socket "
+                f"({MAX_SOCKET_PATH} bytes at most); configure a shorter runtime_dir"
+            )
+        socket_dir.mkdir(mode=0o700)
         self.work_path.mkdir(mode=0o755, exist_ok=True)
         if self.work_dir and os.geteuid() == 0 and self.sandbox.mode == "bwrap":
             # bwrap chdirs into the work folder before dropping to the sandbox uid.
             os.chown(self.work_path, self.sandbox.sandbox_uid, self.sandbox.sandbox_uid)
-        socket_dir = self.session_dir / "ipc"
-        socket_dir.mkdir(mode=0o700)
         km = AsyncKernelManager(
             parent=self,
             transport="ipc",
             ip=str(socket_dir / "kernel"),
-            connection_file=str(self.session_dir / "kernel.json"),
+            connection_file=str(session_dir / "kernel.json"),
         )
         km._kernel_spec = KernelSpec(
             argv=[self.kernel_python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
@@ -138,17 +167,11 @@ class KernelSession(Configurable):
             kernel_spec=km._kernel_spec,
             parent=km,
             sandbox=self.sandbox,
-            session_dir=str(self.session_dir),
+            session_dir=str(session_dir),
             work_dir=str(self.work_path),
             socket_dir=str(socket_dir),
         )
-        self.km = km
-        try:
-            await self._launch()
-        except BaseException:
-            await self.async_shutdown()
-            raise
-        return self
+        return km
 
     async def _launch(self) -> None:
         assert self.km is not None and self.session_dir is not None
@@ -266,14 +289,15 @@ class KernelSession(Configurable):
             user_expressions=user_expressions or {},
         )
         collector = OutputCollector(msg_id, on_output)
+        clock = _InputClock()
         tasks = [
             asyncio.ensure_future(self._pump_iopub(collector)),
             asyncio.ensure_future(self._await_reply(msg_id, collector)),
         ]
         if stdin_handler is not None:
-            tasks.append(asyncio.ensure_future(self._pump_stdin(msg_id, stdin_handler)))
+            tasks.append(asyncio.ensure_future(self._pump_stdin(msg_id, stdin_handler, clock)))
         try:
-            verdict = await self._supervise(tasks[:2], started + limit)
+            verdict = await self._supervise(tasks[:2], started + limit, clock)
         finally:
             for task in tasks:
                 task.cancel()
@@ -283,9 +307,13 @@ class KernelSession(Configurable):
         # kernel_info_reply and hang the restart.
         result = await self._conclude(verdict, collector, limit, before)
         result.duration = time.monotonic() - started
+        if clock.error is not None:
+            raise clock.error
         return result
 
-    async def _supervise(self, waiters: Sequence[asyncio.Future[None]], deadline: float) -> str:
+    async def _supervise(
+        self, waiters: Sequence[asyncio.Future[None]], deadline: float, clock: _InputClock
+    ) -> str:
         """Wait for reply and idle; return "done", "interrupted", "stuck" or "died"."""
         interrupted_at: float | None = None
         while True:
@@ -297,7 +325,7 @@ class KernelSession(Configurable):
             if not await self.async_is_alive():
                 return "died"
             now = time.monotonic()
-            if interrupted_at is None and now >= deadline:
+            if interrupted_at is None and now >= deadline + clock.paused(now):
                 interrupted_at = now
                 await self.async_interrupt()
             elif interrupted_at is not None and now >= interrupted_at + self.interrupt_grace:
@@ -389,15 +417,26 @@ class KernelSession(Configurable):
                 collector.reply = msg["content"]
                 return
 
-    async def _pump_stdin(self, msg_id: str, handler: StdinHandler) -> None:
+    async def _pump_stdin(self, msg_id: str, handler: StdinHandler, clock: _InputClock) -> None:
         while True:
             msg = await self.kc.get_stdin_msg()
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             content = msg["content"]
-            answer = handler(content.get("prompt", ""), bool(content.get("password")))
-            if inspect.isawaitable(answer):
-                answer = await answer
+            clock.since = time.monotonic()
+            try:
+                answer = handler(content.get("prompt", ""), bool(content.get("password")))
+                if inspect.isawaitable(answer):
+                    answer = await answer
+            except Exception as exc:
+                # Unanswered, input() would wait until the timeout: stop the
+                # cell now and hand the handler's error to the caller.
+                clock.error = exc
+                await self.async_interrupt()
+                return
+            finally:
+                clock.waited += time.monotonic() - (clock.since or time.monotonic())
+                clock.since = None
             self.kc.input(str(answer))
 
     # ---- sync API and context managers ------------------------------------------------

@@ -25,7 +25,13 @@ import pytest
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_notebook
 
-from codeact_kernel import ExecutionResult, KernelSession, SandboxConfig, SessionClosed
+from codeact_kernel import (
+    ExecutionResult,
+    KernelSession,
+    KernelStartError,
+    SandboxConfig,
+    SessionClosed,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -106,6 +112,7 @@ OUTPUT_CELLS = [
     "from IPython.display import Markdown\nMarkdown('*md*')",
     "1 / 0",
     "import pandas as pd\npd.DataFrame({'a': [1, 2]})",
+    "from IPython.display import clear_output\nprint('old')\nclear_output(wait=True)\nprint('new')",
 ]
 
 
@@ -127,6 +134,7 @@ def test_outputs_are_valid_nbformat_nodes(shared: KernelSession) -> None:
     assert cells[2].outputs[0].data["text/html"] == "<b>bold</b>"
     assert cells[3].outputs[0].data["text/plain"] == "'second'"  # updated in place
     assert "text/html" in cells[6].outputs[0].data
+    assert [o.text for o in cells[7].outputs] == ["new\n"]  # cleared, as Jupyter shows it
 
 
 def test_streams_errors_and_ansi_free_traceback(shared: KernelSession) -> None:
@@ -196,6 +204,27 @@ def test_async_stdin_handler(shared: KernelSession) -> None:
 
     result = run_ok(shared, "print(input('shout'))", stdin_handler=answer)
     assert result.stdout.strip().endswith("SHOUT")
+
+
+def test_time_waiting_for_a_human_does_not_count_against_the_timeout(
+    shared: KernelSession,
+) -> None:
+    def slow_human(prompt: str, password: bool) -> str:
+        time.sleep(3)  # longer than the cell's whole timeout
+        return "eventually"
+
+    result = run_ok(shared, "print(input('? '))", timeout=2, stdin_handler=slow_human)
+    assert not result.timed_out and result.stdout.strip().endswith("eventually")
+
+
+def test_failing_stdin_handler_raises_and_stops_the_cell(shared: KernelSession) -> None:
+    def broken(prompt: str, password: bool) -> str:
+        raise LookupError("no human here")
+
+    run_ok(shared, "before_input = 5")
+    with pytest.raises(LookupError, match="no human here"):
+        shared.execute("input('? ')", timeout=60, stdin_handler=broken)
+    assert text_plain(run_ok(shared, "before_input")) == "5"  # interrupted, not restarted
 
 
 def test_input_without_handler_fails_clearly(shared: KernelSession) -> None:
@@ -324,6 +353,16 @@ def test_fork_bomb_is_contained_and_session_recovers(tmp_path: Path) -> None:
             assert int((path / "pids.current").read_text()) < 40
 
 
+@pytest.mark.timeout(240)
+def test_cpu_time_backstop_kills_and_is_reported(tmp_path: Path) -> None:
+    sandbox = SandboxConfig(cpu_seconds=3)
+    with KernelSession(runtime_dir=str(tmp_path), timeout=120, sandbox=sandbox) as session:
+        result = session.execute("while True: pass", timeout=120)
+        assert result.kernel_died and result.recovery == "restarted" and not result.timed_out
+        assert "CPU-time limit" in result.reason
+        assert text_plain(run_ok(session, "1 + 1")) == "2"
+
+
 def test_os_exit_is_detected_and_kernel_restarted(shared: KernelSession) -> None:
     run_ok(shared, "lost_soon = 1")
     restarts = shared.restarts
@@ -361,6 +400,22 @@ def test_shutdown_removes_session_folder_and_cgroups(tmp_path: Path) -> None:
     with pytest.raises(SessionClosed):
         session.execute("1")
     session.shutdown()  # idempotent
+
+
+def test_kernel_that_cannot_start_fails_clearly_and_leaves_nothing(tmp_path: Path) -> None:
+    session = KernelSession(runtime_dir=str(tmp_path), kernel_python="/nonexistent/python3")
+    started = time.monotonic()
+    with pytest.raises(KernelStartError, match="nonexistent"):
+        session.start()
+    assert time.monotonic() - started < session.startup_timeout + HANG_BOUND
+    assert session.km is None and list(tmp_path.iterdir()) == []
+
+
+def test_too_long_runtime_dir_is_refused_with_the_fix(tmp_path: Path) -> None:
+    runtime = tmp_path / ("r" * 120)
+    with pytest.raises(KernelStartError, match="shorter runtime_dir"):
+        KernelSession(runtime_dir=str(runtime)).start()
+    assert list(runtime.iterdir()) == []
 
 
 def test_sessions_never_share_a_kernel(shared: KernelSession, tmp_path: Path) -> None:
