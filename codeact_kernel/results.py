@@ -37,7 +37,8 @@ class ExecutionResult:
     ``status`` is the kernel's reply status ("ok", "error", "aborted"), or
     "timeout" / "died" when the kernel could not reply.  ``recovery`` says what
     the session did about it, and ``state_lost`` whether the kernel's variables
-    survived.
+    survived.  ``duration`` is the wall time of the whole call in seconds,
+    including any interrupt or restart it needed.
     """
 
     status: str
