@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -164,9 +165,11 @@ class Agent(Configurable):
         await self.session.async_start()
         assert self.session.session_dir is not None
         try:
+            # The socket is reachable by other host users (the sandbox uid must
+            # connect), so calls carry a per-session token only the kernel knows.
             self.tool_server = ToolServer(
                 self.tools, self.session.session_dir / "tools.sock",
-                call_timeout=self.tool_call_timeout,
+                call_timeout=self.tool_call_timeout, token=secrets.token_hex(16),
             )
             self.tool_server.start()
             self.session.startup_code = self._kernel_setup_code()
@@ -208,7 +211,10 @@ class Agent(Configurable):
         helpers = (KERNEL_SIDE / "inspect_vars.py").read_text()
         return [
             KERNEL_HARDENING_CODE,
-            kernel_bootstrap_code(self.tools, self.session.session_dir / "tools.sock"),
+            kernel_bootstrap_code(
+                self.tools, self.tool_server.socket_path,
+                call_timeout=self.tool_call_timeout, token=self.tool_server.token,
+            ),
             helpers + f"\n_outputs = _CodeActOutputs({str(spill)!r})\n",
         ]
 
