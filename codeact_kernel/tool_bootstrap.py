@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
-FINAL_ANSWER_DOC = """Give the final answer of the task and end it.
+FINAL_ANSWER_DOC = """Give the final answer of the task; the run ends after this step.
 
 Any value works: JSON types cross as they are, DataFrames/Series as Parquet,
 arrays as .npy, figures and images as PNG, anything else as its repr text.
