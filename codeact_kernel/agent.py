@@ -35,7 +35,7 @@ from .prompt import (
 from .results import ExecutionResult
 from .session import KernelSession, StdinHandler
 from .tools import FINAL_ANSWER, Tool, ToolServer, kernel_bootstrap_code, tool
-from .trace import StepRecord, TraceWriter, answer_for_trace
+from .trace import StepRecord, TraceWriter, answer_for_trace, tool_call_record
 
 EventCallback = Callable[["AgentEvent"], Any]
 KERNEL_SIDE = Path(__file__).parent / "kernel_side"
@@ -362,7 +362,7 @@ class Agent(Configurable):
             code, timeout=self.step_timeout, on_output=lambda o: emit("output", o),
             stdin_handler=stdin, user_expressions={VARS_EXPRESSION: VARS_EXPRESSION},
         )
-        record.tool_calls = [asdict(c) for c in self.tool_server.drain_calls()]
+        record.tool_calls = [tool_call_record(c) for c in self.tool_server.drain_calls()]
         _fill_execution(record, result)
         variables = parse_variables(result) if result.ok else await self.variables()
         observation = model_view(

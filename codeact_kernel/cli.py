@@ -69,6 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="Print only the final answer.")
     doctor = sub.add_parser("doctor", help="Probe this machine's sandboxing support.")
     doctor.add_argument("--config", default=None, help="A traitlets config file.")
+    replay = sub.add_parser("replay", help="Re-run a trace in a fresh sandbox and compare.")
+    replay.add_argument("trace", help="The trace notebook (.ipynb).")
+    replay.add_argument("--live-tools", action="store_true",
+                        help="Call the real tools instead of the recorded results.")
+    replay.add_argument("--tools", nargs="+", default=[], metavar="PKG.MODULE:NAME",
+                        help="The real tools, with --live-tools.")
+    replay.add_argument("--timeout", type=float, default=None,
+                        help="Seconds per cell (default: the trace's step timeout).")
+    replay.add_argument("--report", default=None, help="Write the per-cell verdicts as JSON.")
+    show = sub.add_parser("show", help="Summarize a trace in the terminal.")
+    show.add_argument("trace", help="The trace notebook (.ipynb).")
+    export = sub.add_parser("export", help="Export a trace for reviewers.")
+    export.add_argument("trace", help="The trace notebook (.ipynb).")
+    export.add_argument("--html", action="store_true", required=True, help="Export as HTML.")
+    export.add_argument("-o", "--output", default=None, help="Output file (default: .html).")
     ks = sub.add_parser("kernelspec", help="Manage the codeact-sandbox Jupyter kernelspec.")
     ks_sub = ks.add_subparsers(dest="ks_command", required=True)
     install = ks_sub.add_parser("install", help="Install the kernelspec for Jupyter frontends.")
@@ -125,6 +140,18 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, extra)
         if args.command == "doctor":
             return _doctor(args, extra)
+        if args.command == "replay":
+            return _replay(args, extra)
+        if args.command == "show":
+            from .report import show
+
+            print(show(args.trace))
+            return 0
+        if args.command == "export":
+            from .report import export_html
+
+            print(f"Wrote {export_html(args.trace, args.output)}")
+            return 0
         if args.command == "kernelspec":
             from .kernelspec import install_kernelspec
 
@@ -137,6 +164,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser.print_help()
     return 2
+
+
+def _replay(args: argparse.Namespace, extra: list[str]) -> int:
+    import json
+
+    from .replay import Replayer
+    from .tools import Tool
+
+    holder = _Holder(config=load_config(args, extra))
+    replayer = Replayer(parent=holder, live_tools=args.live_tools)
+    if args.timeout is not None:
+        replayer.timeout = args.timeout
+    tools = [Tool.from_path(path) for path in args.tools]
+    report = replayer.replay(args.trace, tools)
+    for cell in report.cells:
+        print(f"cell {cell.cell:>3}  step {cell.step}: {cell.verdict}")
+        if cell.diff:
+            print("    " + cell.diff.replace("\n", "\n    "))
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts().items()))
+    print(("all same" if report.all_same else "DIFFERENCES FOUND") + f" ({counts})")
+    if args.report:
+        Path(args.report).write_text(json.dumps(report.to_json(), indent=2))
+    return 0 if report.all_same else 1
 
 
 def _doctor(args: argparse.Namespace, extra: list[str]) -> int:

@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -48,6 +48,8 @@ class ToolCall:
     error: str | None
     started: float
     duration: float
+    # The result itself (not only its summary), so the trace can record it for replay.
+    value: Any = field(default=None, repr=False)
 
 
 @dataclass
@@ -349,7 +351,7 @@ class ToolServer:
             message = f"the result of {name} could not be sent: {type(exc).__name__}: {exc}"
             self._record(name, arguments, summarize(value), message, started, t0)
             return _error("ValueError", message, "protocol")
-        self._record(name, arguments, summarize(value), None, started, t0)
+        self._record(name, arguments, summarize(value), None, started, t0, value)
         reply = {"ok": True, "result": obj}
         if notes:
             reply["notes"] = notes
@@ -375,9 +377,9 @@ class ToolServer:
 
     def _record(
         self, name: str, arguments: dict[str, Any], result: str | None, error: str | None,
-        started: float, t0: float,
+        started: float, t0: float, value: Any = None,
     ) -> None:
-        call = ToolCall(name, arguments, result, error, started, time.perf_counter() - t0)
+        call = ToolCall(name, arguments, result, error, started, time.perf_counter() - t0, value)
         with self._lock:
             self.calls.append(call)
 

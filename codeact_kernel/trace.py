@@ -21,6 +21,8 @@ import nbformat
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_raw_cell
 
+from .errors import TraceError
+
 TRACE_FORMAT_VERSION = 1
 KERNELSPEC = {
     "name": "codeact-sandbox",
@@ -28,6 +30,8 @@ KERNELSPEC = {
     "language": "python",
 }
 BLOCKED_TAG = "blocked"
+SETUP_TAG = "codeact-setup"
+SETUP_TEMPLATE = Path(__file__).parent / "kernel_side" / "replay_setup.py"
 
 
 @dataclass
@@ -82,6 +86,8 @@ class TraceWriter:
             "versions": _versions(),
             **run_meta,
         }
+        setup = new_code_cell("", metadata={"codeact": {"role": "setup"}, "tags": [SETUP_TAG]})
+        self.nb.cells.append(setup)
 
     def add_task(self, task: str) -> None:
         """Open a run; one session (the %%agent magic) may hold several."""
@@ -142,6 +148,7 @@ class TraceWriter:
 
     def save(self) -> None:
         """Write to a temporary file in the same folder, fsync, then rename over."""
+        self.nb.cells[0].source = setup_source(self.nb)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         try:
@@ -153,6 +160,57 @@ class TraceWriter:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def tool_call_record(call: Any) -> dict[str, Any]:
+    """A tool call as the trace keeps it: JSON, with the full result for replay."""
+    record: dict[str, Any] = {
+        "name": call.name, "arguments": call.arguments, "result": call.result,
+        "error": call.error, "started": call.started, "duration": round(call.duration, 6),
+    }
+    if call.error is None and call.name != "final_answer":
+        record["value"], record["value_kind"] = _replayable(call.value)
+    return record
+
+
+def _replayable(value: Any) -> tuple[Any, str]:
+    kind = type(value).__module__.split(".")[0] + "." + type(value).__name__
+    if kind == "pandas.DataFrame":
+        split = json.loads(value.to_json(orient="split", date_format="iso"))
+        return {"data": split["data"], "columns": split["columns"], "index": split["index"]}, (
+            "dataframe"
+        )
+    if kind == "numpy.ndarray":
+        return {"data": value.tolist(), "dtype": str(value.dtype)}, "ndarray"
+    try:
+        text = json.dumps(value)
+        return json.loads(text), "json"
+    except (TypeError, ValueError):
+        return repr(value), "repr"
+
+
+def setup_source(nb: NotebookNode) -> str:
+    """The replay setup cell: recorded-tool stubs serving the results in ``nb``, in order."""
+    recorded: dict[str, list[dict[str, Any]]] = {}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for call in cell.metadata.get("codeact", {}).get("tool_calls", []):
+            if call.get("name") != "final_answer":
+                recorded.setdefault(call["name"], []).append(
+                    {k: call[k] for k in ("arguments", "value", "value_kind", "error")
+                     if k in call}
+                )
+    stubs = []
+    for tool in nb.metadata.get("codeact", {}).get("tools", []):
+        name = tool["name"]
+        stubs.append(
+            f"def {tool['signature']}:\n"
+            f"    return _codeact_replay_call({name!r}, dict(locals()))\n"
+        )
+    source = SETUP_TEMPLATE.read_text(encoding="utf-8")
+    source = source.replace("__RECORDED__", repr(json.dumps(recorded, default=repr)))
+    return source + "\n\n" + "\n\n".join(stubs)
 
 
 def answer_for_trace(value: Any, kind: str, type_name: str = "") -> Any:
@@ -199,3 +257,47 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             found[name] = "not installed"
     return found
+
+
+def load_trace(path: str | Path) -> NotebookNode:
+    """Read and check a trace; every way it can be unusable gets an error naming the fix."""
+    path = Path(path)
+    if not path.exists():
+        raise TraceError(f"{path}: no such file")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise TraceError(f"{path} is not a text file, so not a notebook: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise TraceError(
+            f"{path} is not a notebook: invalid JSON at line {exc.lineno} column {exc.colno} "
+            f"({exc.msg}). Was it truncated? Traces are written atomically, so a partial file "
+            "is not one of ours."
+        ) from exc
+    if not isinstance(raw, dict) or "cells" not in raw or "nbformat" not in raw:
+        raise TraceError(f"{path} is JSON but not a Jupyter notebook (no cells/nbformat keys)")
+    try:
+        nb = nbformat.reads(json.dumps(raw), as_version=4)
+        nbformat.validate(nb)
+    except Exception as exc:  # nbformat raises several unrelated types here
+        raise TraceError(f"{path} is not a valid notebook: {_first_line(exc)}") from exc
+    meta = nb.metadata.get("codeact")
+    if not isinstance(meta, dict):
+        raise TraceError(
+            f"{path} is a notebook but not a codeact trace (no 'codeact' metadata). "
+            "`codeact run` and %%agent write traces; plain notebooks can be run with nbclient."
+        )
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise TraceError(f"{path}: trace format version {version!r} is not understood")
+    if version > TRACE_FORMAT_VERSION:
+        raise TraceError(
+            f"{path} was written by a newer codeact_kernel (trace format {version}; this one "
+            f"reads up to {TRACE_FORMAT_VERSION}). Upgrade: pip install -U codeact-kernel"
+        )
+    return nb
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

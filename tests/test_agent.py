@@ -13,7 +13,7 @@ import pytest
 
 from codeact_kernel import Agent, ModelError, demo, tool
 from codeact_kernel.demo import demo_tools
-from codeact_kernel.trace import BLOCKED_TAG
+from codeact_kernel.trace import BLOCKED_TAG, SETUP_TAG
 
 from .scripted_llm import ScriptedLLMServer
 
@@ -47,7 +47,8 @@ def load_trace(path: str) -> nbformat.NotebookNode:
 
 
 def code_cells(nb: nbformat.NotebookNode) -> list[Any]:
-    return [c for c in nb.cells if c.cell_type == "code"]
+    return [c for c in nb.cells
+            if c.cell_type == "code" and SETUP_TAG not in c.metadata.get("tags", [])]
 
 
 def test_seed_example_with_host_tools(llm: ScriptedLLMServer, tmp_path: Path,

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_output
 
-from codeact_kernel.trace import BLOCKED_TAG, StepRecord, TraceWriter
+from codeact_kernel.trace import BLOCKED_TAG, SETUP_TAG, StepRecord, TraceWriter
 
 
 def test_trace_cells_metadata_and_validity(tmp_path: Path) -> None:
@@ -37,7 +37,8 @@ def test_trace_cells_metadata_and_validity(tmp_path: Path) -> None:
     assert nb.metadata["kernelspec"]["name"] == "codeact-sandbox"
     raw = [c for c in nb.cells if c.cell_type == "raw"]
     assert raw[0].metadata["tags"] == [BLOCKED_TAG] and raw[0].source == "import os"
-    code = [c for c in nb.cells if c.cell_type == "code"]
+    setup, *code = [c for c in nb.cells if c.cell_type == "code"]
+    assert setup.metadata["tags"] == [SETUP_TAG] and "def f():" in setup.source
     assert code[0].execution_count == 1 and code[0].outputs[0]["text"] == "1\n"
     assert code[0].metadata["codeact"]["tool_calls"][0]["name"] == "f"
     assert "Blocked by policy" in "".join(c.source for c in nb.cells)
