@@ -277,7 +277,7 @@ def load_trace(path: str | Path) -> NotebookNode:
     if not isinstance(raw, dict) or "cells" not in raw or "nbformat" not in raw:
         raise TraceError(f"{path} is JSON but not a Jupyter notebook (no cells/nbformat keys)")
     try:
-        nb = nbformat.reads(json.dumps(raw), as_version=4)
+        nb: NotebookNode = nbformat.reads(json.dumps(raw), as_version=4)
         nbformat.validate(nb)
     except Exception as exc:  # nbformat raises several unrelated types here
         raise TraceError(f"{path} is not a valid notebook: {_first_line(exc)}") from exc
