@@ -18,10 +18,11 @@ from types import TracebackType
 from typing import Any
 
 from jupyter_core.utils import run_sync
-from traitlets import Bool, Float, Instance, Int, Unicode, default
+from traitlets import Bool, Dict, Float, Instance, Int, List, Unicode, default
 from traitlets.config import Configurable
 
 from .errors import ModelError
+from .managed import ManagedAgentTool, from_config, link_child_runs
 from .model import LLM, Completion
 from .observation import VARS_EXPRESSION, format_variables, model_view, parse_variables
 from .policy import KERNEL_HARDENING_CODE, Policy
@@ -113,6 +114,11 @@ class Agent(Configurable):
         config=True
     )
     tool_call_timeout = Float(300.0, help="Seconds one host tool call may take.").tag(config=True)
+    managed_agents_config = List(
+        Dict(),
+        help="Sub-agents declared in configuration, each a dict with name, description and "
+        "optionally model, api_base, api_key_env, tools (['pkg.module:function']), max_steps.",
+    ).tag(config=True)
 
     llm = Instance(LLM, help="The model.")
     policy = Instance(Policy, help="The AST policy applied before any code runs.")
@@ -137,6 +143,7 @@ class Agent(Configurable):
         *,
         api_base: str | None = None,
         api_key_env: str | None = None,
+        managed_agents: Sequence[Agent] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -147,12 +154,20 @@ class Agent(Configurable):
         if api_key_env is not None:
             self.llm.api_key_env = api_key_env
         self.tools = [t if isinstance(t, Tool) else tool(t) for t in tools]
+        children = [*managed_agents, *(from_config(c, self) for c in self.managed_agents_config)]
+        self.managed_tools = [ManagedAgentTool(child) for child in children]
         self.tool_server: ToolServer | None = None
         self.trace: TraceWriter | None = None
         self.messages: list[dict[str, Any]] = []
         self.step_counter = 0
         self._local: Any = None
         self._started = False
+        self._deadline: float | None = None
+
+    @property
+    def all_tools(self) -> list[Tool]:
+        """Host tools, then managed agents (which are tools too)."""
+        return [*self.tools, *self.managed_tools]
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -168,7 +183,7 @@ class Agent(Configurable):
             # The socket is reachable by other host users (the sandbox uid must
             # connect), so calls carry a per-session token only the kernel knows.
             self.tool_server = ToolServer(
-                self.tools, self.session.session_dir / "tools.sock",
+                self.all_tools, self.session.session_dir / "tools.sock",
                 call_timeout=self.tool_call_timeout, token=secrets.token_hex(16),
             )
             self.tool_server.start()
@@ -195,6 +210,7 @@ class Agent(Configurable):
     async def aclose(self) -> None:
         """Shut the kernel, the tool server and any local model down. Idempotent."""
         self._started = False
+        await asyncio.to_thread(self._cancel_children)
         try:
             await self.session.async_shutdown()
         finally:
@@ -212,7 +228,7 @@ class Agent(Configurable):
         return [
             KERNEL_HARDENING_CODE,
             kernel_bootstrap_code(
-                self.tools, self.tool_server.socket_path,
+                self.all_tools, self.tool_server.socket_path,
                 call_timeout=self.tool_call_timeout, token=self.tool_server.token,
             ),
             helpers + f"\n_outputs = _CodeActOutputs({str(spill)!r})\n",
@@ -235,7 +251,7 @@ class Agent(Configurable):
                 "max_output_chars": self.max_output_chars,
                 "authorized_imports": sorted(self.policy.effective_imports()),
             },
-            "tools": [{"name": t.name, "signature": f"{t.name}{t.signature}"} for t in self.tools],
+            "tools": [{"name": t.name, "signature": t.header()} for t in self.all_tools],
             "sandbox": self.session.isolation,
         }
 
@@ -247,9 +263,15 @@ class Agent(Configurable):
         *,
         on_event: EventCallback | None = None,
         stdin_handler: StdinHandler | None = None,
+        deadline: float | None = None,
     ) -> RunResult:
-        """Solve ``task``; starts (and then closes) the session if it is not running."""
+        """Solve ``task``; starts (and then closes) the session if it is not running.
+
+        ``deadline`` (a time.monotonic() value, set by an orchestrator) bounds the
+        whole run: steps get at most the time left, and no step starts after it.
+        """
         owned = not self._started
+        self._deadline = deadline
         await self.astart()
         try:
             return await self._run(task, on_event, stdin_handler)
@@ -268,6 +290,11 @@ class Agent(Configurable):
         await self._open_conversation(task)
         try:
             for step in range(1, self.max_steps + 1):
+                if self._time_left() <= 0:
+                    result.status = "timeout"
+                    result.reason = (f"the orchestrator's time limit ran out after {step - 1} "
+                                     "steps")
+                    break
                 record = await self._step(step, _emitter(on_event, step), stdin_handler)
                 self._account(result, record)
                 if self.tool_server.final_answer is not None:
@@ -307,7 +334,7 @@ class Agent(Configurable):
         variables = format_variables(await self.variables())
         system = render_system_prompt(
             self.system_prompt_template,
-            [t.prompt_doc() for t in self.tools],
+            [t.prompt_doc() for t in self.all_tools],
             sorted(self.policy.effective_imports()),
             variables,
         )
@@ -342,7 +369,7 @@ class Agent(Configurable):
     ) -> None:
         assert self.tool_server is not None
         verdict = self.policy.check(
-            code, tool_names=[t.name for t in self.tools] + [FINAL_ANSWER],
+            code, tool_names=[t.name for t in self.all_tools] + [FINAL_ANSWER],
             work_dir=str(self.session.work_path),
         )
         record.policy = {
@@ -358,11 +385,17 @@ class Agent(Configurable):
             })
             return
         emit("code", code)
+        timeout = min(self.step_timeout, max(self._time_left(), 0.5))
+        self._bound_children(timeout)
         result = await self.session.async_execute(
-            code, timeout=self.step_timeout, on_output=lambda o: emit("output", o),
+            code, timeout=timeout, on_output=lambda o: emit("output", o),
             stdin_handler=stdin, user_expressions={VARS_EXPRESSION: VARS_EXPRESSION},
         )
+        if result.timed_out or result.kernel_died:
+            await asyncio.to_thread(self._cancel_children)
         record.tool_calls = [tool_call_record(c) for c in self.tool_server.drain_calls()]
+        if self.trace is not None:
+            link_child_runs(record.tool_calls, self.managed_tools, self.trace.path.parent)
         _fill_execution(record, result)
         variables = parse_variables(result) if result.ok else await self.variables()
         observation = model_view(
@@ -372,6 +405,24 @@ class Agent(Configurable):
         record.observation_truncated = observation.truncated
         emit("observation", observation.text)
         self.messages.append(observation.message(self.vision))
+
+    def _time_left(self) -> float:
+        if self._deadline is None:
+            return float("inf")
+        return self._deadline - time.monotonic()
+
+    def _bound_children(self, timeout: float) -> None:
+        # A child may use at most what is left of this step, and no more steps.
+        assert self.trace is not None
+        folder = self.trace.path.parent / f"{self.trace.path.stem}.subagents"
+        for managed in self.managed_tools:
+            managed.deadline = time.monotonic() + timeout
+            managed.max_steps = self.max_steps
+            managed.trace_dir = folder
+
+    def _cancel_children(self) -> None:
+        for managed in self.managed_tools:
+            managed.cancel_all()
 
     async def variables(self) -> list[dict[str, str]]:
         """A summary of the variables alive in the kernel, without touching its history."""

@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--authorized-imports", default=None, metavar="A,B",
                      help="Extra modules the code may import, comma-separated; '*' allows all. "
                      "(config: Policy.authorized_imports)")
+    run.add_argument("--managed-agent", action="append", default=[], metavar="JSON",
+                     help="A sub-agent callable from the code, as JSON: {\"name\": ..., "
+                     "\"description\": ..., \"model\": ..., \"tools\": [\"pkg.mod:fn\"]}. "
+                     "Repeatable. (config: Agent.managed_agents_config)")
     run.add_argument("--config", default=None, help="A traitlets config file (.py or .json).")
     run.add_argument("--demo", action="store_true",
                      help="Run the built-in demo task (cities and populations, host tools).")
@@ -123,9 +127,23 @@ def load_config(args: argparse.Namespace, extra: list[str]) -> Config:
         config.Policy.authorized_imports = [
             name.strip() for name in args.authorized_imports.split(",") if name.strip()
         ]
+    if getattr(args, "managed_agent", None):
+        config.Agent.managed_agents_config = [_json_arg(a) for a in args.managed_agent]
     if getattr(args, "unsafe_no_sandbox", False):
         config.SandboxConfig.mode = "none"
     return config
+
+
+def _json_arg(text: str) -> dict[str, Any]:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CodeActError(f"--managed-agent takes a JSON object: {exc}: {text!r}") from exc
+    if not isinstance(value, dict):
+        raise CodeActError(f"--managed-agent takes a JSON object, got {text!r}")
+    return value
 
 
 class _Holder(Configurable):
