@@ -16,8 +16,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .agent import Agent, AgentEvent, RunResult
-    from .results import ErrorInfo, ExecutionResult
+    from .agent import Agent
+    from .results import AgentEvent, ErrorInfo, ExecutionResult, RunResult
     from .sandbox import SandboxConfig
     from .session import KernelSession
     from .tools import Tool, tool
@@ -28,8 +28,8 @@ __version__ = "0.1.0"
 # kernel start and must not pay for jupyter_client, zmq or the agent stack.
 _LAZY = {
     "Agent": "agent",
-    "AgentEvent": "agent",
-    "RunResult": "agent",
+    "AgentEvent": "results",
+    "RunResult": "results",
     "ErrorInfo": "results",
     "ExecutionResult": "results",
     "SandboxConfig": "sandbox",

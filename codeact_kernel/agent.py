@@ -12,7 +12,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -33,52 +33,13 @@ from .prompt import (
     render_system_prompt,
     strip_code,
 )
-from .results import ExecutionResult
+from .results import AgentEvent, ExecutionResult, RunResult
 from .session import KernelSession, StdinHandler
 from .tools import FINAL_ANSWER, Tool, ToolServer, kernel_bootstrap_code, tool
 from .trace import StepRecord, TraceWriter, answer_for_trace, tool_call_record
 
-EventCallback = Callable[["AgentEvent"], Any]
+EventCallback = Callable[[AgentEvent], Any]
 KERNEL_SIDE = Path(__file__).parent / "kernel_side"
-
-
-@dataclass
-class AgentEvent:
-    """A progress event for live displays (CLI, %%agent). ``kind`` is one of:
-    thinking, token, code, output, blocked, observation, step_end, final."""
-
-    kind: str
-    step: int
-    data: Any = None
-
-
-@dataclass
-class RunResult:
-    """How a run ended. ``status``: answered, max_steps, error or interrupted."""
-
-    status: str
-    answer: Any = None
-    answer_kind: str = ""
-    reason: str = ""
-    steps: list[StepRecord] = field(default_factory=list)
-    trace_path: str = ""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
-    duration: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "answered"
-
-    def totals(self) -> dict[str, Any]:
-        return {
-            "steps": len(self.steps),
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "cost": self.cost,
-            "duration": round(self.duration, 3),
-        }
 
 
 class Agent(Configurable):

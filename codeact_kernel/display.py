@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any, TextIO
 
-from .agent import AgentEvent, RunResult
+from .results import AgentEvent, RunResult
 
 BOLD, DIM, RESET = "\x1b[1m", "\x1b[2m", "\x1b[0m"
 RED, GREEN, YELLOW = "\x1b[31m", "\x1b[32m", "\x1b[33m"

@@ -23,7 +23,8 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Float, Int, List, Unicode
 
-from .agent import Agent, AgentEvent, RunResult
+from .agent import Agent
+from .results import AgentEvent, RunResult
 from .handoff import push_variables
 from .tools import tool
 

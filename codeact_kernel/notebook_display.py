@@ -7,7 +7,7 @@ from typing import Any
 
 from IPython.display import Code, DisplayHandle, Markdown, display
 
-from .agent import AgentEvent, RunResult
+from .results import AgentEvent, RunResult
 
 
 class LiveDisplay:

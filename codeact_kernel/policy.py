@@ -254,9 +254,9 @@ class Policy(Configurable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._transformer = TransformerManager()  # type: ignore[no-untyped-call]
+        self._transformer = TransformerManager()
         # IPython's own option parser, so the code we check is exactly the code %timeit runs
-        self._exec_magics = ExecutionMagics(shell=None)  # type: ignore[no-untyped-call]
+        self._exec_magics = ExecutionMagics(shell=None)
 
     def effective_imports(self) -> tuple[str, ...]:
         """Every module prefix that may be imported, sorted (``("*",)`` when all may be)."""
@@ -484,7 +484,7 @@ class _Checker:
             "time", "timeit", "capture", "prun") else []
         try:
             if name == "time" and body is None:
-                _, extra = magic_arguments.parse_argstring(  # type: ignore[no-untyped-call]
+                _, extra = magic_arguments.parse_argstring(
                     ExecutionMagics.time, line, partial=True)
                 code.append((" ".join(extra), None))
             elif name in _OPTION_SPECS:

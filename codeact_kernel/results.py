@@ -1,12 +1,15 @@
-"""What one execution in a kernel produced, as data."""
+"""What one execution in a kernel, and one agent run, produced, as data."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from nbformat import NotebookNode
+
+if TYPE_CHECKING:
+    from .trace import StepRecord
 
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -58,3 +61,42 @@ class ExecutionResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+@dataclass
+class AgentEvent:
+    """A progress event for live displays (CLI, %%agent). ``kind`` is one of:
+    thinking, token, code, output, blocked, observation, step_end, final."""
+
+    kind: str
+    step: int
+    data: Any = None
+
+
+@dataclass
+class RunResult:
+    """How a run ended. ``status``: answered, max_steps, timeout, error or interrupted."""
+
+    status: str
+    answer: Any = None
+    answer_kind: str = ""
+    reason: str = ""
+    steps: list[StepRecord] = field(default_factory=list)
+    trace_path: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "answered"
+
+    def totals(self) -> dict[str, Any]:
+        return {
+            "steps": len(self.steps),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": self.cost,
+            "duration": round(self.duration, 3),
+        }
