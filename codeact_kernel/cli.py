@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from traitlets import TraitError
 from traitlets.config import Config, Configurable
 from traitlets.config.loader import KVArgParseConfigLoader, PyFileConfigLoader
 
@@ -31,16 +32,19 @@ RUN_OPTIONS: dict[str, tuple[str, str]] = {
 }
 
 
-def _trait_help(cls_name: str, trait: str) -> str:
+def _trait_classes() -> dict[str, type[Configurable]]:
     from .agent import Agent
     from .model import LLM
     from .sandbox import SandboxConfig
     from .session import KernelSession
 
-    classes: dict[str, type[Configurable]] = {
+    return {
         "Agent": Agent, "LLM": LLM, "KernelSession": KernelSession, "SandboxConfig": SandboxConfig,
     }
-    help_text = classes[cls_name].class_traits()[trait].help or ""
+
+
+def _trait_help(cls_name: str, trait: str) -> str:
+    help_text = _trait_classes()[cls_name].class_traits()[trait].help or ""
     return f"{help_text} (config: {cls_name}.{trait})".replace("%", "%%")
 
 
@@ -122,7 +126,7 @@ def load_config(args: argparse.Namespace, extra: list[str]) -> Config:
     for flag, (cls_name, trait) in RUN_OPTIONS.items():
         value = getattr(args, flag.replace("-", "_"), None)
         if value is not None:
-            config[cls_name][trait] = value
+            config[cls_name][trait] = _convert(flag, cls_name, trait, value)
     if getattr(args, "authorized_imports", None):
         config.Policy.authorized_imports = [
             name.strip() for name in args.authorized_imports.split(",") if name.strip()
@@ -132,6 +136,14 @@ def load_config(args: argparse.Namespace, extra: list[str]) -> Config:
     if getattr(args, "unsafe_no_sandbox", False):
         config.SandboxConfig.mode = "none"
     return config
+
+
+def _convert(flag: str, cls_name: str, trait: str, value: str) -> Any:
+    """Turn a flag's text into the trait's type, the way traitlets' own CLI does."""
+    try:
+        return _trait_classes()[cls_name].class_traits()[trait].from_string(value)
+    except (TraitError, ValueError) as exc:
+        raise CodeActError(f"--{flag}: {value!r} is not valid: {exc}") from None
 
 
 def _json_arg(text: str) -> dict[str, Any]:
@@ -177,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                                       prefix=args.prefix)
             print(f"Installed kernelspec codeact-sandbox in {path}")
             return 0
-    except CodeActError as exc:
+    except (CodeActError, TraitError) as exc:
         print(f"codeact: error: {exc}", file=sys.stderr)
         return 2
     parser.print_help()
