@@ -171,7 +171,7 @@ class Agent(Configurable):
     async def aclose(self) -> None:
         """Shut the kernel, the tool server and any local model down. Idempotent."""
         self._started = False
-        await asyncio.to_thread(self._cancel_children)
+        await self._cancel_children()
         try:
             await self.session.async_shutdown()
         finally:
@@ -353,7 +353,7 @@ class Agent(Configurable):
             stdin_handler=stdin, user_expressions={VARS_EXPRESSION: VARS_EXPRESSION},
         )
         if result.timed_out or result.kernel_died:
-            await asyncio.to_thread(self._cancel_children)
+            await self._cancel_children()
         record.tool_calls = [tool_call_record(c) for c in self.tool_server.drain_calls()]
         if self.trace is not None:
             link_child_runs(record.tool_calls, self.managed_tools, self.trace.path.parent)
@@ -381,9 +381,10 @@ class Agent(Configurable):
             managed.max_steps = self.max_steps
             managed.trace_dir = folder
 
-    def _cancel_children(self) -> None:
-        for managed in self.managed_tools:
-            managed.cancel_all()
+    async def _cancel_children(self) -> None:
+        if not any(managed.active for managed in self.managed_tools):
+            return  # also keeps interpreter-exit cleanup off the (closed) default executor
+        await asyncio.to_thread(lambda: [m.cancel_all() for m in self.managed_tools])
 
     async def variables(self) -> list[dict[str, str]]:
         """A summary of the variables alive in the kernel, without touching its history."""

@@ -117,6 +117,11 @@ class ManagedAgentTool(Tool):
                 self._active.pop(key, None)
             await asyncio.shield(child.aclose())
 
+    @property
+    def active(self) -> bool:
+        with self._lock:
+            return bool(self._active)
+
     def cancel_all(self, wait: float = 10.0) -> None:
         """Stop every running child (its kernel is shut down, its trace saved)."""
         with self._lock:

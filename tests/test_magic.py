@@ -126,3 +126,30 @@ def test_line_magic_and_bad_option(ip: Any, llm: ScriptedLLMServer) -> None:
         ip.run_cell_magic("agent", "--in nope", "task")
     with pytest.raises(UsageError, match="not a function"):
         ip.run_cell_magic("agent", "--tools nothing_here", "task")
+
+
+def test_sandbox_kernel_stops_when_the_user_kernel_exits(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    runtime = tmp_path / "rt"
+    runtime.mkdir()
+    with ScriptedLLMServer([fence("kept = 1\nfinal_answer(kept)")]) as llm:
+        script = (
+            "import os\n"
+            "from IPython.testing.globalipapp import start_ipython\n"
+            "ip = start_ipython()\n"
+            "ip.run_line_magic('load_ext', 'codeact_kernel')\n"
+            f"ip.run_line_magic('config', \"KernelSession.runtime_dir = {str(runtime)!r}\")\n"
+            f"ip.run_line_magic('config', \"AgentMagics.trace_dir = {str(tmp_path)!r}\")\n"
+            f"ip.run_cell_magic('agent', '--model openai/scripted --api-base {llm.api_base} "
+            "-o x', 'one')\n"
+            "print('alive', ip.user_ns['x'], len(os.listdir(" + repr(str(runtime)) + ")))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "alive 1 1" in out.stdout  # the session was running while the shell was
+    assert not list(runtime.iterdir())  # and was shut down when the shell exited
+    leftovers = subprocess.run(["pgrep", "-f", str(runtime)], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == ""
