@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     CodeActError,
+    GatewayError,
+    KernelLost,
     KernelStartError,
     ModelError,
     PolicyViolation,
@@ -17,6 +19,8 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .agent import Agent
+    from .gateway_session import GatewaySession
+    from .remote import ConnectionFileSession
     from .results import AgentEvent, ErrorInfo, ExecutionResult, RunResult
     from .sandbox import SandboxConfig
     from .session import KernelSession
@@ -34,6 +38,8 @@ _LAZY = {
     "ExecutionResult": "results",
     "SandboxConfig": "sandbox",
     "KernelSession": "session",
+    "ConnectionFileSession": "remote",
+    "GatewaySession": "gateway_session",
     "Tool": "tools",
     "tool": "tools",
 }
@@ -42,8 +48,12 @@ __all__ = [
     "Agent",
     "AgentEvent",
     "CodeActError",
+    "ConnectionFileSession",
     "ErrorInfo",
     "ExecutionResult",
+    "GatewayError",
+    "GatewaySession",
+    "KernelLost",
     "KernelSession",
     "KernelStartError",
     "ModelError",

@@ -33,8 +33,10 @@ from .prompt import (
     render_system_prompt,
     strip_code,
 )
+from .remote import make_session
 from .results import AgentEvent, ExecutionResult, RunResult
 from .session import KernelSession, StdinHandler
+from .stdin_tools import StdinToolChannel
 from .tools import FINAL_ANSWER, Tool, ToolServer, kernel_bootstrap_code, tool
 from .trace import StepRecord, TraceWriter, answer_for_trace, tool_call_record
 
@@ -95,7 +97,8 @@ class Agent(Configurable):
 
     @default("session")
     def _default_session(self) -> KernelSession:
-        return KernelSession(parent=self)
+        # A local sandbox, or a kernel by connection file or from a gateway, per config.
+        return make_session(self)
 
     def __init__(
         self,
@@ -148,6 +151,7 @@ class Agent(Configurable):
                 call_timeout=self.tool_call_timeout, token=secrets.token_hex(16),
             )
             self.tool_server.start()
+            self.session.tool_handler = StdinToolChannel(self.tool_server).answer
             self.session.startup_code = self._kernel_setup_code()
             await self.session.async_run_startup_code()
         except BaseException:
@@ -184,13 +188,14 @@ class Agent(Configurable):
 
     def _kernel_setup_code(self) -> list[str]:
         assert self.session.session_dir is not None and self.tool_server is not None
-        spill = self.session.work_path / ".codeact" / "outputs"
+        spill = Path(self.session.kernel_work_dir) / ".codeact" / "outputs"
         helpers = (KERNEL_SIDE / "inspect_vars.py").read_text()
         return [
             KERNEL_HARDENING_CODE,
             kernel_bootstrap_code(
                 self.all_tools, self.tool_server.socket_path,
                 call_timeout=self.tool_call_timeout, token=self.tool_server.token,
+                transport=self.session.tool_transport,
             ),
             helpers + f"\n_outputs = _CodeActOutputs({str(spill)!r})\n",
         ]
@@ -331,7 +336,7 @@ class Agent(Configurable):
         assert self.tool_server is not None
         verdict = self.policy.check(
             code, tool_names=[t.name for t in self.all_tools] + [FINAL_ANSWER],
-            work_dir=str(self.session.work_path),
+            work_dir=self.session.kernel_work_dir,
         )
         record.policy = {
             "allowed": verdict.allowed,

@@ -29,17 +29,24 @@ RUN_OPTIONS: dict[str, tuple[str, str]] = {
     "trace": ("Agent", "trace_path"),
     "workdir": ("KernelSession", "work_dir"),
     "memory-limit": ("SandboxConfig", "memory_limit"),
+    "connection-file": ("ConnectionFileSession", "connection_file"),
+    "gateway-url": ("GatewaySession", "url"),
+    "gateway-token-env": ("GatewaySession", "token_env"),
+    "kernel-name": ("GatewaySession", "kernel_name"),
 }
 
 
 def _trait_classes() -> dict[str, type[Configurable]]:
     from .agent import Agent
+    from .gateway_session import GatewaySession
     from .model import LLM
+    from .remote import ConnectionFileSession
     from .sandbox import SandboxConfig
     from .session import KernelSession
 
     return {
         "Agent": Agent, "LLM": LLM, "KernelSession": KernelSession, "SandboxConfig": SandboxConfig,
+        "ConnectionFileSession": ConnectionFileSession, "GatewaySession": GatewaySession,
     }
 
 

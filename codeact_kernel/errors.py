@@ -52,3 +52,12 @@ class ModelError(CodeActError):
 
 class TraceError(CodeActError):
     """A file is not a readable codeact trace notebook."""
+
+
+class GatewayError(CodeActError):
+    """A Jupyter gateway could not be reached, refused the token, or failed a request."""
+
+
+class KernelLost(CodeActError):
+    """A kernel the session did not start stopped answering, or is stuck in a cell, and
+    cannot be restarted from here; the message says what to do."""

@@ -84,7 +84,9 @@ def summarize(value: Any, width: int = 200) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def kernel_source() -> str:
-    """The text of the kernel-side RPC client: the codec, then the client."""
-    parts = [(KERNEL_SIDE / name).read_text(encoding="utf-8") for name in ("codec.py", "rpc.py")]
+def kernel_source(extra: tuple[str, ...] = ()) -> str:
+    """The text of the kernel-side RPC client: the codec, the client, then ``extra`` files
+    of kernel_side/ (another transport's client)."""
+    names = ("codec.py", "rpc.py", *extra)
+    parts = [(KERNEL_SIDE / name).read_text(encoding="utf-8") for name in names]
     return "\n\n".join(parts)

@@ -27,7 +27,7 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from nbformat import NotebookNode
-from traitlets import Float, Instance, List, Unicode, default
+from traitlets import Enum, Float, Instance, List, Unicode, default
 from traitlets.config import Configurable
 
 from .errors import KernelStartError, SessionClosed
@@ -35,6 +35,7 @@ from .outputs import OutputCollector
 from .provisioner import SandboxProvisioner
 from .results import ExecutionResult
 from .sandbox import MIB, SandboxConfig, cgroup_counter, release_cgroup
+from .stdin_tools import ToolPromptHandler, is_tool_prompt
 
 OutputCallback = Callable[[NotebookNode], Any]
 StdinHandler = Callable[[str, bool], "str | Awaitable[str]"]
@@ -98,6 +99,13 @@ class KernelSession(Configurable):
         Unicode(),
         help="Code run silently after every start, restart and reset (tool stubs, helpers).",
     ).tag(config=True)
+    tool_transport = Enum(
+        ["ipc", "stdin"],
+        "ipc",
+        help="How the kernel's tool stubs reach the host tools: 'ipc' (a ZMQ socket in the "
+        "session folder: fastest, any thread) or 'stdin' (marked input requests on the "
+        "Jupyter stdin channel: crosses gateways and containers, main thread only).",
+    ).tag(config=True)
 
     @default("sandbox")
     def _default_sandbox(self) -> SandboxConfig:
@@ -115,6 +123,8 @@ class KernelSession(Configurable):
         self.isolation: list[str] = []
         self.restarts = 0
         self._log: BinaryIO | None = None
+        # Answers tool prompts when tool_transport is "stdin" (set by the Agent).
+        self.tool_handler: ToolPromptHandler | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -122,6 +132,12 @@ class KernelSession(Configurable):
     def work_path(self) -> Path:
         assert self.session_dir is not None
         return Path(self.work_dir).resolve() if self.work_dir else self.session_dir / "work"
+
+    @property
+    def kernel_work_dir(self) -> str:
+        """The kernel's working folder as the kernel sees it (the same folder here; a
+        kernel on another host or in a container reports its own)."""
+        return str(self.work_path)
 
     async def async_start(self) -> KernelSession:
         """Start the kernel (fails with SandboxUnavailable naming the fix)."""
@@ -258,6 +274,10 @@ class KernelSession(Configurable):
             raise SessionClosed("the kernel session is not running; call start() first")
         return self.km
 
+    def _ensure_running(self) -> None:
+        """SessionClosed unless started (kernels reached otherwise than by ``km`` override)."""
+        self._require()
+
     # ---- execution -------------------------------------------------------------------
 
     async def async_execute(
@@ -277,7 +297,7 @@ class KernelSession(Configurable):
         ``stdin_handler(prompt, password)`` answers ``input()``; without one,
         ``input()`` fails at once with StdinNotImplementedError.
         """
-        self._require()
+        self._ensure_running()
         limit = self.timeout if timeout is None else timeout
         started = time.monotonic()
         before = self._counters()
@@ -294,7 +314,7 @@ class KernelSession(Configurable):
             asyncio.ensure_future(self._pump_iopub(collector)),
             asyncio.ensure_future(self._await_reply(msg_id, collector)),
         ]
-        if stdin_handler is not None:
+        if stdin_handler is not None or self._tools_over_stdin:
             tasks.append(asyncio.ensure_future(self._pump_stdin(msg_id, stdin_handler, clock)))
         try:
             verdict = await self._supervise(tasks[:2], started + limit, clock)
@@ -417,15 +437,30 @@ class KernelSession(Configurable):
                 collector.reply = msg["content"]
                 return
 
-    async def _pump_stdin(self, msg_id: str, handler: StdinHandler, clock: _InputClock) -> None:
+    @property
+    def _tools_over_stdin(self) -> bool:
+        return self.tool_transport == "stdin" and self.tool_handler is not None
+
+    async def _pump_stdin(
+        self, msg_id: str, handler: StdinHandler | None, clock: _InputClock
+    ) -> None:
         while True:
             msg = await self.kc.get_stdin_msg()
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             content = msg["content"]
+            prompt = str(content.get("prompt", ""))
+            if self._tools_over_stdin and is_tool_prompt(prompt):
+                assert self.tool_handler is not None
+                # Not paused on the clock: tool time counts against the cell, as over ipc.
+                self.kc.input(await self.tool_handler(prompt))
+                continue
+            if handler is None:  # only a direct _input_request can get here
+                self.kc.input("")
+                continue
             clock.since = time.monotonic()
             try:
-                answer = handler(content.get("prompt", ""), bool(content.get("password")))
+                answer = handler(prompt, bool(content.get("password")))
                 if inspect.isawaitable(answer):
                     answer = await answer
             except Exception as exc:

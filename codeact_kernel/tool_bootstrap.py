@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .tools import Tool
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+TRANSPORTS = ("ipc", "stdin")
 
 
 FINAL_ANSWER_DOC = """Give the final answer of the task; the run ends after this step.
@@ -53,19 +54,27 @@ def kernel_bootstrap_code(
     call_timeout: float = 300,
     token: str = "",
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    transport: str = "ipc",
 ) -> str:
     """Startup code for the kernel: the RPC client, every tool stub and final_answer.
+
+    ``transport`` is how the stubs reach the host: "ipc" (the ZMQ socket at
+    ``socket_path``) or "stdin" (input requests answered by the host, see
+    codeact_kernel/stdin_tools.py; ``socket_path`` is then unused).
 
     The client lives in ``sys.modules["_codeact_rpc"]``; the user namespace only
     gains the tools, ``final_answer`` and ``ToolCallError`` (all in
     ``user_ns_hidden``). Re-running it (after ``%reset``) reuses the client.
     """
-    source = kernel_source()
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unknown tool transport {transport!r}; use one of {TRANSPORTS}")
+    source = kernel_source(extra=("stdin_rpc.py",) if transport == "stdin" else ())
     stubs = "\n\n".join([*(t.render_stub() for t in tools), final_answer_stub()])
     names = [*(t.name for t in tools), FINAL_ANSWER]
     config = {
         "socket_path": str(socket_path), "call_timeout": float(call_timeout), "token": token,
         "max_bytes": int(max_message_bytes), "host_accept": host_accept(),
+        "transport": transport,
     }
     return (
         "def _codeact_bootstrap():\n"

@@ -146,12 +146,27 @@ class ToolServer:
     ) -> None:
         self.stop()
 
-    def bootstrap_code(self) -> str:
+    def bootstrap_code(self, transport: str = "ipc") -> str:
         """The kernel startup code matching this server (its timeout and token)."""
         return kernel_bootstrap_code(
             list(self.tools.values()), self.socket_path, call_timeout=self.call_timeout,
-            token=self.token, max_message_bytes=self.max_message_bytes,
+            token=self.token, max_message_bytes=self.max_message_bytes, transport=transport,
         )
+
+    def handle_request(self, frames: list[bytes]) -> list[bytes]:
+        """Run one request that came by another back-channel than the socket (the
+        Jupyter stdin channel); blocks while the tool runs. Same checks, same record."""
+        header, problem = self._parse(frames)
+        if header is None:
+            self.rejected_messages += 1
+            return _error("ProtocolError", problem, "protocol")
+        request = _Request(next(self._seq), b"", header, frames[1:],
+                           time.monotonic() + self.call_timeout)
+        try:
+            return self._dispatch(request)
+        except Exception as exc:  # the kernel is waiting: always answer
+            log.exception("tool server failure")
+            return _error("InternalError", f"{type(exc).__name__}: {exc}", "protocol")
 
     # ---- results for the agent -------------------------------------------------------
 

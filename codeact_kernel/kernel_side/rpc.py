@@ -255,15 +255,19 @@ class Client:
 
 
 _client: "Client | None" = None
+# Transport name -> client class; stdin_rpc.py, when shipped, adds "stdin".
+CLIENT_CLASSES: "dict[str, type[Client]]" = {"ipc": Client}
 
 
 def configure(
     socket_path: str, call_timeout: float, token: str, max_bytes: int, host_accept: "list[str]",
+    transport: str = "ipc",
 ) -> None:
     global _client
     if _client is not None:
         _client.close()
-    _client = Client(socket_path, call_timeout, token, max_bytes, host_accept)
+    cls = CLIENT_CLASSES[transport]
+    _client = cls(socket_path, call_timeout, token, max_bytes, host_accept)
 
 
 def call(tool: str, args: "tuple[Any, ...]", kwargs: "dict[str, Any]") -> "tuple[bool, Any]":

@@ -1,0 +1,57 @@
+# The stdin back-channel of the tool RPC client, INSIDE the kernel.
+#
+# Shipped as text after codec.py and rpc.py (one namespace) when the session's
+# tool_transport is "stdin": a tool request travels as the prompt of a Jupyter
+# input_request, so it crosses anything the Jupyter protocol crosses (a gateway's
+# websocket, a container without a shared folder). Wire form and limits: see
+# codeact_kernel/stdin_tools.py, which answers on the host.
+import base64
+import json
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # inside the kernel these names come from rpc.py's text
+    from .rpc import CLIENT_CLASSES, Client, ToolCallError
+
+# Equal to codeact_kernel.stdin_tools.TOOL_PROMPT_MARK (a test checks it).
+TOOL_PROMPT_MARK = "\x00codeact-tool:1\x00"
+
+
+def _ask_host(prompt: str) -> str:
+    # Straight to ipykernel's request, not builtins.input: that one refuses when
+    # the execute_request had allow_stdin=False, which is how the agent runs
+    # cells without a human to answer input().
+    kernel = getattr(get_ipython(), "kernel", None)  # type: ignore[name-defined]  # noqa: F821
+    if kernel is None or not hasattr(kernel, "_input_request"):
+        raise ToolCallError("tools over the stdin channel need an ipykernel kernel",
+                            category="unreachable")
+    try:
+        ident = kernel._parent_ident["shell"]
+        parent = kernel.get_parent("shell")
+    except (AttributeError, KeyError, TypeError):  # ipykernel before 6.x's per-channel parents
+        ident, parent = kernel._parent_ident, kernel._parent_header
+    return str(kernel._input_request(prompt, ident, parent, password=False))
+
+
+class StdinClient(Client):
+    """Sends each request as one input_request and reads the reply from the input_reply."""
+
+    def request(self, frames: "list[bytes]", tool: str) -> "list[bytes]":
+        if threading.current_thread() is not threading.main_thread():
+            raise ToolCallError(
+                f"{tool}() was called from a thread; with this kernel (reached through a "
+                "Jupyter gateway or a connection file) tools go over the stdin channel, "
+                "which only the main thread can use. Call tools from the main thread.",
+                tool=tool, category="unreachable",
+            )
+        blobs = [base64.b64encode(b).decode("ascii") for b in frames[1:]]
+        answer = _ask_host(TOOL_PROMPT_MARK + json.dumps([frames[0].decode("utf-8"), *blobs]))
+        try:
+            parts: Any = json.loads(answer)
+            return [parts[0].encode("utf-8"), *(base64.b64decode(p) for p in parts[1:])]
+        except (ValueError, TypeError, IndexError, AttributeError):
+            raise ToolCallError(f"malformed reply from the host for {tool} on the stdin "
+                                "channel", tool=tool, category="protocol") from None
+
+
+CLIENT_CLASSES["stdin"] = StdinClient
