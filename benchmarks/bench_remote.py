@@ -67,10 +67,11 @@ def _gateway(root: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     for _ in range(150):
         try:
             urllib.request.urlopen(url + "/api", timeout=1).close()
-            break
+            return proc, url, token
         except OSError:
             time.sleep(0.2)
-    return proc, url, token
+    proc.kill()
+    raise RuntimeError("the kernel gateway did not come up")
 
 
 def backchannel(calls: int) -> dict[str, Any]:

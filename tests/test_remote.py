@@ -63,14 +63,15 @@ class Gateway:
             stdout=self.log, stderr=subprocess.STDOUT, env=env,
         )
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 self.rest("GET", "/api/kernels")
                 return
             except OSError:
-                assert self.proc.poll() is None, (root / "gateway.log").read_text()
                 time.sleep(0.2)
-        raise RuntimeError("the kernel gateway did not come up")
+        self.stop()  # the fixture will not get to tear it down
+        raise RuntimeError("the kernel gateway did not come up:\n"
+                           + (root / "gateway.log").read_text()[-2000:])
 
     def rest(self, method: str, path: str) -> Any:
         request = urllib.request.Request(
