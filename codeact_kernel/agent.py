@@ -86,6 +86,11 @@ class Agent(Configurable):
     llm = Instance(LLM, help="The model.")
     policy = Instance(Policy, help="The AST policy applied before any code runs.")
     session = Instance(KernelSession, help="The sandboxed kernel session.")
+    pool = Instance(
+        "codeact_kernel.pool.KernelPool", allow_none=True,
+        help="A warm pool the session takes its kernels from (each start takes a fresh, "
+        "already-started kernel). None: the session starts its own kernel.",
+    )
 
     @default("llm")
     def _default_llm(self) -> LLM:
@@ -97,6 +102,8 @@ class Agent(Configurable):
 
     @default("session")
     def _default_session(self) -> KernelSession:
+        if self.pool is not None:
+            return self.pool.session(parent=self)  # type: ignore[no-any-return]
         # A local sandbox, or a kernel by connection file or from a gateway, per config.
         return make_session(self)
 

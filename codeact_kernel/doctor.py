@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import SandboxUnavailable
 from .sandbox import GIB, INSTALL_HINT, MIB, SandboxConfig, remove_cgroup
-from .session import _make_session_dir
+from .session_dirs import make_session_dir
 
 # Runs inside the sandbox; it reports facts and never decides anything.
 _INSIDE_PROBE = r"""
@@ -213,7 +213,7 @@ def _check_inside(config: SandboxConfig) -> tuple[Check, list[str]]:
     """Run a probe in the very sandbox a kernel gets and report what it sees."""
     sandbox = _with_bwrap(config)
     runtime = Path(tempfile.gettempdir()) / f"codeact-sessions-{os.getuid()}"
-    session_dir = _make_session_dir(runtime)
+    session_dir = make_session_dir(runtime)
     work = session_dir / "work"
     work.mkdir(mode=0o755)
     cgroups: list[Path] = []

@@ -24,7 +24,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +33,11 @@ from traitlets.config import Application
 
 from .bridge import SocketBridge
 from .errors import SandboxUnavailable
-from .sandbox import SandboxConfig, remove_cgroup
+from .sandbox import SandboxConfig
+from .session_dirs import make_session_dir, release_cgroups, sweep_stale_sessions
 
-# jupyter_client, zmq and codeact_kernel.session are imported only where they
-# are used, after the kernel has been spawned: they would add about 0.12 s to
-# every kernel start.
+# jupyter_client and zmq are imported only where they are used, after the
+# kernel has been spawned: they would add about 0.12 s to every kernel start.
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 # Unix socket paths are limited to 108 bytes (sun_path), ZMQ's ipc included.
@@ -155,7 +154,7 @@ class SandboxLauncher(Application):
     async def _run(self) -> int:
         self._info = _read_connection_file(self.connection_file)
         runtime = Path(self.runtime_dir)
-        self.session_dir = new_session_dir(runtime)
+        self.session_dir = make_session_dir(runtime)
         self._install_signal_handlers()
         cgroups: list[Path] = []
         bridge = SocketBridge(self.kernel_connect_timeout)
@@ -188,15 +187,13 @@ class SandboxLauncher(Application):
         finally:
             await bridge.close()
             await self._stop_kernel()
-            _release_cgroups(cgroups)
+            release_cgroups(cgroups)
             shutil.rmtree(self.session_dir, ignore_errors=True)
         self.log.info("kernel exited with status %s", status)
         return status if status >= 0 else 128 - status
 
     def _sweep(self, runtime: Path) -> None:
         """Remove leftovers of launchers that were SIGKILLed, while the kernel boots."""
-        from .session import sweep_stale_sessions
-
         try:
             sweep_stale_sessions(runtime, self.sandbox)
         except OSError as exc:
@@ -293,21 +290,6 @@ def send_interrupt_request(endpoint: str, key: bytes, scheme: str, timeout: floa
         ctx.destroy(linger=0)
 
 
-def new_session_dir(runtime_dir: Path) -> Path:
-    """A fresh session folder named like ``session._make_session_dir`` makes them.
-
-    The ``s<pid>-`` prefix is what lets ``sweep_stale_sessions`` remove the
-    folder and cgroups of a launcher that was killed.  Not imported from there:
-    that module costs a tenth of a second before the kernel could start.
-    """
-    runtime_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f"s{os.getpid()}-", dir=runtime_dir))
-    # Traversable, not listable: bwrap (root, capabilities dropped) must reach
-    # the work folder inside before it switches to the sandbox uid.
-    path.chmod(0o711)
-    return path
-
-
 def _read_connection_file(path: str) -> dict[str, Any]:
     with open(path) as f:
         info: dict[str, Any] = json.load(f)
@@ -315,25 +297,6 @@ def _read_connection_file(path: str) -> dict[str, Any]:
     if missing:
         raise SandboxUnavailable(f"connection file {path} lacks ports for {missing}")
     return info
-
-
-def _release_cgroups(cgroups: list[Path]) -> None:
-    # The pid namespace dies with bwrap, but its members may take a moment to
-    # leave the cgroup, and rmdir fails until they have.
-    deadline = time.monotonic() + 2
-    for path in cgroups:
-        while time.monotonic() < deadline:
-            try:
-                pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
-            except (OSError, ValueError):
-                break
-            if not pids:
-                break
-            for pid in pids:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.02)
-        remove_cgroup(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,8 +24,9 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Float, Int, List, Unicode
 
 from .agent import Agent
-from .results import AgentEvent, RunResult
 from .handoff import push_variables
+from .pool import KernelPool
+from .results import AgentEvent, RunResult
 from .tools import tool
 
 _DONE = object()
@@ -73,13 +74,21 @@ class AgentMagics(Magics):
     trace_dir = Unicode("traces", help="Folder of the session's trace notebook.").tag(
         config=True
     )
+    pool_size = Int(
+        1,
+        help="Sandbox kernels kept started for this notebook, so that the first %%agent and "
+        "--new do not wait for a kernel to start (each idle kernel holds about 55 MB). "
+        "0 starts each session's kernel on demand.",
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.current: Agent | None = None
         self._runner: _LoopThread | None = None
         self._signature: tuple[Any, ...] = ()
-        atexit.register(self.close)
+        self.pool: KernelPool | None = None
+        self._pool_config: dict[str, Any] = {}
+        atexit.register(self.shutdown)
 
     @property
     def _shell(self) -> Any:
@@ -164,7 +173,8 @@ class AgentMagics(Magics):
             self.close()
             self._runner = _LoopThread()
             agent = Agent(model=model, tools=tools, api_base=args.api_base or self.api_base,
-                          api_key_env=args.api_key_env or self.api_key_env, parent=self)
+                          api_key_env=args.api_key_env or self.api_key_env, parent=self,
+                          pool=self._warm_pool())
             agent.trace_dir = self.trace_dir
             agent.step_timeout = self.step_timeout
             self._runner.run(agent.astart())
@@ -179,8 +189,29 @@ class AgentMagics(Magics):
             raise UsageError(f"--tools: {name!r} is not a function defined in this notebook")
         return tool(fn)
 
+    def _warm_pool(self) -> KernelPool | None:
+        # Kernels waiting in the pool were started with the config of their time.
+        wanted = {k: dict(self.config[k]) for k in ("SandboxConfig", "KernelSession",
+                                                     "KernelPool") if k in self.config}
+        if self.pool is not None and wanted != self._pool_config:
+            self.pool.close()
+            self.pool = None
+        if self.pool is None and self.pool_size > 0:
+            self.pool = KernelPool(size=self.pool_size, parent=self).start()
+            self._pool_config = wanted
+        return self.pool
+
+    def shutdown(self) -> None:
+        """Shut the session and the notebook's warm kernels down (also at interpreter exit)."""
+        try:
+            self.close()
+        finally:
+            if self.pool is not None:
+                self.pool.close()
+                self.pool = None
+
     def close(self) -> None:
-        """Shut the sandbox kernel down (also at interpreter exit)."""
+        """Shut the sandbox kernel down."""
         if self.current is not None and self._runner is not None:
             try:
                 self._runner.run(self.current.aclose())
@@ -256,4 +287,4 @@ def load_ipython_extension(ip: Any) -> None:
 def unload_ipython_extension(ip: Any) -> None:
     magics = ip.magics_manager.registry.get("AgentMagics")
     if magics is not None:
-        magics.close()
+        magics.shutdown()

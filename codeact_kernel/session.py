@@ -35,6 +35,7 @@ from .outputs import OutputCollector
 from .provisioner import SandboxProvisioner
 from .results import ExecutionResult
 from .sandbox import MIB, SandboxConfig, cgroup_counter, release_cgroup
+from .session_dirs import make_session_dir, sweep_stale_sessions
 from .stdin_tools import ToolPromptHandler, is_tool_prompt
 
 OutputCallback = Callable[[NotebookNode], Any]
@@ -145,7 +146,7 @@ class KernelSession(Configurable):
             return self
         self.sandbox.check()
         sweep_stale_sessions(Path(self.runtime_dir), self.sandbox)
-        self.session_dir = _make_session_dir(Path(self.runtime_dir))
+        self.session_dir = make_session_dir(Path(self.runtime_dir))
         try:
             self.km = self._make_kernel_manager(self.session_dir)
             await self._launch()
@@ -190,6 +191,16 @@ class KernelSession(Configurable):
         return km
 
     async def _launch(self) -> None:
+        await self._launch_process()
+        assert self.km is not None
+        if self.kc is None:
+            self.kc = self.km.client()
+            self.kc.start_channels()
+        await self._wait_for_ready("start")
+        await self.async_run_startup_code()
+
+    async def _launch_process(self) -> None:
+        """Start the kernel process; a warm pool stops here and connects later."""
         assert self.km is not None and self.session_dir is not None
         # Held open for the session's life: restarts relaunch with the same
         # arguments, so a closed handle here would break every restart.
@@ -197,11 +208,6 @@ class KernelSession(Configurable):
         await self.km.start_kernel(stdout=self._log, stderr=self._log)
         plan = self._provisioner().plan
         self.isolation = list(plan.isolation) if plan is not None else []
-        if self.kc is None:
-            self.kc = self.km.client()
-            self.kc.start_channels()
-        await self._wait_for_ready("start")
-        await self.async_run_startup_code()
 
     async def async_run_startup_code(self) -> None:
         for code in self.startup_code:
@@ -505,38 +511,3 @@ class KernelSession(Configurable):
     ) -> None:
         await self.async_shutdown()
 
-
-def _make_session_dir(runtime_dir: Path) -> Path:
-    runtime_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
-    # The owner's pid is part of the name so that its cgroups can be judged
-    # stale by any process, whatever runtime folder it uses.
-    path = Path(tempfile.mkdtemp(prefix=f"s{os.getpid()}-", dir=runtime_dir))
-    # Traversable, not listable: bwrap (root, capabilities dropped) must reach
-    # the work folder inside before it switches to the sandbox uid.
-    path.chmod(0o711)
-    return path
-
-
-def _owner_alive(name: str) -> bool:
-    try:
-        pid = int(name[1:].split("-", 1)[0])
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (ValueError, PermissionError):
-        return True  # not ours to judge
-    return True
-
-
-def sweep_stale_sessions(runtime_dir: Path, sandbox: SandboxConfig) -> list[str]:
-    """Remove session folders and cgroups left behind by processes that were killed."""
-    swept: list[str] = []
-    if runtime_dir.is_dir():
-        for path in runtime_dir.iterdir():
-            if path.name.startswith("s") and not _owner_alive(path.name):
-                shutil.rmtree(path, ignore_errors=True)
-                swept.append(path.name)
-    for cgroup in sandbox.stale_cgroups():
-        if not _owner_alive(cgroup.name):
-            release_cgroup(cgroup)
-    return swept

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,8 @@ def test_sandbox_kernel_stops_when_the_user_kernel_exits(tmp_path: Path) -> None
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                              timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "alive 1 1" in out.stdout  # the session was running while the shell was
+    # The session was running while the shell was (beside it, the notebook's warm kernel).
+    assert re.search(r"alive 1 [12]\b", out.stdout), out.stdout
     assert not list(runtime.iterdir())  # and was shut down when the shell exited
     leftovers = subprocess.run(["pgrep", "-f", str(runtime)], capture_output=True, text=True)
     assert leftovers.stdout.strip() == ""
