@@ -21,7 +21,7 @@ from jupyter_core.utils import run_sync
 from traitlets import Bool, Dict, Float, Instance, Int, List, Unicode, default
 from traitlets.config import Configurable
 
-from .errors import ModelError
+from .errors import CodeActError
 from .managed import ManagedAgentTool, from_config, link_child_runs
 from .model import LLM, Completion
 from .observation import VARS_EXPRESSION, format_variables, model_view, parse_variables
@@ -284,8 +284,10 @@ class Agent(Configurable):
                     f"step budget exhausted: {self.max_steps} steps ran without final_answer(); "
                     "the kernel keeps its state, so a follow-up run can continue"
                 )
-        except ModelError as exc:
-            result.status, result.reason = "error", str(exc)
+        except CodeActError as exc:
+            # A model that fails, a remote kernel that is lost: the run ends with its
+            # reason and the trace is closed, instead of an exception losing both.
+            result.status, result.reason = "error", f"{type(exc).__name__}: {exc}"
         except (asyncio.CancelledError, KeyboardInterrupt):
             result.status, result.reason = "interrupted", "interrupted by the user"
             self._close_run(result, started)
@@ -398,7 +400,11 @@ class Agent(Configurable):
     async def _cancel_children(self) -> None:
         if not any(managed.active for managed in self.managed_tools):
             return  # also keeps interpreter-exit cleanup off the (closed) default executor
-        await asyncio.to_thread(lambda: [m.cancel_all() for m in self.managed_tools])
+        def cancel() -> None:
+            for managed in self.managed_tools:
+                managed.cancel_all()
+
+        await asyncio.to_thread(cancel)
 
     async def variables(self) -> list[dict[str, str]]:
         """A summary of the variables alive in the kernel, without touching its history."""

@@ -20,6 +20,7 @@ from typing import Any
 import nbformat
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_raw_cell
+from nbformat.v4.nbjson import writes as writes_json
 
 from .errors import TraceError
 
@@ -144,18 +145,25 @@ class TraceWriter:
             summary += "\n\n```\n" + _answer_text(final_answer) + "\n```"
         self.nb.cells.append(new_markdown_cell(summary, metadata={"codeact": {"role": "result"}}))
         nbformat.validate(self.nb)
-        self.save()
+        self.save(durable=True)
 
-    def save(self) -> None:
-        """Write to a temporary file in the same folder, fsync, then rename over."""
+    def save(self, durable: bool = False) -> None:
+        """Write to a temporary file in the same folder, then rename over it.
+
+        The rename alone means a killed process leaves the last complete step
+        on disk; ``durable`` adds an fsync (power loss), done once per run,
+        because it costs milliseconds on every step. Validation also happens
+        once per run (``finish``), not on every step.
+        """
         self.nb.cells[0].source = setup_source(self.nb)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                nbformat.write(self.nb, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
+                fh.write(writes_json(self.nb))
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
             os.replace(tmp, self.path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
