@@ -330,12 +330,19 @@ class Agent(Configurable):
         self.messages.append({"role": "assistant", "content": completion.text})
         code = extract_code(completion.text)
         record = _new_record(step, completion, code)
+        assert self.trace is not None
         if code is None:
             record.status = "no-code"
             self.messages.append({"role": "user", "content": NO_CODE_MESSAGE})
         else:
-            await self._act(record, code, emit, stdin)
-        assert self.trace is not None
+            try:
+                await self._act(record, code, emit, stdin)
+            except CodeActError as exc:
+                # The kernel was lost mid-step: keep the step (its code and reason) in the
+                # trace before the run ends with this error.
+                record.status, record.reason = "error", f"{type(exc).__name__}: {exc}"
+                self.trace.add_step(record)
+                raise
         self.trace.add_step(record)
         emit("step_end", record)
         return record

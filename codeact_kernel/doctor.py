@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .cgroups import remove_cgroup
 from .errors import SandboxUnavailable
-from .sandbox import GIB, INSTALL_HINT, MIB, SandboxConfig, remove_cgroup
+from .sandbox import GIB, INSTALL_HINT, MIB, SandboxConfig
 from .session_dirs import make_session_dir
 
 # Runs inside the sandbox; it reports facts and never decides anything.

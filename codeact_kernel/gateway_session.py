@@ -13,7 +13,6 @@ import os
 import time
 from typing import Any
 
-from jupyter_core.utils import run_sync
 from traitlets import Bool, Dict, Float, Unicode
 
 from .errors import GatewayError, KernelStartError
@@ -168,6 +167,3 @@ class GatewaySession(RemoteSession):
             self.kernel_cwd = ""
             self._remove_session_dir()
 
-    shutdown = run_sync(async_shutdown)
-    restart = run_sync(async_restart)
-    interrupt = run_sync(async_interrupt)

@@ -467,4 +467,3 @@ class PooledSession(KernelSession):
                     ) from None
         await self._wait_for_ready("start")
 
-    start = run_sync(async_start)

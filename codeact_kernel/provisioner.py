@@ -14,7 +14,8 @@ from typing import Any
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 from traitlets import Instance, Unicode
 
-from .sandbox import LaunchPlan, SandboxConfig, release_cgroup
+from .cgroups import release_cgroup
+from .sandbox import LaunchPlan, SandboxConfig
 
 
 class SandboxProvisioner(LocalProvisioner):

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.asynchronous.client import AsyncKernelClient
-from jupyter_core.utils import run_sync
 from traitlets import Bool, Float, Unicode, default
 from traitlets.config import Configurable
 
@@ -117,8 +116,6 @@ class RemoteSession(KernelSession):
     def _cgroups(self) -> list[Path]:
         return []  # the kernel's limits are its host's business
 
-    # KernelSession's sync API wraps its own coroutines: wrap the overrides.
-    start = run_sync(async_start)
 
 
 class ConnectionFileSession(RemoteSession):
@@ -275,9 +272,6 @@ class ConnectionFileSession(RemoteSession):
         self.kernel_cwd = ""
         self._remove_session_dir()
 
-    shutdown = run_sync(async_shutdown)
-    restart = run_sync(async_restart)
-    interrupt = run_sync(async_interrupt)
 
 
 def _reroot_ipc(info: dict[str, Any], path: Path) -> dict[str, Any]:

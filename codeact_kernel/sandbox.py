@@ -11,11 +11,9 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from pathlib import Path
 from traitlets import Bool, Dict, Enum, Int, List, Unicode
 from traitlets.config import Configurable
 
+from .cgroups import join_cgroups_cmd, remove_cgroup, try_write
 from .errors import SandboxUnavailable
 
 INSTALL_HINT = (
@@ -198,7 +197,7 @@ class SandboxConfig(Configurable):
         argv = [self.resolve_bwrap(), *bwrap_args, "--", *inner]
         argv = self._prlimit(bool(cgroups), isolation) + argv
         if cgroups:
-            argv = _join_cgroups_cmd(cgroups) + argv
+            argv = join_cgroups_cmd(cgroups) + argv
             isolation.append(self._cgroup_description(cgroups))
         # bwrap's own init (pid 1 inside) keeps the environment bwrap starts with,
         # so bwrap itself gets a minimal one, not just the kernel.
@@ -306,7 +305,7 @@ class SandboxConfig(Configurable):
                 path.mkdir(parents=True, exist_ok=True)
                 if controller == "memory":
                     (path / "memory.limit_in_bytes").write_text(str(limit))
-                    _try_write(path / "memory.memsw.limit_in_bytes", str(limit))
+                    try_write(path / "memory.memsw.limit_in_bytes", str(limit))
                 else:
                     (path / "pids.max").write_text(str(limit))
             except OSError:
@@ -331,80 +330,6 @@ class SandboxConfig(Configurable):
             if base.is_dir():
                 found.extend(p for p in base.iterdir() if p.is_dir())
         return found
-
-
-def remove_cgroup(path: Path) -> None:
-    """Remove an empty cgroup; a cgroup that still has members stays (see release_cgroup)."""
-    try:
-        path.rmdir()
-    except OSError:
-        pass
-
-
-def kill_cgroup_members(path: Path) -> bool:
-    """SIGKILL every process in a cgroup; False once it is empty (or gone)."""
-    try:
-        pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
-    except (OSError, ValueError):
-        return False
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    return bool(pids)
-
-
-def release_cgroup(path: Path, wait: float = 2.0) -> None:
-    """Kill what is left in a cgroup, wait (bounded) for it to empty, and remove it.
-
-    Killing bwrap does not make the sandbox's processes vanish at once: its
-    init and the kernel die asynchronously, and rmdir fails while they exist.
-    """
-    deadline = time.monotonic() + wait
-    while kill_cgroup_members(path) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    remove_cgroup(path)
-
-
-def cgroup_counter(cgroups: list[Path], controller: str, filename: str, key: str) -> int | None:
-    """A ``key value`` line of a cgroup file (memory.oom_control, pids.events), if present."""
-    for path in cgroups:
-        if path.parent.parent.name == controller:
-            try:
-                for line in (path / filename).read_text().splitlines():
-                    name, _, value = line.partition(" ")
-                    if name == key:
-                        return int(value)
-            except (OSError, ValueError):
-                return None
-    return None
-
-
-def cgroup_value(cgroups: list[Path], controller: str, filename: str) -> int | None:
-    """Read an integer file of the kernel's cgroup for ``controller``, if it has one."""
-    for path in cgroups:
-        if path.parent.parent.name == controller:
-            try:
-                raw = (path / filename).read_text().split()
-                return int(raw[0]) if raw and raw[0].isdigit() else None
-            except OSError:
-                return None
-    return None
-
-
-def _try_write(path: Path, value: str) -> None:
-    try:
-        path.write_text(value)
-    except OSError:
-        pass
-
-
-def _join_cgroups_cmd(cgroups: list[Path]) -> list[str]:
-    # The shell joins the cgroups and then execs the rest, so the kernel is
-    # limited from its first instruction with no race against the host.
-    joins = "; ".join(f"echo $$ > '{p / 'cgroup.procs'}'" for p in cgroups)
-    return ["/bin/sh", "-c", f'{joins}; exec "$@"', "codeact-sandbox"]
 
 
 def _chown_for_sandbox(session_dir: Path, work_dir: Path, uid: int) -> None:

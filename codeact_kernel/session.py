@@ -12,7 +12,6 @@ import asyncio
 import inspect
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -30,11 +29,12 @@ from nbformat import NotebookNode
 from traitlets import Enum, Float, Instance, List, Unicode, default
 from traitlets.config import Configurable
 
+from .cgroups import Counters, death_cause, read_counters, release_cgroup
 from .errors import KernelStartError, SessionClosed
 from .outputs import OutputCollector
 from .provisioner import SandboxProvisioner
 from .results import ExecutionResult
-from .sandbox import MIB, SandboxConfig, cgroup_counter, release_cgroup
+from .sandbox import SandboxConfig
 from .session_dirs import make_session_dir, sweep_stale_sessions
 from .stdin_tools import ToolPromptHandler, is_tool_prompt
 
@@ -44,6 +44,17 @@ POLL_INTERVAL = 0.1
 # sun_path is 108 bytes with the terminating NUL.
 MAX_SOCKET_PATH = 107
 LOST = "ALL VARIABLES WERE LOST"
+
+
+def blocking(name: str) -> Callable[..., Any]:
+    """The sync form of the coroutine method ``name``, resolved on the instance."""
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return run_sync(getattr(self, name))(*args, **kwargs)
+
+    method.__name__ = name.removeprefix("async_")
+    method.__doc__ = f"Blocking form of :meth:`{name}`."
+    return method
 
 
 @dataclass
@@ -57,14 +68,6 @@ class _InputClock:
 
     def paused(self, now: float) -> float:
         return self.waited + (now - self.since if self.since is not None else 0.0)
-
-
-@dataclass(frozen=True)
-class _Counters:
-    """cgroup event counts read before a cell, to tell what the cell itself caused."""
-
-    oom_kills: int
-    pids_max: int | None
 
 
 class KernelSession(Configurable):
@@ -358,7 +361,7 @@ class KernelSession(Configurable):
                 return "stuck"
 
     async def _conclude(
-        self, verdict: str, collector: OutputCollector, limit: float, before: _Counters
+        self, verdict: str, collector: OutputCollector, limit: float, before: Counters
     ) -> ExecutionResult:
         if verdict == "died":
             cause = self._death_cause(before)
@@ -404,32 +407,14 @@ class KernelSession(Configurable):
         plan = self._provisioner().plan if self.km is not None else None
         return list(plan.cgroups) if plan is not None else []
 
-    def _counters(self) -> _Counters:
-        cgroups = self._cgroups()
-        return _Counters(
-            oom_kills=cgroup_counter(cgroups, "memory", "memory.oom_control", "oom_kill") or 0,
-            pids_max=cgroup_counter(cgroups, "pids", "pids.events", "max"),
-        )
+    def _counters(self) -> Counters:
+        return read_counters(self._cgroups())
 
-    def _death_cause(self, before: _Counters) -> str:
-        # Compared with the count before the cell: the cgroup may outlive one kernel.
-        if self._counters().oom_kills > before.oom_kills:
-            return (
-                "killed by the out-of-memory killer at the memory limit of "
-                f"{self.sandbox.memory_limit / MIB:.0f} MiB"
-            )
+    def _death_cause(self, before: Counters) -> str:
         process = self._provisioner().process
-        returncode = process.returncode if process is not None else None
-        if returncode is None:
-            return "exit status unknown"
-        # bwrap reports a kernel killed by signal N as exit status 128 + N.
-        signum = -returncode if returncode < 0 else returncode - 128 if returncode > 128 else 0
-        if signum == signal.SIGXCPU:
-            return "killed by the CPU-time limit (SIGXCPU)"
-        if signum > 0:
-            name = signal.Signals(signum).name if signum in signal.valid_signals() else signum
-            return f"killed by signal {name}"
-        return f"exit status {returncode}"
+        return death_cause(before, self._counters(),
+                           process.returncode if process is not None else None,
+                           self.sandbox.memory_limit)
 
     async def _pump_iopub(self, collector: OutputCollector) -> None:
         while not collector.idle:
@@ -482,19 +467,21 @@ class KernelSession(Configurable):
 
     # ---- sync API and context managers ------------------------------------------------
 
-    start = run_sync(async_start)
-    shutdown = run_sync(async_shutdown)
-    restart = run_sync(async_restart)
-    interrupt = run_sync(async_interrupt)
-    reset = run_sync(async_reset)
-    execute = run_sync(async_execute)
+    # Each sync method runs self.async_<name>, so a subclass's override is honoured.
+    start = blocking("async_start")
+    shutdown = blocking("async_shutdown")
+    restart = blocking("async_restart")
+    interrupt = blocking("async_interrupt")
+    reset = blocking("async_reset")
+    execute = blocking("async_execute")
 
     @property
     def is_alive(self) -> bool:
         return bool(run_sync(self.async_is_alive)())
 
     def __enter__(self) -> KernelSession:
-        return self.start()
+        self.start()
+        return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -16,7 +16,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from .sandbox import SandboxConfig, release_cgroup
+from .cgroups import release_cgroup
+from .sandbox import SandboxConfig
 
 
 def make_session_dir(runtime_dir: Path) -> Path:

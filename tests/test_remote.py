@@ -193,6 +193,7 @@ def test_gateway_stuck_cell_is_restarted_through_rest(
     config = gateway_config(gateway)
     config.KernelSession.interrupt_grace = 1.0
     result = remote_agent(llm, tmp_path, config, step_timeout=1).run("Hang, then go on")
+    assert len(result.steps) == 2, result.reason
     assert result.steps[0].recovery == "restarted" and result.steps[0].state_lost
     assert "ALL VARIABLES WERE LOST" in result.steps[0].reason
     # The startup code ran again in the restarted kernel: host tools still work.
