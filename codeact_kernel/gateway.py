@@ -270,9 +270,15 @@ class GatewayChannels:
         return await self.queues["stdin"].get()
 
     async def wait_for_ready(self, timeout: float) -> None:
-        """Until a kernel_info_reply arrives (asked again every second, as jupyter_client does)."""
+        """Until kernel_info is answered on shell AND its status is seen on iopub.
+
+        Asked again every second, as jupyter_client does. The iopub check
+        matters after a (re)start: the gateway's subscription to a new kernel
+        may lag its shell connection, and output published before it is lost.
+        """
         deadline = time.monotonic() + timeout
         asked: set[str] = set()
+        replied = False
         while True:
             if self.lost is not None:
                 raise RuntimeError(self.lost)
@@ -280,15 +286,22 @@ class GatewayChannels:
             if remaining <= 0:
                 raise RuntimeError(f"the kernel did not answer kernel_info within {timeout:g}s")
             asked.add(self._send("shell", "kernel_info_request", {}))
-            try:
-                end = time.monotonic() + min(1.0, remaining)
-                while (left := end - time.monotonic()) > 0:
-                    msg = await asyncio.wait_for(self.queues["shell"].get(), left)
-                    if _parent_id(msg) in asked:
-                        self._drain("iopub")
-                        return
-            except asyncio.TimeoutError:
-                continue
+            end = time.monotonic() + min(1.0, remaining)
+            replied = replied or await self._answered("shell", asked, end)
+            if replied and await self._answered("iopub", asked, end):
+                self._drain("iopub")
+                return
+
+    async def _answered(self, channel: str, asked: set[str], end: float) -> bool:
+        """Whether a message answering one of ``asked`` arrives on ``channel`` by ``end``."""
+        try:
+            while (left := end - time.monotonic()) > 0:
+                msg = await asyncio.wait_for(self.queues[channel].get(), left)
+                if _parent_id(msg) in asked:
+                    return True
+        except asyncio.TimeoutError:
+            pass
+        return False
 
     def _drain(self, channel: str) -> None:
         queue = self.queues[channel]

@@ -23,7 +23,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,12 @@ from traitlets.config import Application
 from .bridge import SocketBridge
 from .errors import SandboxUnavailable
 from .sandbox import SandboxConfig
-from .session_dirs import make_session_dir, release_cgroups, sweep_stale_sessions
+from .session_dirs import (
+    default_runtime_dir,
+    make_session_dir,
+    release_cgroups,
+    sweep_stale_sessions,
+)
 
 # jupyter_client and zmq are imported only where they are used, after the
 # kernel has been spawned: they would add about 0.12 s to every kernel start.
@@ -118,7 +122,7 @@ class SandboxLauncher(Application):
 
     @default("runtime_dir")
     def _default_runtime_dir(self) -> str:
-        return os.path.join(tempfile.gettempdir(), f"codeact-sessions-{os.getuid()}")
+        return default_runtime_dir()
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -13,7 +13,6 @@ import inspect
 import os
 import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,7 +34,7 @@ from .outputs import OutputCollector
 from .provisioner import SandboxProvisioner
 from .results import ExecutionResult
 from .sandbox import SandboxConfig
-from .session_dirs import make_session_dir, sweep_stale_sessions
+from .session_dirs import default_runtime_dir, make_session_dir, sweep_stale_sessions
 from .stdin_tools import ToolPromptHandler, is_tool_prompt
 
 OutputCallback = Callable[[NotebookNode], Any]
@@ -117,7 +116,7 @@ class KernelSession(Configurable):
 
     @default("runtime_dir")
     def _default_runtime_dir(self) -> str:
-        return os.path.join(tempfile.gettempdir(), f"codeact-sessions-{os.getuid()}")
+        return default_runtime_dir()
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -20,6 +20,11 @@ from .cgroups import release_cgroup
 from .sandbox import SandboxConfig
 
 
+def default_runtime_dir() -> str:
+    """Where session folders go unless configured: one folder per host uid."""
+    return os.path.join(tempfile.gettempdir(), f"codeact-sessions-{os.getuid()}")
+
+
 def make_session_dir(runtime_dir: Path) -> Path:
     """A fresh session folder under ``runtime_dir``, owned by this process."""
     runtime_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
