@@ -128,6 +128,9 @@ class KernelSession(Configurable):
         self._log: BinaryIO | None = None
         # Answers tool prompts when tool_transport is "stdin" (set by the Agent).
         self.tool_handler: ToolPromptHandler | None = None
+        # One cell at a time: concurrent callers would read each other's replies off the
+        # shared channels, so they queue here, like cells queued in a notebook.
+        self._execute_lock = asyncio.Lock()
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -303,8 +306,18 @@ class KernelSession(Configurable):
 
         ``on_output`` sees each output as it arrives (stream chunks one by one).
         ``stdin_handler(prompt, password)`` answers ``input()``; without one,
-        ``input()`` fails at once with StdinNotImplementedError.
+        ``input()`` fails at once with StdinNotImplementedError. Calls made while
+        another is running wait for it; the timeout counts once their cell starts.
         """
+        async with self._execute_lock:
+            return await self._execute(code, timeout, silent, store_history, on_output,
+                                       stdin_handler, user_expressions)
+
+    async def _execute(
+        self, code: str, timeout: float | None, silent: bool, store_history: bool,
+        on_output: OutputCallback | None, stdin_handler: StdinHandler | None,
+        user_expressions: dict[str, str] | None,
+    ) -> ExecutionResult:
         self._ensure_running()
         limit = self.timeout if timeout is None else timeout
         started = time.monotonic()

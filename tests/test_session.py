@@ -22,6 +22,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from jupyter_core.utils import run_sync
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_notebook
 
@@ -206,6 +207,21 @@ def test_async_stdin_handler(shared: KernelSession) -> None:
 
     result = run_ok(shared, "print(input('shout'))", stdin_handler=answer)
     assert result.stdout.strip().endswith("SHOUT")
+
+
+def test_concurrent_executes_queue_instead_of_reading_each_others_replies(
+    shared: KernelSession,
+) -> None:
+    async def both() -> list[Any]:
+        return await asyncio.gather(
+            shared.async_execute("import time; time.sleep(0.3); print('first')"),
+            shared.async_execute("print('second')"),
+        )
+
+    first, second = run_sync(both)()
+    assert (first.status, first.stdout.strip()) == ("ok", "first")
+    assert (second.status, second.stdout.strip()) == ("ok", "second")
+    assert second.execution_count == first.execution_count + 1
 
 
 def test_time_waiting_for_a_human_does_not_count_against_the_timeout(
