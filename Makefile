@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # llama-cpp-python builds from source; the multimodal part is not needed.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: setup bwrap demo test bench lint
+.PHONY: setup bwrap demo test bench bench-local lint
 
 setup: bwrap $(VENV)/.installed
 
@@ -33,6 +33,9 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+bench-local: setup
+	$(PY) benchmarks/bench_local_model.py
 
 lint: setup
 	$(VENV)/bin/ruff check codeact_kernel tests benchmarks

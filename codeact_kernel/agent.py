@@ -24,7 +24,13 @@ from traitlets.config import Configurable
 from .errors import CodeActError
 from .managed import ManagedAgentTool, from_config, link_child_runs
 from .model import LLM, Completion
-from .observation import VARS_EXPRESSION, format_variables, model_view, parse_variables
+from .observation import (
+    VARS_EXPRESSION,
+    failure_note,
+    format_variables,
+    model_view,
+    parse_variables,
+)
 from .policy import KERNEL_HARDENING_CODE, Policy
 from .prompt import (
     DEFAULT_SYSTEM_PROMPT,
@@ -34,7 +40,7 @@ from .prompt import (
     strip_code,
 )
 from .remote import make_session
-from .results import AgentEvent, ExecutionResult, RunResult
+from .results import AgentEvent, RunResult
 from .session import KernelSession, StdinHandler
 from .stdin_tools import StdinToolChannel
 from .tools import FINAL_ANSWER, Tool, ToolServer, kernel_bootstrap_code, tool
@@ -131,6 +137,7 @@ class Agent(Configurable):
         self.trace: TraceWriter | None = None
         self.messages: list[dict[str, Any]] = []
         self.step_counter = 0
+        self._failed_code: dict[str, int] = {}  # whitespace-normalized code -> first step
         self._local: Any = None
         self._started = False
         self._deadline: float | None = None
@@ -178,8 +185,9 @@ class Agent(Configurable):
         self.llm.model = self._local.litellm_model
         self.llm.api_base = self._local.api_base
         self.llm.api_key = self._local.api_key
-        # Its request defaults (stop at the first code block's end) yield to the user's.
+        # Its request defaults yield to the user's.
         self.llm.extra_params = {**self._local.completion_params(), **self.llm.extra_params}
+        self.llm.stop_after_first_block |= self._local.stop_after_first_block
 
     async def aclose(self) -> None:
         """Shut the kernel, the tool server and any local model down. Idempotent."""
@@ -380,15 +388,23 @@ class Agent(Configurable):
         record.tool_calls = [tool_call_record(c) for c in self.tool_server.drain_calls()]
         if self.trace is not None:
             link_child_runs(record.tool_calls, self.managed_tools, self.trace.path.parent)
-        _fill_execution(record, result)
+        record.record_execution(result)
         variables = parse_variables(result) if result.ok else await self.variables()
         observation = model_view(
             result, self.step_counter, variables, self.max_output_chars,
             self.session.work_path / ".codeact" / "outputs",
         )
+        if not result.ok:
+            observation.text += failure_note(self._first_failure(code))
         record.observation_truncated = observation.truncated
         emit("observation", observation.text)
         self.messages.append(observation.message(self.vision))
+
+    def _first_failure(self, code: str) -> int | None:
+        # Greedy small models resend failing code verbatim; the same context gets the same
+        # reply, so the observation says so and the context changes.
+        first = self._failed_code.setdefault(" ".join(code.split()), self.step_counter)
+        return first if first != self.step_counter else None
 
     def _time_left(self) -> float:
         if self._deadline is None:
@@ -439,6 +455,7 @@ class Agent(Configurable):
         """Clear the kernel's variables (%reset -f) and the conversation."""
         await self.session.async_reset()
         self.messages = []
+        self._failed_code.clear()
 
     # ---- sync API and context managers ------------------------------------------------
 
@@ -486,12 +503,3 @@ def _new_record(step: int, completion: Completion, code: str | None) -> StepReco
         llm_duration=round(completion.duration, 4),
     )
 
-
-def _fill_execution(record: StepRecord, result: ExecutionResult) -> None:
-    record.status = result.status
-    record.execution_count = result.execution_count
-    record.outputs = result.outputs
-    record.exec_duration = round(result.duration, 4)
-    record.recovery = result.recovery
-    record.state_lost = result.state_lost
-    record.reason = result.reason

@@ -41,7 +41,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from traitlets import Float, Int, List, Unicode, default
+from traitlets import Bool, Float, Int, List, Unicode, default
 from traitlets.config import Configurable
 
 from .errors import ModelError
@@ -319,11 +319,16 @@ class LocalModelServer(Configurable):
     ).tag(config=True)
     stop_sequences = List(
         Unicode(),
-        ["\n```\n"],
         help="Stop sequences sent with every request to this model (as litellm's `stop`). "
-        "The default ends a reply at the closing fence of its first code block: a 1.5B model "
-        "otherwise goes on to imagine the output and write more (often tool-redefining) code. "
-        "Empty: none.",
+        "Empty by default: see stop_after_first_block, which does the job a stop string "
+        "cannot do exactly.",
+    ).tag(config=True)
+    stop_after_first_block = Bool(
+        True,
+        help="Make the agent end each reply at the closing fence of its first code block "
+        "(LLM.stop_after_first_block). A 1.5B model otherwise goes on to imagine the output "
+        "and write more, often tool-redefining, code; measured in "
+        "benchmarks/bench_local_model.py.",
     ).tag(config=True)
     log_file = Unicode(
         "",

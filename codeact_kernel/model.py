@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from traitlets import Dict, Float, Int, List, Unicode
+from traitlets import Bool, Dict, Float, Int, List, Unicode
 from traitlets.config import Configurable
 
 from .errors import ModelError
+from .prompt import first_block_end
 
 # Without this, litellm spends seconds at import retrying a download it cannot make offline.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -63,6 +64,14 @@ class LLM(Configurable):
     retry_backoff = Float(1.0, help="First backoff delay in seconds; doubles each retry.").tag(
         config=True
     )
+    stop_after_first_block = Bool(
+        False,
+        help="End each reply at the closing fence of its first code block, by closing the "
+        "stream there (the server then stops generating). Small models otherwise go on to "
+        "imagine the output and write more code. On for the embedded local model (see "
+        "LocalModelServer.stop_after_first_block); off by default, since a reply may hold "
+        "several blocks.",
+    ).tag(config=True)
     extra_params = Dict(
         help="Extra keyword arguments passed to litellm.acompletion as they are."
     ).tag(config=True)
@@ -175,18 +184,38 @@ class LLM(Configurable):
         if self.scripted_replies:
             kwargs["mock_response"] = self._next_scripted()
         started = time.monotonic()
-        if on_token is None:
+        if on_token is None and not self.stop_after_first_block:
             response = await litellm.acompletion(**kwargs)
         else:
-            chunks = []
-            stream = await litellm.acompletion(stream=True, **kwargs)
+            response = await self._stream(kwargs, on_token)
+        return _to_completion(response, time.monotonic() - started, self.model)
+
+    async def _stream(self, kwargs: dict[str, Any], on_token: TokenCallback | None) -> Any:
+        import litellm
+
+        chunks, text, cut = [], "", False
+        stream = await litellm.acompletion(stream=True, **kwargs)
+        try:
             async for chunk in stream:
                 chunks.append(chunk)
                 piece = chunk.choices[0].delta.content if chunk.choices else None
-                if piece:
+                if not piece:
+                    continue
+                text += piece
+                end = first_block_end(text) if self.stop_after_first_block else None
+                if end is not None:
+                    piece, text, cut = piece[: len(piece) - (len(text) - end)], text[:end], True
+                if piece and on_token is not None:
                     on_token(piece)
-            response = litellm.stream_chunk_builder(chunks, messages=messages)
-        return _to_completion(response, time.monotonic() - started, self.model)
+                if cut:
+                    break
+        finally:
+            # Closing the connection is what makes the server stop generating.
+            await stream.aclose()
+        response: Any = litellm.stream_chunk_builder(chunks, messages=kwargs["messages"])
+        if cut:
+            response.choices[0].message.content = text
+        return response
 
     def _next_scripted(self) -> str:
         if self._script_pos >= len(self.scripted_replies):

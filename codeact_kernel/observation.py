@@ -93,6 +93,21 @@ def model_view(
     return Observation(text, images, truncated, full_length)
 
 
+def failure_note(first_failure: int | None) -> str:
+    """Appended to the view of a step that failed; ``first_failure`` is the earlier step
+    that already failed with the same code, if any.
+
+    It ends with what to do next: small models otherwise answer an error with a plan and
+    no code, which costs a step.
+    """
+    repeat = "" if first_failure is None else (
+        f"This is the same code as step {first_failure}, and it failed again: sending it "
+        "once more cannot work. Change it. If a value is not what you expected, print it "
+        "(its type, and its first item for a list) before using it.\n"
+    )
+    return f"\n\n{repeat}Reply with one sentence and a ```python block that fixes the error."
+
+
 def _rich_text(data: dict[str, Any], kind: str, images: list[tuple[str, str]]) -> str:
     lines: list[str] = []
     for mime in IMAGE_TYPES:

@@ -6,34 +6,35 @@ import re
 from collections.abc import Sequence
 from string import Template
 
-# Lean on purpose: small local models process prompts at ~90 tokens/s. The
-# example is deliberately unlike a data task so small models do not copy it.
+# Tuned on the embedded 1.5B model with benchmarks/bench_local_model.py (its docstring has
+# the numbers): keep it lean (prompt processing runs at ~90 tokens/s there). The
+# example calls a made-up function, so it teaches "call, don't define" without resembling
+# a likely task; variants whose example started with an import made the model write
+# `import requests` and stub the tools, and a two-step example was copied verbatim.
 DEFAULT_SYSTEM_PROMPT = """\
 You solve tasks by writing Python code that runs in a persistent IPython kernel.
-Each reply: think in one or two sentences, then ONE ```python code block.
-You will see the code's output (stdout, errors, results), then continue.
-Variables, imports and functions persist between steps.
+Each reply: one short sentence of plan, then ONE ```python code block. Stop after it:
+you will then see the code's output (prints, errors), and can continue.
+Variables and imports persist between steps. If your code fails, fix the error:
+never send the same code twice.
 
-Finish by calling final_answer(value) in your code with the answer
-(a number, string, dict, list or DataFrame). Do not print the answer and stop:
-always call final_answer.
-
-These tools are ALREADY DEFINED in the kernel. Call them like functions.
-NEVER define, redefine or stub them:
+These functions already exist in the kernel. Call them directly; NEVER write `def` for
+them and never invent their data:
 $tools
 
+Use them to get the facts you need. When you have the answer, pass it to
+final_answer(value) inside your code (a number, string, list, dict or DataFrame).
 Allowed imports: $imports
 $variables
-Example
-Task: "How many vowels are in the longest word of 'the quick brown fox'?"
+Example, with a function colour_of(fruit) -> str:
+Task: "Which of banana and cherry is red?"
 Reply:
-The longest word is found with max(); then count its vowels.
+I call colour_of for each fruit and keep the red one.
 ```python
-words = "the quick brown fox".split()
-longest = max(words, key=len)
-count = sum(ch in "aeiou" for ch in longest)
-print(longest, count)
-final_answer(count)
+colours = {fruit: colour_of(fruit) for fruit in ["banana", "cherry"]}
+print(colours)
+red = [fruit for fruit, colour in colours.items() if colour == "red"]
+final_answer(red[0])
 ```
 """
 
@@ -46,6 +47,9 @@ _FENCE_RE = re.compile(
     r"```[ \t]*(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)(?:```|\Z)", re.DOTALL
 )
 _CODE_TAG_RE = re.compile(r"<code>(?P<body>.*?)(?:</code>|\Z)", re.DOTALL)
+# A whole first block: an opening fence line, then a closing fence at the start of a line.
+_CLOSED_BLOCK_RE = re.compile(r"```[^\n]*\n.*?^[ \t]*```|<code>.*?</code>",
+                              re.DOTALL | re.MULTILINE)
 _PYTHON_LANGS = {"", "python", "py", "python3", "ipython", "ipython3", "pycon"}
 
 
@@ -84,6 +88,16 @@ def extract_code(reply: str) -> str | None:
         blocks = [_before_lonely_fence(reply)]
     blocks = [_dedent_block(b) for b in blocks if b and b.strip()]
     return "\n\n".join(blocks) if blocks else None
+
+
+def first_block_end(text: str) -> int | None:
+    """Where the first complete code block of ``text`` ends, or None while none is closed.
+
+    A stop string cannot say this: ``\n```\n`` also ends a reply at a bare *opening*
+    fence, leaving prose with no code.
+    """
+    match = _CLOSED_BLOCK_RE.search(text)
+    return match.end() if match else None
 
 
 def strip_code(reply: str) -> str:

@@ -23,6 +23,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_raw_
 from nbformat.v4.nbjson import writes as writes_json
 
 from .errors import TraceError
+from .results import ExecutionResult
 
 TRACE_FORMAT_VERSION = 1
 KERNELSPEC = {
@@ -61,6 +62,13 @@ class StepRecord:
     @property
     def blocked(self) -> bool:
         return not self.policy.get("allowed", True)
+
+    def record_execution(self, result: ExecutionResult) -> None:
+        """Keep what the kernel did with this step's code."""
+        self.status, self.execution_count = result.status, result.execution_count
+        self.outputs, self.exec_duration = result.outputs, round(result.duration, 4)
+        self.recovery, self.state_lost = result.recovery, result.state_lost
+        self.reason = result.reason
 
     def metadata(self) -> dict[str, Any]:
         meta = asdict(self)

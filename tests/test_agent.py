@@ -101,6 +101,20 @@ def test_state_reused_and_error_fixed_from_traceback(llm: ScriptedLLMServer, tmp
     assert [c.execution_count for c in code_cells(nb)] == [1, 2]
 
 
+def test_resent_failing_code_gets_a_change_it_note(llm: ScriptedLLMServer, tmp_path: Path,
+                                                  runtime_dir: Path) -> None:
+    failing = "rows = [1.5, 2.5]\nfinal_answer(sum(r['mm'] for r in rows))"
+    llm.enqueue(fence(failing), fence(failing.replace("\n", "   \n\n")),
+                fence("final_answer(sum(rows))"))
+    result = make_agent(llm, tmp_path, runtime_dir).run("Total rain")
+    assert result.status == "answered" and result.answer == 4.0
+    first, second = (llm.requests[i]["messages"][-1]["content"] for i in (1, 2))
+    assert "TypeError" in first and "same code" not in first
+    assert first.endswith("a ```python block that fixes the error.")  # asks for code next
+    # Whitespace does not make it different code.
+    assert "TypeError" in second and "This is the same code as step 1" in second
+
+
 def test_blocked_import_is_reported_and_recovered(llm: ScriptedLLMServer, tmp_path: Path,
                                                   runtime_dir: Path) -> None:
     llm.enqueue(

@@ -185,11 +185,13 @@ def test_concurrent_resolvers_assemble_once(tmp_path: Path, parts: list[Path]) -
     assert len(set(results)) == 1 and sha256_file(results[0]) == _spec().sha256
 
 
-def test_requests_stop_at_the_first_closing_fence() -> None:
+def test_replies_end_at_the_first_block_by_default() -> None:
     # Measured (benchmarks/bench_local_model.py): without it the 1.5B model imagines the
-    # output and writes more code, often redefining the tools.
-    assert LocalModelServer().completion_params() == {"stop": ["\n```\n"]}
-    assert LocalModelServer(stop_sequences=[]).completion_params() == {}
+    # output and writes more code, often redefining the tools. The LLM does it on the
+    # stream (test_model.py); a stop string would also cut at a bare opening fence.
+    assert LocalModelServer().stop_after_first_block
+    assert LocalModelServer().completion_params() == {}
+    assert LocalModelServer(stop_sequences=["\nEND"]).completion_params() == {"stop": ["\nEND"]}
 
 
 # ---- process supervision (no model needed) ---------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from codeact_kernel.prompt import (
     DEFAULT_SYSTEM_PROMPT,
     extract_code,
+    first_block_end,
     render_system_prompt,
     strip_code,
 )
@@ -41,6 +42,14 @@ def test_missing_closing_fence_takes_the_rest() -> None:
 def test_missing_opening_fence_takes_code_lines_before_the_fence() -> None:
     reply = "I will compute it now.\nx = 5\nprint(x * 2)\n```"
     assert extract_code(reply) == "x = 5\nprint(x * 2)"
+
+
+def test_first_block_end_needs_a_closing_fence() -> None:
+    assert first_block_end("plan\n```python\nx = 1") is None
+    assert first_block_end("plan\n```\n") is None  # a bare opening fence is not an end
+    text = "plan\n```\nx = 1\n```\nmore\n```python\ny = 2\n```"
+    assert text[: first_block_end(text)] == "plan\n```\nx = 1\n```"
+    assert first_block_end("a <code>x = 1</code> b") == len("a <code>x = 1</code>")
 
 
 def test_no_code() -> None:

@@ -173,7 +173,7 @@ def test_stub_has_same_signature_and_docstring(kernel: tuple[KernelSession, Tool
         assert doc == Tool(fn).doc and name == fn.__name__
     assert out["scale"][0] == (
         "(values: 'list[float]', factor: 'float' = 2.0, *, label: 'str | None' = None)"
-        " -> 'dict[str, typing.Any]'"
+        " -> 'dict[str, Any]'"
     )
     assert out["get_population"][0] == "(city: 'str') -> 'int'"
 
@@ -502,6 +502,7 @@ def test_tool_metadata_and_prompt_doc() -> None:
         "(values: list[float], factor: float = 2.0, *, label: str | None = None)"
         " -> dict[str, typing.Any]"
     )
+    assert tool(scale).header().endswith(" -> dict[str, Any]")  # no `typing.` for the model
     doc = tool(get_population).prompt_doc()
     assert doc.startswith('def get_population(city: str) -> int:\n    """Return the population')
     assert "\n    Args:\n        city: The city's name" in doc and doc.endswith('\n    """')
