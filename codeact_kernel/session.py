@@ -131,6 +131,7 @@ class KernelSession(Configurable):
         # One cell at a time: concurrent callers would read each other's replies off the
         # shared channels, so they queue here, like cells queued in a notebook.
         self._execute_lock = asyncio.Lock()
+        self._execute_owner: asyncio.Task[Any] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -309,9 +310,17 @@ class KernelSession(Configurable):
         ``input()`` fails at once with StdinNotImplementedError. Calls made while
         another is running wait for it; the timeout counts once their cell starts.
         """
+        args = (code, timeout, silent, store_history, on_output, stdin_handler, user_expressions)
+        if self._execute_owner is not None and self._execute_owner is asyncio.current_task():
+            # Recovery inside a cell (a restart re-running the startup code) executes
+            # on that cell's turn; waiting for the lock here would wait for ourselves.
+            return await self._execute(*args)
         async with self._execute_lock:
-            return await self._execute(code, timeout, silent, store_history, on_output,
-                                       stdin_handler, user_expressions)
+            self._execute_owner = asyncio.current_task()
+            try:
+                return await self._execute(*args)
+            finally:
+                self._execute_owner = None
 
     async def _execute(
         self, code: str, timeout: float | None, silent: bool, store_history: bool,

@@ -105,6 +105,20 @@ def test_startup_code_survives_reset_and_restart(tmp_path: Path) -> None:
         assert session.execute("scratch").error is not None
 
 
+@pytest.mark.timeout(120)  # the restart below once deadlocked on the session's own lock
+def test_startup_code_reruns_when_a_stuck_cell_forces_a_restart(tmp_path: Path) -> None:
+    with KernelSession(
+        runtime_dir=str(tmp_path), timeout=60, interrupt_grace=1, startup_code=["HELPER = 1"]
+    ) as session:
+        stuck = session.execute(
+            "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: pass",
+            timeout=1,
+        )
+        assert stuck.recovery == "restarted" and stuck.state_lost, stuck.reason
+        assert session.restarts == 1
+        assert text_plain(run_ok(session, "HELPER")) == "1"
+
+
 # ---- outputs ---------------------------------------------------------------------------
 
 OUTPUT_CELLS = [
