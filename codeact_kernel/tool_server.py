@@ -411,12 +411,17 @@ class _Workers:
         self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self.threads: list[threading.Thread] = []
         self.idle = 0
+        self.queued = 0  # submitted, not yet taken by a worker
         self.stopping = False
         self.lock = threading.Lock()
 
     def submit(self, job: Callable[[], None]) -> None:
         with self.lock:
-            if self.idle == 0 and len(self.threads) < self.size:
+            # Compare with the jobs still queued, not just zero: idle workers that have
+            # not woken yet are already spoken for, and a call that waits for its
+            # siblings (threads in the kernel) would wait for a worker that never comes.
+            self.queued += 1
+            if self.queued > self.idle and len(self.threads) < self.size:
                 thread = threading.Thread(target=self._work, daemon=True,
                                           name=f"codeact-tool-{len(self.threads)}")
                 self.threads.append(thread)
@@ -428,10 +433,11 @@ class _Workers:
             with self.lock:
                 self.idle += 1
             job = self.jobs.get()
-            with self.lock:
-                self.idle -= 1
             if job is None:
                 return
+            with self.lock:
+                self.idle -= 1
+                self.queued -= 1
             if not self.stopping:
                 job()
 

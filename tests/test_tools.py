@@ -22,6 +22,7 @@ from codeact_kernel import KernelSession, ToolError
 from codeact_kernel.demo import get_population, search_cities
 from codeact_kernel.kernel_side import codec
 from codeact_kernel.serialize import decode_final_answer, kernel_source
+from codeact_kernel.tool_server import _Workers
 from codeact_kernel.tools import FINAL_ANSWER, Tool, ToolServer, kernel_bootstrap_code, tool
 
 SECRET_VAR = "CODEACT_TEST_SECRET_TOKEN"
@@ -318,6 +319,35 @@ def test_concurrent_calls_from_kernel_threads(kernel: tuple[KernelSession, ToolS
         "print(json.dumps(got))"
     ))
     assert out == [0, 1, 2, 3]
+
+
+def test_calls_arriving_together_each_get_a_worker() -> None:
+    # Idle workers that had not woken yet counted as free for every call queued
+    # meanwhile: four calls waiting for each other then shared two workers.
+    workers = _Workers(8)
+    warmed = threading.Barrier(3, timeout=10)
+    for _ in range(2):
+        workers.submit(warmed.wait)
+    warmed.wait()
+    deadline = time.monotonic() + 10
+    while workers.idle < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    together = threading.Barrier(4, timeout=10)
+    met: list[int] = []
+    done = threading.Event()
+
+    def meet() -> None:
+        try:
+            met.append(together.wait())
+        finally:
+            if len(met) == 4 or together.broken:
+                done.set()
+
+    for _ in range(4):
+        workers.submit(meet)
+    done.wait(15)
+    workers.shutdown(timeout=1.0)
+    assert sorted(met) == [0, 1, 2, 3]
 
 
 def test_interrupted_call_leaves_the_client_usable(
