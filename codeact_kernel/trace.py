@@ -161,14 +161,17 @@ class TraceWriter:
         The rename alone means a killed process leaves the last complete step
         on disk; ``durable`` adds an fsync (power loss), done once per run,
         because it costs milliseconds on every step. Validation also happens
-        once per run (``finish``), not on every step.
+        once per run (``finish``), not on every step. So does nbformat's own
+        layout (indented, sorted, sources split into lines): its deep copy and
+        pure-Python encoder cost ~10 ms a save at 40 steps, growing with the
+        notebook; the compact form between steps is the same notebook, one line.
         """
         self.nb.cells[0].source = setup_source(self.nb)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(writes_json(self.nb))
+                fh.write(writes_json(self.nb) if durable else json.dumps(self.nb))
                 if durable:
                     fh.flush()
                     os.fsync(fh.fileno())
