@@ -7,6 +7,7 @@ No heavy imports: the kernelspec launcher and the session-folder sweep use it.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import time
 from dataclasses import dataclass
@@ -106,8 +107,7 @@ def try_write(path: Path, value: str) -> None:
         pass
 
 
-def join_cgroups_cmd(cgroups: list[Path]) -> list[str]:
-    # The shell joins the cgroups and then execs the rest, so the kernel is
-    # limited from its first instruction with no race against the host.
-    joins = "; ".join(f"echo $$ > '{p / 'cgroup.procs'}'" for p in cgroups)
-    return ["/bin/sh", "-c", f'{joins}; exec "$@"', "codeact-sandbox"]
+def join_cgroups_lines(cgroups: list[Path]) -> list[str]:
+    """Shell lines that move the shell itself into ``cgroups``; it then execs the kernel's
+    launch, so the kernel is limited from its first instruction with no race."""
+    return [f"echo $$ > {shlex.quote(str(p / 'cgroup.procs'))}" for p in cgroups]

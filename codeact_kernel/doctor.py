@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import seccomp
 from .cgroups import remove_cgroup
 from .errors import SandboxUnavailable
 from .sandbox import GIB, INSTALL_HINT, MIB, SandboxConfig
@@ -29,7 +30,7 @@ import json, os, socket
 r = {"uid": os.getuid(), "env": sorted(os.environ)}
 for line in open("/proc/self/status"):
     key, _, value = line.partition(":")
-    if key in ("CapEff", "CapBnd", "NoNewPrivs"):
+    if key in ("CapEff", "CapBnd", "NoNewPrivs", "Seccomp"):
         r[key] = value.strip()
 try:
     socket.create_connection(("1.1.1.1", 53), timeout=1).close()
@@ -226,7 +227,8 @@ def _check_inside(config: SandboxConfig) -> tuple[Check, list[str]]:
             return Check("inside the sandbox", "FAIL", "the probe did not run"), []
         # The probe's own folder is no concern of the reader's.
         isolation = [x.replace(str(work), "<session folder>/work") for x in plan.isolation]
-        return _judge_inside(json.loads(out.strip().splitlines()[-1])), isolation
+        filtered = sandbox.seccomp and seccomp.supported()
+        return _judge_inside(json.loads(out.strip().splitlines()[-1]), filtered), isolation
     except (SandboxUnavailable, ValueError, IndexError) as exc:
         return Check("inside the sandbox", "FAIL", f"probe failed: {exc}"), []
     finally:
@@ -235,8 +237,10 @@ def _check_inside(config: SandboxConfig) -> tuple[Check, list[str]]:
         shutil.rmtree(session_dir, ignore_errors=True)
 
 
-def _judge_inside(seen: dict[str, Any]) -> Check:
+def _judge_inside(seen: dict[str, Any], filtered: bool) -> Check:
     problems = []
+    if filtered and seen.get("Seccomp") != "2":
+        problems.append("the syscall filter is not applied")
     if seen.get("CapEff") != "0000000000000000":
         problems.append(f"CapEff {seen.get('CapEff')}")
     if seen.get("network") != "none":
@@ -245,7 +249,8 @@ def _judge_inside(seen: dict[str, Any]) -> Check:
         problems.append("root filesystem writable")
     detail = (
         f"uid {seen.get('uid')}, CapEff {seen.get('CapEff')}, NoNewPrivs "
-        f"{seen.get('NoNewPrivs')}, network {seen.get('network')} (interfaces: "
+        f"{seen.get('NoNewPrivs')}, seccomp mode {seen.get('Seccomp')}, network "
+        f"{seen.get('network')} (interfaces: "
         f"{', '.join(seen.get('interfaces', [])) or 'none'}), root fs {seen.get('root_fs')}, "
         f"environment {', '.join(seen.get('env', []))}"
     )

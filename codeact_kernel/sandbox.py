@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -21,7 +23,8 @@ from pathlib import Path
 from traitlets import Bool, Dict, Enum, Int, List, Unicode
 from traitlets.config import Configurable
 
-from .cgroups import join_cgroups_cmd, remove_cgroup, try_write
+from . import seccomp
+from .cgroups import join_cgroups_lines, remove_cgroup, try_write
 from .errors import SandboxUnavailable
 
 INSTALL_HINT = (
@@ -49,6 +52,7 @@ ETC_FILES = [
     "/etc/mime.types",
 ]
 CPU_HARD_MARGIN = 5  # seconds between RLIMIT_CPU's SIGXCPU and its SIGKILL
+SECCOMP_FD = 9  # where the launch shell opens the filter for bwrap (sh takes 0 to 9)
 GIB = 1024**3
 MIB = 1024**2
 
@@ -131,6 +135,12 @@ class SandboxConfig(Configurable):
         value_trait=Unicode(),
         help="Explicit environment variables set inside the sandbox.",
     ).tag(config=True)
+    seccomp = Bool(
+        True,
+        help="Apply the syscall filter of codeact_kernel.seccomp (x86_64): no new namespaces, "
+        "ptrace, io_uring, bpf, perf events, keyrings, mounts or kernel modules inside. "
+        "Turn off only to debug a kernel that a denied syscall breaks.",
+    ).tag(config=True)
 
     # ---- checks -----------------------------------------------------------------
 
@@ -194,11 +204,23 @@ class SandboxConfig(Configurable):
             ]
             isolation.append(f"uid {self.sandbox_uid}, no-new-privs, empty bounding set")
         bwrap_args = self._bwrap_args(session_dir, work_dir, socket_dir, root)
+        prelude = join_cgroups_lines(cgroups)
+        if cgroups:
+            isolation.append(self._cgroup_description(cgroups))
+        if self.seccomp and seccomp.supported():
+            # bwrap reads the filter from a descriptor: the launch shell opens it.
+            path = session_dir / "seccomp.bpf"
+            path.write_bytes(seccomp.program())
+            prelude.append(f"exec {SECCOMP_FD}< {shlex.quote(str(path))}")
+            bwrap_args += ["--seccomp", str(SECCOMP_FD)]
+            isolation.append(f"seccomp: {len(seccomp.DENIED_X86_64)} syscalls denied "
+                             "(namespaces, ptrace, io_uring, bpf, perf, keyrings, mounts)")
+        elif self.seccomp:
+            isolation.append(f"seccomp: no filter for {platform.machine()} here")
         argv = [self.resolve_bwrap(), *bwrap_args, "--", *inner]
         argv = self._prlimit(bool(cgroups), isolation) + argv
-        if cgroups:
-            argv = join_cgroups_cmd(cgroups) + argv
-            isolation.append(self._cgroup_description(cgroups))
+        if prelude:
+            argv = ["/bin/sh", "-c", "; ".join([*prelude, 'exec "$@"']), "codeact-sandbox", *argv]
         # bwrap's own init (pid 1 inside) keeps the environment bwrap starts with,
         # so bwrap itself gets a minimal one, not just the kernel.
         env = {"PATH": "/usr/bin:/bin"}

@@ -24,6 +24,7 @@ def test_report_on_this_machine() -> None:
     assert "memory: 2.0 GiB" in report
     assert "processes and threads: 256" in report
     assert "RLIMIT_CPU" in report
+    assert "seccomp: 46 syscalls denied" in report and "seccomp mode 2" in report
     assert "Verdict: sandbox usable." in report
 
 

@@ -7,6 +7,7 @@ up as a kernel that can see or touch something it must not.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -266,6 +267,52 @@ def test_no_capabilities_and_no_new_privileges(sandboxed: KernelSession) -> None
         assert out["uid"] == out["euid"] == 65534
 
 
+def test_syscall_filter_denies_namespaces_ptrace_and_kernel_interfaces(
+    sandboxed: KernelSession,
+) -> None:
+    # Before the filter, a forked child made a user namespace (every capability inside
+    # it) and ptrace, io_uring, bpf and keyctl were all reachable.
+    out = probe(
+        sandboxed,
+        """
+        import ctypes, json, os, subprocess, threading
+        libc = ctypes.CDLL(None, use_errno=True)
+        def errno_of(rc):
+            return 0 if rc == 0 else ctypes.get_errno()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # unshare(CLONE_NEWUSER) needs a single-threaded process
+            cloned = libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0)  # clone(NEWUSER|SIGCHLD)
+            if cloned == 0:
+                os._exit(0)  # the clone itself: it must not run the rest
+            found = [errno_of(libc.unshare(0x10000000)), errno_of(cloned)]
+            os.write(w, json.dumps(found).encode())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        unshare_user, clone_newuser = json.loads(os.read(r, 64))
+        result = {
+            "unshare_user": unshare_user, "clone_newuser": clone_newuser,
+            "ptrace": errno_of(libc.ptrace(0, 0, 0, 0)),
+            "io_uring_setup": errno_of(libc.syscall(425, 1, 0)),
+            "bpf": errno_of(libc.syscall(321, 0, 0, 0)),
+            "keyctl": errno_of(libc.syscall(250, 0, -1, 0)),
+            "clone3": errno_of(libc.syscall(435, 0, 0)),
+        }
+        t = threading.Thread(target=result.setdefault, args=("thread", "ran"))
+        t.start(); t.join()
+        echo = subprocess.run(["echo", "ok"], capture_output=True, text=True)
+        result["subprocess"] = echo.stdout.strip()
+        status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        result["seccomp"] = status["Seccomp"].strip()
+        print(json.dumps(result))
+        """,
+    )
+    for name in ("unshare_user", "clone_newuser", "ptrace", "io_uring_setup", "bpf", "keyctl"):
+        assert out[name] == errno.EPERM, (name, out)
+    assert out["clone3"] == errno.ENOSYS  # so glibc falls back to clone, whose flags we see
+    assert (out["thread"], out["subprocess"], out["seccomp"]) == ("ran", "ok", "2")
+
+
 # ---- environment --------------------------------------------------------------------
 
 ENV_PROBE = """
@@ -388,3 +435,7 @@ def test_plan_has_the_recipes_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "CODEACT_EXTRA=yes" not in argv and "CODEACT_EXTRA" in argv
     assert plan.env == {"PATH": "/usr/bin:/bin"}  # bwrap itself starts with a minimal env
     assert argv[-2:] == ["python", "-V"]
+    fd = argv[argv.index("--seccomp") + 1]
+    assert f"exec {fd}< " in argv[2] and (tmp_path / "seccomp.bpf").stat().st_size > 0
+    config.seccomp = False
+    assert "--seccomp" not in config.plan(["python", "-V"], tmp_path, tmp_path / "work").argv
