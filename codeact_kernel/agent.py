@@ -108,10 +108,12 @@ class Agent(Configurable):
 
     @default("session")
     def _default_session(self) -> KernelSession:
-        if self.pool is not None:
+        # A local sandbox, or a kernel by connection file or from a gateway, per config;
+        # the warm pool serves local sandboxes only, so a configured remote kernel wins.
+        session = make_session(self)
+        if self.pool is not None and type(session) is KernelSession:
             return self.pool.session(parent=self)  # type: ignore[no-any-return]
-        # A local sandbox, or a kernel by connection file or from a gateway, per config.
-        return make_session(self)
+        return session
 
     def __init__(
         self,

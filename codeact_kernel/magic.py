@@ -26,7 +26,9 @@ from traitlets import Float, Int, List, Unicode
 from .agent import Agent
 from .handoff import push_variables
 from .pool import KernelPool
+from .remote import make_session
 from .results import AgentEvent, RunResult
+from .session import KernelSession
 from .tools import tool
 
 _DONE = object()
@@ -193,10 +195,11 @@ class AgentMagics(Magics):
         # Kernels waiting in the pool were started with the config of their time.
         wanted = {k: dict(self.config[k]) for k in ("SandboxConfig", "KernelSession",
                                                      "KernelPool") if k in self.config}
-        if self.pool is not None and wanted != self._pool_config:
+        local = type(make_session(self)) is KernelSession  # else: no use for warm kernels
+        if self.pool is not None and (wanted != self._pool_config or not local):
             self.pool.close()
             self.pool = None
-        if self.pool is None and self.pool_size > 0:
+        if self.pool is None and self.pool_size > 0 and local:
             self.pool = KernelPool(size=self.pool_size, parent=self).start()
             self._pool_config = wanted
         return self.pool

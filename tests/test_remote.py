@@ -27,6 +27,7 @@ from codeact_kernel.demo import demo_tools
 from codeact_kernel.errors import CodeActError, GatewayError, KernelLost, KernelStartError
 from codeact_kernel.gateway_session import GatewaySession
 from codeact_kernel.kernelspec import install_kernelspec
+from codeact_kernel.pool import KernelPool, PooledSession
 from codeact_kernel.remote import ConnectionFileSession, make_session
 from codeact_kernel.session import KernelSession
 
@@ -310,6 +311,20 @@ def test_agent_on_a_kernel_attached_by_connection_file(
         assert reply["content"]["status"] == "ok"
     finally:
         client.stop_channels()
+
+
+def test_configured_remote_kernel_wins_over_a_warm_pool(
+    outside_kernel: KernelManager, tmp_path: Path
+) -> None:
+    # The pool serves local sandboxes; it once took precedence over the configuration.
+    config = Config()
+    config.ConnectionFileSession.connection_file = outside_kernel.connection_file
+    pool = KernelPool(size=1, runtime_dir=str(tmp_path / "pool"))  # not started: no kernels
+    agent = Agent(model="openai/scripted", pool=pool, config=config)
+    assert isinstance(agent.session, ConnectionFileSession)
+    local = Agent(model="openai/scripted", pool=pool)
+    assert isinstance(local.session, PooledSession) and local.session.pool is pool
+    pool.close()
 
 
 def test_stuck_cell_in_an_attached_kernel_is_reported_not_killed(
