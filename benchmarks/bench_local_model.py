@@ -20,13 +20,20 @@ Measured here (2 cores, Qwen2.5-Coder-1.5B Q4_K_M, temperature 0, 13 tasks, one 
 | + failure note asking for fixed code, repeat note, stop on the stream | 9/13, 69% | 1 | 7.9 |
 | same, but a list-based example | 8/13, 62% (demo failed) | 1 | 8.2 |
 | same, with temperature 0.7 after a repeated failure | 9/13, 69% | 1 | 8.6 |
+| same, a tool-less answer held back once (4 failing tasks + demo) | none flipped | - | - |
+| + failure hints (NameError: the tools; AttributeError on a list) | 11/13, 85% (2 runs) | 1 | 7.9 |
 
 The failure and repeat notes turned error/no-code/error alternation into error/error (the
 model no longer answers a traceback with a plan only), and streaming stop fixed replies cut
-at a bare opening fence; neither flipped a task. The four failures are the model's: it
-invents data instead of calling the tool (oldest_person, price_change), forgets to scale
-(scaled_recipe), or copies the example's ``.items()`` onto a list (rainy_days), each
-identically at temperature 0, so the set's result is stable run to run.
+at a bare opening fence; neither flipped a task. The hints did: price_change assumed a
+`prices` variable (NameError) and, once told to call get_prices, used `.iloc` on its list;
+rainy_days used the example's `.items()` on a list; both had resent the same code to the end
+of the budget although their own prose named the problem. Holding back a tool-less answer
+did not help: the model confirmed its invented data verbatim. The two failures left are the
+model's: it invents the birth dates instead of calling the tool (oldest_person) and forgets
+to scale the recipe (scaled_recipe). Full runs repeat exactly at temperature 0; a run of a
+subset can differ (price_change once took 1 step instead of 4), as the server's prompt cache
+starts from another state.
 """
 
 from __future__ import annotations

@@ -397,7 +397,8 @@ class Agent(Configurable):
             self.session.work_path / ".codeact" / "outputs",
         )
         if not result.ok:
-            observation.text += failure_note(self._first_failure(code))
+            observation.text += failure_note(self._first_failure(code), result,
+                                             [t.name for t in self.all_tools])
         record.observation_truncated = observation.truncated
         emit("observation", observation.text)
         self.messages.append(observation.message(self.vision))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,19 +95,45 @@ def model_view(
     return Observation(text, images, truncated, full_length)
 
 
-def failure_note(first_failure: int | None) -> str:
+def failure_note(
+    first_failure: int | None, result: ExecutionResult, tools: Sequence[str] = ()
+) -> str:
     """Appended to the view of a step that failed; ``first_failure`` is the earlier step
     that already failed with the same code, if any.
 
     It ends with what to do next: small models otherwise answer an error with a plan and
-    no code, which costs a step.
+    no code, which costs a step. A NameError with tools at hand names them: small models
+    assume the task's data already sits in a variable instead of fetching it.
     """
     repeat = "" if first_failure is None else (
         f"This is the same code as step {first_failure}, and it failed again: sending it "
         "once more cannot work. Change it. If a value is not what you expected, print it "
         "(its type, and its first item for a list) before using it.\n"
     )
-    return f"\n\n{repeat}Reply with one sentence and a ```python block that fixes the error."
+    return f"\n\n{_error_hint(result, tools)}{repeat}Reply with one sentence and a ```python " \
+        "block that fixes the error."
+
+
+_WRONG_TYPE_RE = re.compile(r"'(list|dict|tuple|str|int|float)' object has no attribute '(\w+)'")
+
+
+def _error_hint(result: ExecutionResult, tools: Sequence[str]) -> str:
+    """What small models get wrong behind the two commonest errors, as one hint line."""
+    error = result.error
+    if error is None:
+        return ""
+    if error.ename == "NameError" and tools:
+        names = ", ".join(f"{name}()" for name in tools)
+        return (f"Only what your code assigned exists. Data you do not have yet comes from "
+                f"calling {names}.\n")
+    wrong = _WRONG_TYPE_RE.search(error.evalue) if error.ename == "AttributeError" else None
+    if wrong is None:
+        return ""
+    kind, attribute = wrong.groups()
+    records = " A list of dicts becomes a table with pd.DataFrame(value)." if kind == "list" \
+        else ""
+    return (f"The value is a plain {kind}, which has no .{attribute}: use what a {kind} has "
+            f"(see its value under Variables).{records} Do not call .{attribute} on it again.\n")
 
 
 def _rich_text(data: dict[str, Any], kind: str, images: list[tuple[str, str]]) -> str:

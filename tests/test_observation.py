@@ -6,8 +6,13 @@ from pathlib import Path
 
 from nbformat.v4 import new_output
 
-from codeact_kernel.observation import format_variables, model_view, truncate_middle
-from codeact_kernel.results import ExecutionResult
+from codeact_kernel.observation import (
+    failure_note,
+    format_variables,
+    model_view,
+    truncate_middle,
+)
+from codeact_kernel.results import ErrorInfo, ExecutionResult
 
 
 def test_truncation_keeps_head_and_tail_and_spills(tmp_path: Path) -> None:
@@ -59,3 +64,32 @@ def test_truncate_middle_bounds() -> None:
 def test_format_variables() -> None:
     rows = [{"name": "df", "type": "DataFrame", "summary": "shape (2, 1)"}]
     assert format_variables(rows) == "- df: DataFrame = shape (2, 1)"
+
+
+def failed(ename: str, evalue: str) -> ExecutionResult:
+    return ExecutionResult("error", error=ErrorInfo(ename, evalue, []))
+
+
+def test_failure_note_asks_for_fixed_code_and_flags_a_repeat() -> None:
+    note = failure_note(None, failed("TypeError", "unsupported operand"), ["get_prices"])
+    assert note.endswith("a ```python block that fixes the error.")
+    assert "same code" not in note and "get_prices" not in note
+    assert "This is the same code as step 2" in failure_note(2, failed("TypeError", "x"))
+
+
+def test_name_error_names_the_tools_that_fetch_data() -> None:
+    # Measured on the local model: it assumed a `prices` variable instead of calling the tool.
+    note = failure_note(None, failed("NameError", "name 'prices' is not defined"),
+                        ["get_prices", "search"])
+    assert "comes from calling get_prices(), search()" in note
+    assert "calling" not in failure_note(None, failed("NameError", "name 'x'"), [])
+
+
+def test_attribute_error_on_a_plain_type_says_what_it_is() -> None:
+    # Measured: `.iloc` / `.items()` on a list of dicts, resent until the budget ran out.
+    note = failure_note(None, failed("AttributeError", "'list' object has no attribute 'iloc'"))
+    assert "a plain list, which has no .iloc" in note and "pd.DataFrame(value)" in note
+    on_dict = failure_note(None, failed("AttributeError", "'dict' object has no attribute 'x'"))
+    assert "plain dict" in on_dict and "DataFrame" not in on_dict
+    other = failure_note(None, failed("AttributeError", "'Foo' object has no attribute 'x'"))
+    assert "plain" not in other
