@@ -207,7 +207,6 @@ class Agent(Configurable):
 
     def _kernel_setup_code(self) -> list[str]:
         assert self.session.session_dir is not None and self.tool_server is not None
-        spill = Path(self.session.kernel_work_dir) / ".codeact" / "outputs"
         helpers = (KERNEL_SIDE / "inspect_vars.py").read_text()
         return [
             KERNEL_HARDENING_CODE,
@@ -216,7 +215,7 @@ class Agent(Configurable):
                 call_timeout=self.tool_call_timeout, token=self.tool_server.token,
                 transport=self.session.tool_transport,
             ),
-            helpers + f"\n_outputs = _CodeActOutputs({str(spill)!r})\n",
+            helpers + "\n_outputs = _CodeActOutputs()\n",
         ]
 
     def _trace_file(self) -> Path:
@@ -392,16 +391,28 @@ class Agent(Configurable):
             link_child_runs(record.tool_calls, self.managed_tools, self.trace.path.parent)
         record.record_execution(result)
         variables = parse_variables(result) if result.ok else await self.variables()
-        observation = model_view(
-            result, self.step_counter, variables, self.max_output_chars,
-            self.session.work_path / ".codeact" / "outputs",
-        )
+        observation = model_view(result, self.step_counter, variables, self.max_output_chars)
+        if observation.truncated:
+            observation.text += await self._keep_full_output(observation.full_text)
         if not result.ok:
             observation.text += failure_note(self._first_failure(code), result,
                                              [t.name for t in self.all_tools])
         record.observation_truncated = observation.truncated
         emit("observation", observation.text)
         self.messages.append(observation.message(self.vision))
+
+    async def _keep_full_output(self, text: str) -> str:
+        """Set ``_outputs[step]`` in the kernel; a note for the model when that failed."""
+        # A str literal sent back to the kernel the text came from: nothing is decoded on
+        # the host, and no file has to be shared with a kernel on another machine.
+        kept = await self.session.async_execute(
+            f"_outputs[{self.step_counter}] = {text!r}", silent=True, store_history=False,
+        )
+        if kept.ok:
+            return ""
+        why = kept.reason or (kept.error.text if kept.error else kept.status)
+        return (f"\n[_outputs[{self.step_counter}] could not be kept ({why}): print smaller "
+                "parts of the data instead]")
 
     def _first_failure(self, code: str) -> int | None:
         # Greedy small models resend failing code verbatim; the same context gets the same

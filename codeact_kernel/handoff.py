@@ -4,58 +4,70 @@ Host to sandbox, pickle would be acceptable (the host is trusted), but safe
 formats are used where they exist so the sandbox needs no pickle of host
 objects either: Parquet for DataFrames, .npy for arrays, JSON for plain data.
 Pickle is the last resort for other objects, and only in this direction.
+The bytes travel as a file in the work folder when the kernel shares it, else
+inline in the code that rebuilds them.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import pickle
-from pathlib import Path
 from typing import Any
 
 from .errors import CodeActError
 from .session import KernelSession
 
 
-def _write(folder: Path, name: str, value: Any) -> str:
-    """Write ``value`` to the hand-off folder; return the kernel code that loads it."""
+def _encode(value: Any) -> tuple[str, bytes, str]:
+    """``value`` as (file suffix, bytes, kernel code that rebuilds it from ``{data}``)."""
     kind = type(value).__module__.split(".")[0] + "." + type(value).__name__
     if kind in ("pandas.DataFrame", "pandas.Series"):
         frame = value.to_frame() if kind == "pandas.Series" else value
-        path = folder / f"{name}.parquet"
-        frame.to_parquet(path)
-        load = f"__import__('pandas').read_parquet({str(path)!r})"
-        return load + (".iloc[:, 0]" if kind == "pandas.Series" else "")
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer)
+        load = "__import__('pandas').read_parquet(__import__('io').BytesIO({data}))"
+        return ".parquet", buffer.getvalue(), load + (
+            ".iloc[:, 0]" if kind == "pandas.Series" else "")
     if kind == "numpy.ndarray" and value.dtype != object:
         import numpy
 
-        path = folder / f"{name}.npy"
-        numpy.save(path, value, allow_pickle=False)
-        return f"__import__('numpy').load({str(path)!r}, allow_pickle=False)"
+        buffer = io.BytesIO()
+        numpy.save(buffer, value, allow_pickle=False)
+        return ".npy", buffer.getvalue(), (
+            "__import__('numpy').load(__import__('io').BytesIO({data}), allow_pickle=False)")
     try:
-        path = folder / f"{name}.json"
-        path.write_text(json.dumps(value))
-        if json.loads(path.read_text()) == value:
-            return f"__import__('json').loads(open({str(path)!r}).read())"
+        text = json.dumps(value)
+        if json.loads(text) == value:
+            return ".json", text.encode(), "__import__('json').loads({data})"
     except (TypeError, ValueError):
         pass
-    path = folder / f"{name}.pickle"
-    path.write_bytes(pickle.dumps(value))
-    return f"__import__('pickle').loads(open({str(path)!r}, 'rb').read())"
+    return ".pickle", pickle.dumps(value), "__import__('pickle').loads({data})"
+
+
+def _data_source(session: KernelSession, name: str, suffix: str, payload: bytes) -> str:
+    """Kernel code giving ``payload``'s bytes: a file in the shared work folder, or inline
+    for a kernel on another filesystem (a gateway's, a container's)."""
+    if not session.shares_work_folder:
+        return f"__import__('base64').b64decode({base64.b64encode(payload).decode()!r})"
+    folder = session.work_path / ".codeact" / "in"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o755)
+    path = folder / f"{name}{suffix}"
+    path.write_bytes(payload)
+    os.chmod(path, 0o644)  # the sandbox uid reads it
+    return f"open({str(path)!r}, 'rb').read()"
 
 
 async def push_variables(session: KernelSession, variables: dict[str, Any]) -> list[str]:
     """Define each variable in the sandbox kernel under the same name."""
-    folder = session.work_path / ".codeact" / "in"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o755)
     lines = []
     for name, value in variables.items():
         if not name.isidentifier():
             raise CodeActError(f"--in: {name!r} is not a variable name")
-        lines.append(f"{name} = {_write(folder, name, value)}")
-    for item in folder.iterdir():
-        os.chmod(item, 0o644)
+        suffix, payload, load = _encode(value)
+        lines.append(f"{name} = " + load.format(data=_data_source(session, name, suffix, payload)))
     result = await session.async_execute("\n".join(lines), silent=True, store_history=False)
     if not result.ok:
         raise CodeActError(

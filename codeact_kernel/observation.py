@@ -13,7 +13,6 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .results import ExecutionResult, strip_ansi
@@ -30,6 +29,7 @@ class Observation:
     images: list[tuple[str, str]] = field(default_factory=list)  # (mime, base64)
     truncated: bool = False
     full_length: int = 0
+    full_text: str = ""  # the whole text, when the view was cut (the kernel keeps it)
 
     def message(self, vision: bool) -> dict[str, Any]:
         """A litellm user message; images are attached only for vision models."""
@@ -66,9 +66,8 @@ def model_view(
     step: int,
     variables: list[dict[str, str]],
     max_chars: int,
-    spill_dir: Path | None = None,
 ) -> Observation:
-    """Build the model's view; spill the full text to ``spill_dir`` when truncated."""
+    """Build the model's view; when it is cut, ``full_text`` holds the whole of it."""
     parts: list[str] = []
     images: list[tuple[str, str]] = []
     for output in result.outputs:
@@ -82,17 +81,14 @@ def model_view(
     if (result.reason and result.recovery != "none") or result.kernel_died:
         parts.append(f"[{result.reason}]")
     body = "\n".join(p.rstrip("\n") for p in parts if p) or "(no output)"
-    full_length = len(body)
-    truncated = full_length > max_chars
+    full_text = body
+    truncated = len(body) > max_chars
     if truncated:
-        if spill_dir is not None:
-            spill_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-            (spill_dir / f"step-{step}.txt").write_text(body, encoding="utf-8")
         body = truncate_middle(body, max_chars, step)
     text = f"Step {step} output:\n{body}"
     if variables:
         text += "\n\nVariables in the kernel:\n" + format_variables(variables)
-    return Observation(text, images, truncated, full_length)
+    return Observation(text, images, truncated, len(full_text), full_text if truncated else "")
 
 
 def failure_note(

@@ -46,9 +46,9 @@ class RemoteSession(KernelSession):
     """What the kernels we do not start have in common: no cgroups, and a host folder for
     the session's own files only.
 
-    ``work_path`` stays a host folder (spilled outputs are written there): the kernel's
-    own working folder is only reported (``kernel_work_dir``), never written to from the
-    host, since a path a remote kernel names must not steer host writes.
+    ``work_path`` stays a host folder: the kernel's own working folder is only reported
+    (``kernel_work_dir``), never written to from the host, since a path a remote kernel
+    names must not steer host writes.
     """
 
     @default("tool_transport")
@@ -62,6 +62,10 @@ class RemoteSession(KernelSession):
     @property
     def kernel_work_dir(self) -> str:
         return self.kernel_cwd
+
+    @property
+    def shares_work_folder(self) -> bool:
+        return False
 
     async def async_start(self) -> KernelSession:
         if self.kc is not None:

@@ -141,6 +141,11 @@ class KernelSession(Configurable):
         return Path(self.work_dir).resolve() if self.work_dir else self.session_dir / "work"
 
     @property
+    def shares_work_folder(self) -> bool:
+        """Whether the kernel sees ``work_path`` (so the host can hand it files there)."""
+        return True
+
+    @property
     def kernel_work_dir(self) -> str:
         """The kernel's working folder as the kernel sees it (the same folder here; a
         kernel on another host or in a container reports its own)."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from nbformat.v4 import new_output
 
 from codeact_kernel.observation import (
@@ -15,14 +13,15 @@ from codeact_kernel.observation import (
 from codeact_kernel.results import ErrorInfo, ExecutionResult
 
 
-def test_truncation_keeps_head_and_tail_and_spills(tmp_path: Path) -> None:
+def test_truncation_keeps_head_and_tail_and_the_whole_text() -> None:
     text = "".join(f"row {i}\n" for i in range(5000))
     result = ExecutionResult("ok", outputs=[new_output("stream", name="stdout", text=text)])
-    obs = model_view(result, 4, [], 1000, tmp_path)
+    obs = model_view(result, 4, [], 1000)
     assert obs.truncated and obs.full_length == len(text.rstrip("\n"))
     assert "row 0\n" in obs.text and "row 4999" in obs.text
     assert "_outputs[4]" in obs.text
-    assert (tmp_path / "step-4.txt").read_text() == text.rstrip("\n")
+    assert obs.full_text == text.rstrip("\n")  # the agent hands it to the kernel
+    assert model_view(result, 4, [], 10**6).full_text == ""
 
 
 def test_short_output_untouched() -> None:

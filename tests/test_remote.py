@@ -18,14 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import numpy as np
+import pandas as pd
 import pytest
 from jupyter_client.manager import KernelManager
+from jupyter_core.utils import run_sync
 from traitlets.config import Config
 
 from codeact_kernel import Agent
 from codeact_kernel.demo import demo_tools
 from codeact_kernel.errors import CodeActError, GatewayError, KernelLost, KernelStartError
 from codeact_kernel.gateway_session import GatewaySession
+from codeact_kernel.handoff import push_variables
 from codeact_kernel.kernelspec import install_kernelspec
 from codeact_kernel.pool import KernelPool, PooledSession
 from codeact_kernel.remote import ConnectionFileSession, make_session
@@ -147,8 +151,10 @@ def test_gateway_agent_with_host_tools_timeout_and_trace(
 ) -> None:
     llm.enqueue(
         fence(TOOLS_TASK),
-        fence("total = sum(pops.values())\nimport time\ntime.sleep(60)"),
-        fence("final_answer({'total': total, 'cities': len(pops)})"),
+        fence("total = sum(pops.values())\nprint('x' * 30000)\nimport time\ntime.sleep(60)"),
+        # The cut output reaches the gateway's kernel with no shared folder.
+        fence("final_answer({'total': total, 'cities': len(pops), "
+              "'kept': 'x' * 30000 in _outputs[2]})"),
     )
     agent = remote_agent(llm, tmp_path, gateway_config(gateway), step_timeout=2)
     started = time.monotonic()
@@ -156,7 +162,7 @@ def test_gateway_agent_with_host_tools_timeout_and_trace(
     assert time.monotonic() - started < 40
     assert isinstance(agent.session, GatewaySession)
     assert result.status == "answered", result.reason
-    assert result.answer == {"total": 4_350_139, "cities": 5}
+    assert result.answer == {"total": 4_350_139, "cities": 5, "kept": True}
     assert result.steps[1].recovery == "interrupted" and not result.steps[1].state_lost
     assert "kept its variables" in result.steps[1].reason
     nb = load_trace(result.trace_path)
@@ -217,6 +223,20 @@ def test_gateway_kernel_deleted_under_us_is_replaced(
         assert session.kernel_id != first
         again = session.execute("print('x' in globals())")
         assert again.ok and again.stdout == "False\n"
+
+
+def test_notebook_variables_reach_a_gateway_kernel_inline(
+    gateway: Gateway, token: str, tmp_path: Path
+) -> None:
+    # %%agent --in: a sandboxed kernel behind the gateway cannot read the host's folders.
+    values = {"df": pd.DataFrame({"a": [1, 2]}), "arr": np.arange(3), "plain": {"k": [1]},
+              "other": {1, 2}}
+    with GatewaySession(url=gateway.url, token_env=TOKEN_VAR, kernel_name="codeact-sandbox",
+                        runtime_dir=str(tmp_path / "rt")) as session:
+        assert run_sync(push_variables)(session, values) == list(values)
+        result = session.execute("print(int(df.a.sum()), arr.tolist(), plain, sorted(other))")
+        assert result.stdout.strip() == "3 [0, 1, 2] {'k': [1]} [1, 2]", result.reason
+        assert not (session.work_path / ".codeact" / "in").exists()
 
 
 def test_gateway_kernel_death_is_noticed(gateway: Gateway, token: str, tmp_path: Path) -> None:

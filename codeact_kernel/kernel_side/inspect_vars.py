@@ -48,17 +48,12 @@ def _codeact_describe(name: str, value: _CodeActAny, width: int) -> dict[str, st
 
 
 class _CodeActOutputs(dict):  # type: ignore[type-arg]
-    """_outputs[step]: the full text of a step whose output the model saw truncated."""
+    """_outputs[step]: the full text of a step whose output the model saw truncated.
 
-    def __init__(self, folder: str) -> None:
-        super().__init__()
-        self._folder = folder
+    The host sets each entry with a silent execute, so it works wherever the kernel runs
+    (a gateway's, a container's), with no file shared between host and kernel.
+    """
 
     def __missing__(self, step: int) -> str:
-        import os
-
-        path = os.path.join(self._folder, f"step-{int(step)}.txt")
-        if not os.path.exists(path):
-            raise KeyError(f"no saved output for step {step}")
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
+        raise KeyError(f"no output kept for step {step}: only steps whose output was cut "
+                       f"are kept, and these are: {sorted(self) or 'none yet'}")
