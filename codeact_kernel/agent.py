@@ -28,6 +28,7 @@ from .observation import (
     VARS_EXPRESSION,
     failure_note,
     format_variables,
+    keep_output_code,
     model_view,
     parse_variables,
 )
@@ -393,6 +394,7 @@ class Agent(Configurable):
         variables = parse_variables(result) if result.ok else await self.variables()
         observation = model_view(result, self.step_counter, variables, self.max_output_chars)
         if observation.truncated:
+            record.outputs_key = self.step_counter
             observation.text += await self._keep_full_output(observation.full_text)
         if not result.ok:
             observation.text += failure_note(self._first_failure(code), result,
@@ -403,10 +405,8 @@ class Agent(Configurable):
 
     async def _keep_full_output(self, text: str) -> str:
         """Set ``_outputs[step]`` in the kernel; a note for the model when that failed."""
-        # A str literal sent back to the kernel the text came from: nothing is decoded on
-        # the host, and no file has to be shared with a kernel on another machine.
         kept = await self.session.async_execute(
-            f"_outputs[{self.step_counter}] = {text!r}", silent=True, store_history=False,
+            keep_output_code(self.step_counter, text), silent=True, store_history=False,
         )
         if kept.ok:
             return ""

@@ -68,8 +68,21 @@ def model_view(
     max_chars: int,
 ) -> Observation:
     """Build the model's view; when it is cut, ``full_text`` holds the whole of it."""
-    parts: list[str] = []
     images: list[tuple[str, str]] = []
+    full_text = observed_text(result, images)
+    truncated = len(full_text) > max_chars
+    body = truncate_middle(full_text, max_chars, step) if truncated else full_text
+    text = f"Step {step} output:\n{body}"
+    if variables:
+        text += "\n\nVariables in the kernel:\n" + format_variables(variables)
+    return Observation(text, images, truncated, len(full_text), full_text if truncated else "")
+
+
+def observed_text(result: ExecutionResult, images: list[tuple[str, str]] | None = None) -> str:
+    """The text of a step's outputs as the model reads it, before any cut; images are
+    noted in the text and collected into ``images``."""
+    parts: list[str] = []
+    images = [] if images is None else images
     for output in result.outputs:
         kind = output.output_type
         if kind == "stream":
@@ -80,15 +93,14 @@ def model_view(
             parts.append(_rich_text(output.data, kind, images))
     if (result.reason and result.recovery != "none") or result.kernel_died:
         parts.append(f"[{result.reason}]")
-    body = "\n".join(p.rstrip("\n") for p in parts if p) or "(no output)"
-    full_text = body
-    truncated = len(body) > max_chars
-    if truncated:
-        body = truncate_middle(body, max_chars, step)
-    text = f"Step {step} output:\n{body}"
-    if variables:
-        text += "\n\nVariables in the kernel:\n" + format_variables(variables)
-    return Observation(text, images, truncated, len(full_text), full_text if truncated else "")
+    return "\n".join(p.rstrip("\n") for p in parts if p) or "(no output)"
+
+
+def keep_output_code(key: int, text: str) -> str:
+    """Kernel code that keeps a cut step's whole text as ``_outputs[key]``: a str literal
+    sent back to the kernel the text came from (nothing is decoded on the host, and no
+    file has to be shared with a kernel on another machine)."""
+    return f"_outputs[{key}] = {text!r}"
 
 
 def failure_note(

@@ -55,6 +55,7 @@ class StepRecord:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     policy: dict[str, Any] = field(default_factory=lambda: {"allowed": True, "violations": []})
     observation_truncated: bool = False
+    outputs_key: int | None = None  # _outputs[key] holds the whole text the model saw cut
     recovery: str = "none"
     state_lost: bool = False
     reason: str = ""

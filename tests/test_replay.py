@@ -58,6 +58,19 @@ def test_run_replays_all_same(trace_path: Path, tmp_path: Path) -> None:
     assert report.all_same
 
 
+def test_cells_that_page_through_cut_output_replay_the_same(tmp_path: Path) -> None:
+    replies = [fence("for i in range(3000):\n    print(f'row {i:04d}')"),
+               fence("print(_outputs[1].splitlines()[-1])"), fence("final_answer('done')")]
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    with ScriptedLLMServer(replies) as llm:
+        result = make_agent(llm, tmp_path, runtime, max_output_chars=1000).run("Rows")
+    assert result.steps[1].outputs[0]["text"].strip() == "row 2999", result.steps[1].reason
+    assert result.steps[0].outputs_key == 1
+    report = replayer(tmp_path).replay(result.trace_path)
+    assert [c.verdict for c in report.cells] == ["same", "same", "same"], report.cells
+
+
 def test_edited_output_is_reported_at_the_right_cell(trace_path: Path, tmp_path: Path) -> None:
     nb = nbformat.read(trace_path, as_version=4)
     cells = [c for c in nb.cells if c.cell_type == "code" and "step" in c.metadata["codeact"]]
