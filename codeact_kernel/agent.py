@@ -42,8 +42,8 @@ from .prompt import (
 )
 from .remote import make_session
 from .results import AgentEvent, RunResult
-from .session import KernelSession, StdinHandler
-from .stdin_tools import StdinToolChannel
+from .session import KernelSession
+from .stdin_tools import StdinHandler, StdinToolChannel
 from .tools import FINAL_ANSWER, Tool, ToolServer, kernel_bootstrap_code, tool
 from .trace import StepRecord, TraceWriter, answer_for_trace, tool_call_record
 

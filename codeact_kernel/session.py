@@ -9,14 +9,12 @@ by polling ``is_alive`` while waiting.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import shutil
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -35,10 +33,9 @@ from .provisioner import SandboxProvisioner
 from .results import ExecutionResult
 from .sandbox import SandboxConfig
 from .session_dirs import default_runtime_dir, make_session_dir, sweep_stale_sessions
-from .stdin_tools import ToolPromptHandler, is_tool_prompt
+from .stdin_tools import InputClock, StdinAnswers, StdinHandler, ToolPromptHandler, pump_stdin
 
 OutputCallback = Callable[[NotebookNode], Any]
-StdinHandler = Callable[[str, bool], "str | Awaitable[str]"]
 POLL_INTERVAL = 0.1
 # sun_path is 108 bytes with the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -54,19 +51,6 @@ def blocking(name: str) -> Callable[..., Any]:
     method.__name__ = name.removeprefix("async_")
     method.__doc__ = f"Blocking form of :meth:`{name}`."
     return method
-
-
-@dataclass
-class _InputClock:
-    """Time spent waiting for the stdin handler (often a human): the kernel is not
-    computing then, so it does not count against the cell's timeout."""
-
-    waited: float = 0.0
-    since: float | None = None
-    error: Exception | None = None
-
-    def paused(self, now: float) -> float:
-        return self.waited + (now - self.since if self.since is not None else 0.0)
 
 
 class KernelSession(Configurable):
@@ -344,13 +328,16 @@ class KernelSession(Configurable):
             user_expressions=user_expressions or {},
         )
         collector = OutputCollector(msg_id, on_output)
-        clock = _InputClock()
+        clock = InputClock()
         tasks = [
             asyncio.ensure_future(self._pump_iopub(collector)),
             asyncio.ensure_future(self._await_reply(msg_id, collector)),
         ]
         if stdin_handler is not None or self._tools_over_stdin:
-            tasks.append(asyncio.ensure_future(self._pump_stdin(msg_id, stdin_handler, clock)))
+            tools = self.tool_handler if self._tools_over_stdin else None
+            tasks.append(asyncio.ensure_future(pump_stdin(
+                self.kc, msg_id, StdinAnswers(stdin_handler, tools, self.async_interrupt), clock
+            )))
         try:
             verdict = await self._supervise(tasks[:2], started + limit, clock)
         finally:
@@ -367,7 +354,7 @@ class KernelSession(Configurable):
         return result
 
     async def _supervise(
-        self, waiters: Sequence[asyncio.Future[None]], deadline: float, clock: _InputClock
+        self, waiters: Sequence[asyncio.Future[None]], deadline: float, clock: InputClock
     ) -> str:
         """Wait for reply and idle; return "done", "interrupted", "stuck" or "died"."""
         interrupted_at: float | None = None
@@ -457,39 +444,6 @@ class KernelSession(Configurable):
     @property
     def _tools_over_stdin(self) -> bool:
         return self.tool_transport == "stdin" and self.tool_handler is not None
-
-    async def _pump_stdin(
-        self, msg_id: str, handler: StdinHandler | None, clock: _InputClock
-    ) -> None:
-        while True:
-            msg = await self.kc.get_stdin_msg()
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            content = msg["content"]
-            prompt = str(content.get("prompt", ""))
-            if self._tools_over_stdin and is_tool_prompt(prompt):
-                assert self.tool_handler is not None
-                # Not paused on the clock: tool time counts against the cell, as over ipc.
-                self.kc.input(await self.tool_handler(prompt))
-                continue
-            if handler is None:  # only a direct _input_request can get here
-                self.kc.input("")
-                continue
-            clock.since = time.monotonic()
-            try:
-                answer = handler(prompt, bool(content.get("password")))
-                if inspect.isawaitable(answer):
-                    answer = await answer
-            except Exception as exc:
-                # Unanswered, input() would wait until the timeout: stop the
-                # cell now and hand the handler's error to the caller.
-                clock.error = exc
-                await self.async_interrupt()
-                return
-            finally:
-                clock.waited += time.monotonic() - (clock.since or time.monotonic())
-                clock.since = None
-            self.kc.input(str(answer))
 
     # ---- sync API and context managers ------------------------------------------------
 

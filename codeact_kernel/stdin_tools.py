@@ -1,7 +1,8 @@
-"""Host tools over the Jupyter stdin channel: the back-channel that crosses gateways.
+"""The Jupyter stdin channel, host side: input() answers, and host tools over it.
 
-A kernel behind a Jupyter gateway, or in a container that shares no folder
-with the host, cannot reach the tool server's ``ipc://`` socket. Every
+Tools use it as the back-channel that crosses gateways: a kernel behind a
+Jupyter gateway, or in a container that shares no folder with the host,
+cannot reach the tool server's ``ipc://`` socket. Every
 Jupyter frontend can answer ``input()`` though, so with
 ``KernelSession.tool_transport = "stdin"`` the kernel-side stub
 (``kernel_side/stdin_rpc.py``) sends a tool request as the prompt of an
@@ -22,10 +23,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import inspect
 import json
 import queue
 import threading
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -38,6 +42,8 @@ TOOL_PROMPT_MARK = "\x00codeact-tool:1\x00"
 MAX_REPLY_CHARS = 8 * 1024 * 1024
 
 ToolPromptHandler = Callable[[str], Awaitable[str]]
+# Answers input() in the agent's code: (prompt, password) -> the line typed.
+StdinHandler = Callable[[str, bool], "str | Awaitable[str]"]
 
 
 def is_tool_prompt(prompt: str) -> bool:
@@ -155,3 +161,61 @@ async def _in_daemon_thread(threads: _DaemonThreads, fn: Callable[[], Any], time
 
     threads.submit(work)
     return await asyncio.wait_for(future, timeout)
+
+
+# ---- the stdin channel of one cell --------------------------------------------------------
+
+
+@dataclass
+class InputClock:
+    """Time spent waiting for the stdin handler (often a human): the kernel is not
+    computing then, so it does not count against the cell's timeout."""
+
+    waited: float = 0.0
+    since: float | None = None
+    error: Exception | None = None
+
+    def paused(self, now: float) -> float:
+        return self.waited + (now - self.since if self.since is not None else 0.0)
+
+
+@dataclass
+class StdinAnswers:
+    """Who answers a cell's input requests: ``human`` for input(), ``tools`` for tool
+    prompts (None: tools use the socket), and how to stop the cell if ``human`` fails."""
+
+    human: StdinHandler | None
+    tools: ToolPromptHandler | None
+    interrupt: Callable[[], Awaitable[None]]
+
+
+async def pump_stdin(kc: Any, msg_id: str, answers: StdinAnswers, clock: InputClock) -> None:
+    """Answer the input requests of cell ``msg_id`` until cancelled."""
+    while True:
+        msg = await kc.get_stdin_msg()
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        content = msg["content"]
+        prompt = str(content.get("prompt", ""))
+        if answers.tools is not None and is_tool_prompt(prompt):
+            # Not paused on the clock: tool time counts against the cell, as over ipc.
+            kc.input(await answers.tools(prompt))
+            continue
+        if answers.human is None:  # only a direct _input_request can get here
+            kc.input("")
+            continue
+        clock.since = time.monotonic()
+        try:
+            answer = answers.human(prompt, bool(content.get("password")))
+            if inspect.isawaitable(answer):
+                answer = await answer
+        except Exception as exc:
+            # Unanswered, input() would wait until the timeout: stop the
+            # cell now and hand the handler's error to the caller.
+            clock.error = exc
+            await answers.interrupt()
+            return
+        finally:
+            clock.waited += time.monotonic() - (clock.since or time.monotonic())
+            clock.since = None
+        kc.input(str(answer))
