@@ -137,8 +137,10 @@ async def _bench_kernels(suite: Suite, tmpfs: str) -> None:
             for _ in range(20):  # warm-up: first executes import and compile
                 await raw_roundtrip(client)
         for _ in range(suite.reps(6)):
-            for side, client in clients.items():
-                for _ in range(40):
+            # One trip per side in turn: on 2 shared cores, blocks of trips per side
+            # drifted apart (the ratio swung 0.96x-1.18x between runs).
+            for _ in range(40):
+                for side, client in clients.items():
                     trips[side].append(await raw_roundtrip(client))
             for _ in range(40):
                 started = time.perf_counter()
