@@ -22,13 +22,19 @@ from traitlets import Bool, Dict, Float, Instance, Int, List, Unicode, default
 from traitlets.config import Configurable
 
 from .errors import CodeActError
-from .managed import ManagedAgentTool, from_config, link_child_runs
+from .managed import (
+    ManagedAgentTool,
+    bound_children,
+    cancel_children,
+    from_config,
+    link_child_runs,
+)
 from .model import LLM, Completion
 from .observation import (
     VARS_EXPRESSION,
     failure_note,
     format_variables,
-    keep_output_code,
+    keep_full_output,
     model_view,
     parse_variables,
 )
@@ -195,7 +201,7 @@ class Agent(Configurable):
     async def aclose(self) -> None:
         """Shut the kernel, the tool server and any local model down. Idempotent."""
         self._started = False
-        await self._cancel_children()
+        await cancel_children(self.managed_tools)
         try:
             await self.session.async_shutdown()
         finally:
@@ -281,7 +287,7 @@ class Agent(Configurable):
                                      "steps")
                     break
                 record = await self._step(step, _emitter(on_event, step), stdin_handler)
-                self._account(result, record)
+                result.add_step(record)
                 if self.tool_server.final_answer is not None:
                     answer = self.tool_server.final_answer
                     result.status, result.answer, result.answer_kind = (
@@ -380,13 +386,15 @@ class Agent(Configurable):
             return
         emit("code", code)
         timeout = min(self.step_timeout, max(self._time_left(), 0.5))
-        self._bound_children(timeout)
+        assert self.trace is not None
+        bound_children(self.managed_tools, timeout, self.max_steps,
+                       self.trace.path.parent / f"{self.trace.path.stem}.subagents")
         result = await self.session.async_execute(
             code, timeout=timeout, on_output=lambda o: emit("output", o),
             stdin_handler=stdin, user_expressions={VARS_EXPRESSION: VARS_EXPRESSION},
         )
         if result.timed_out or result.kernel_died:
-            await self._cancel_children()
+            await cancel_children(self.managed_tools)
         record.tool_calls = [tool_call_record(c) for c in self.tool_server.drain_calls()]
         if self.trace is not None:
             link_child_runs(record.tool_calls, self.managed_tools, self.trace.path.parent)
@@ -405,9 +413,7 @@ class Agent(Configurable):
 
     async def _keep_full_output(self, text: str) -> str:
         """Set ``_outputs[step]`` in the kernel; a note for the model when that failed."""
-        kept = await self.session.async_execute(
-            keep_output_code(self.step_counter, text), silent=True, store_history=False,
-        )
+        kept = await keep_full_output(self.session, self.step_counter, text)
         if kept.ok:
             return ""
         why = kept.reason or (kept.error.text if kept.error else kept.status)
@@ -425,24 +431,6 @@ class Agent(Configurable):
             return float("inf")
         return self._deadline - time.monotonic()
 
-    def _bound_children(self, timeout: float) -> None:
-        # A child may use at most what is left of this step, and no more steps.
-        assert self.trace is not None
-        folder = self.trace.path.parent / f"{self.trace.path.stem}.subagents"
-        for managed in self.managed_tools:
-            managed.deadline = time.monotonic() + timeout
-            managed.max_steps = self.max_steps
-            managed.trace_dir = folder
-
-    async def _cancel_children(self) -> None:
-        if not any(managed.active for managed in self.managed_tools):
-            return  # also keeps interpreter-exit cleanup off the (closed) default executor
-        def cancel() -> None:
-            for managed in self.managed_tools:
-                managed.cancel_all()
-
-        await asyncio.to_thread(cancel)
-
     async def variables(self) -> list[dict[str, str]]:
         """A summary of the variables alive in the kernel, without touching its history."""
         result = await self.session.async_execute(
@@ -450,12 +438,6 @@ class Agent(Configurable):
             user_expressions={VARS_EXPRESSION: VARS_EXPRESSION}, timeout=10,
         )
         return parse_variables(result)
-
-    def _account(self, result: RunResult, record: StepRecord) -> None:
-        result.steps.append(record)
-        result.prompt_tokens += record.prompt_tokens
-        result.completion_tokens += record.completion_tokens
-        result.cost += record.cost or 0.0
 
     async def apropose(self, task: str) -> str | None:
         """One model call for ``task``; return its code without running it (%%agent --code)."""

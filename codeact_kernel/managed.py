@@ -220,3 +220,24 @@ def link_child_runs(records: list[dict[str, Any]], tools: list[ManagedAgentTool]
         except ValueError:
             record["trace"] = str(run.trace_path.resolve())
         record["sub_agent"] = {"name": run.name, "status": run.status, "steps": run.steps}
+
+
+def bound_children(tools: list[ManagedAgentTool], timeout: float, max_steps: int,
+                   trace_dir: Path) -> None:
+    """A child may use at most what is left of the parent's step, and no more steps."""
+    for managed in tools:
+        managed.deadline = time.monotonic() + timeout
+        managed.max_steps = max_steps
+        managed.trace_dir = trace_dir
+
+
+async def cancel_children(tools: list[ManagedAgentTool]) -> None:
+    """Stop every running child of these tools (their kernels shut, traces saved)."""
+    if not any(managed.active for managed in tools):
+        return  # also keeps interpreter-exit cleanup off the (closed) default executor
+
+    def cancel() -> None:
+        for managed in tools:
+            managed.cancel_all()
+
+    await asyncio.to_thread(cancel)

@@ -13,9 +13,12 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .results import ExecutionResult, strip_ansi
+
+if TYPE_CHECKING:
+    from .session import KernelSession
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 VARS_EXPRESSION = "_codeact_vars()"
@@ -96,11 +99,13 @@ def observed_text(result: ExecutionResult, images: list[tuple[str, str]] | None 
     return "\n".join(p.rstrip("\n") for p in parts if p) or "(no output)"
 
 
-def keep_output_code(key: int, text: str) -> str:
-    """Kernel code that keeps a cut step's whole text as ``_outputs[key]``: a str literal
-    sent back to the kernel the text came from (nothing is decoded on the host, and no
-    file has to be shared with a kernel on another machine)."""
-    return f"_outputs[{key}] = {text!r}"
+async def keep_full_output(session: KernelSession, key: int, text: str,
+                           timeout: float | None = None) -> ExecutionResult:
+    """Keep a cut step's whole text in the kernel as ``_outputs[key]``: a str literal sent
+    back to the kernel the text came from (nothing is decoded on the host, and no file
+    has to be shared with a kernel on another machine)."""
+    return await session.async_execute(f"_outputs[{key}] = {text!r}", timeout=timeout,
+                                       silent=True, store_history=False)
 
 
 def failure_note(

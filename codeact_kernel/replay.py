@@ -20,7 +20,7 @@ from nbformat import NotebookNode
 from traitlets import Bool, Float, Instance, default
 from traitlets.config import Configurable
 
-from .observation import keep_output_code, observed_text
+from .observation import keep_full_output, observed_text
 from .session import KernelSession
 from .tools import Tool, ToolServer, kernel_bootstrap_code
 from .trace import BLOCKED_TAG, SETUP_TAG, load_trace
@@ -188,9 +188,7 @@ class Replayer(Configurable):
         result = await session.async_execute(cell.source, timeout=timeout)
         if isinstance(meta.get("outputs_key"), int):
             # As in the run: later cells may page through this one's whole output.
-            await session.async_execute(keep_output_code(meta["outputs_key"],
-                                                         observed_text(result)),
-                                        silent=True, store_history=False, timeout=timeout)
+            await keep_full_output(session, meta["outputs_key"], observed_text(result), timeout)
         recorded, fresh = render_outputs(cell.outputs), render_outputs(result.outputs)
         if recorded != fresh:
             diff = "\n".join(list(difflib.unified_diff(

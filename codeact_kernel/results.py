@@ -92,6 +92,13 @@ class RunResult:
     def ok(self) -> bool:
         return self.status == "answered"
 
+    def add_step(self, record: StepRecord) -> None:
+        """Count a finished step in the run's steps and totals."""
+        self.steps.append(record)
+        self.prompt_tokens += record.prompt_tokens
+        self.completion_tokens += record.completion_tokens
+        self.cost += record.cost or 0.0
+
     def totals(self) -> dict[str, Any]:
         return {
             "steps": len(self.steps),
