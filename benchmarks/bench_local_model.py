@@ -92,8 +92,8 @@ def agent_config(args: argparse.Namespace, trace_dir: Path) -> Config:
 
 def run_task(task: BenchTask, server: LocalModelServer, config: Config,
              trace: Path) -> dict[str, Any]:
-    agent = Agent(model=server.litellm_model, api_base=server.api_base, tools=task.tools,
-                  name=task.name, trace_path=str(trace), config=config)
+    agent = Agent(tools=task.tools, name=task.name, trace_path=str(trace), config=config)
+    server.point(agent.llm)  # what Agent(model="local") does, on the one shared server
     started = time.monotonic()
     try:
         result = agent.run(task.prompt)
@@ -156,10 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_stop:
         server.stop_after_first_block = False
     with server:
-        # What Agent(model="local") does: the server's request defaults, then the user's.
-        config.LLM.extra_params = {**server.completion_params(),
-                                   **config.LLM.get("extra_params", {})}
-        config.LLM.stop_after_first_block = server.stop_after_first_block
         print(f"server ready in {server.ready_seconds:.1f} s; {len(tasks)} tasks", flush=True)
         for run, task in ((r, t) for r in range(1, args.repeat + 1) for t in tasks):
             suffix = f"-{run}" if args.repeat > 1 else ""

@@ -191,12 +191,7 @@ class Agent(Configurable):
 
         self._local = LocalModelServer(parent=self)
         await asyncio.to_thread(self._local.start)
-        self.llm.model = self._local.litellm_model
-        self.llm.api_base = self._local.api_base
-        self.llm.api_key = self._local.api_key
-        # Its request defaults yield to the user's.
-        self.llm.extra_params = {**self._local.completion_params(), **self.llm.extra_params}
-        self.llm.stop_after_first_block |= self._local.stop_after_first_block
+        self._local.point(self.llm)
 
     async def aclose(self) -> None:
         """Shut the kernel, the tool server and any local model down. Idempotent."""

@@ -39,13 +39,16 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from traitlets import Bool, Float, Int, List, Unicode, default
 from traitlets.config import Configurable
 
 from .errors import ModelError
 from .supervise import SupervisedProcess, rss_bytes, tail_text
+
+if TYPE_CHECKING:
+    from .model import LLM
 
 log = logging.getLogger(__name__)
 
@@ -367,6 +370,14 @@ class LocalModelServer(Configurable):
     def completion_params(self) -> dict[str, Any]:
         """Keyword arguments for litellm that every request to this model should carry."""
         return {"stop": list(self.stop_sequences)} if self.stop_sequences else {}
+
+    def point(self, llm: LLM) -> None:
+        """Send ``llm`` to this running server, with its request defaults under the user's."""
+        llm.model = self.litellm_model
+        llm.api_base = self.api_base
+        llm.api_key = self.api_key
+        llm.extra_params = {**self.completion_params(), **llm.extra_params}
+        llm.stop_after_first_block |= self.stop_after_first_block
 
     @property
     def log_path(self) -> Path | None:
