@@ -49,8 +49,8 @@ from typing import Any
 from traitlets.config import Config
 
 from codeact_kernel import Agent
-from codeact_kernel.local_model import LocalModelServer
-from codeact_kernel.prompt import DEFAULT_SYSTEM_PROMPT
+from codeact_kernel.agent.prompt import DEFAULT_SYSTEM_PROMPT
+from codeact_kernel.models.local import LocalModelServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from local_tasks import TASKS, BenchTask

@@ -33,9 +33,9 @@ from typing import Any
 from bench_tool_rpc import KERNEL_LOOP, _stats, echo
 
 from codeact_kernel import KernelSession
-from codeact_kernel.gateway_session import GatewaySession
-from codeact_kernel.stdin_tools import StdinToolChannel
-from codeact_kernel.tools import ToolServer, tool
+from codeact_kernel.kernels.gateway import GatewaySession
+from codeact_kernel.kernels.stdin import StdinToolChannel
+from codeact_kernel.tools.tool import ToolServer, tool
 
 
 def _roundtrips(session: KernelSession, transport: str, calls: int) -> dict[str, float]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from codeact_kernel import KernelSession
-from codeact_kernel.tools import ToolServer, tool
+from codeact_kernel.tools.tool import ToolServer, tool
 
 TARGETS_MS = {"issue 3": 1.0, "issue 9": 0.5}
 

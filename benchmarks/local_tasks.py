@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from codeact_kernel.demo import DEMO_TASK, get_population, search_cities
+from codeact_kernel.terminal.demo import DEMO_TASK, get_population, search_cities
 
 Checker = Callable[[Any], bool]
 

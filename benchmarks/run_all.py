@@ -31,7 +31,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from jupyter_client.manager import AsyncKernelManager
 
 from codeact_kernel import Agent, KernelSession
-from codeact_kernel.pool import KernelPool
+from codeact_kernel.kernels.pool import KernelPool
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

@@ -18,30 +18,31 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .agent import Agent
-    from .gateway_session import GatewaySession
-    from .remote import ConnectionFileSession
-    from .results import AgentEvent, ErrorInfo, ExecutionResult, RunResult
-    from .sandbox import SandboxConfig
-    from .session import KernelSession
-    from .tools import Tool, tool
+    from .agent.loop import Agent
+    from .agent.results import AgentEvent, RunResult
+    from .kernels.connection import ConnectionFileSession
+    from .kernels.execution import ErrorInfo, ExecutionResult
+    from .kernels.gateway import GatewaySession
+    from .kernels.session import KernelSession
+    from .sandbox.config import SandboxConfig
+    from .tools.tool import Tool, tool
 
 __version__ = "0.1.0"
 
 # Loaded on first use: the kernelspec launcher imports this package on every
 # kernel start and must not pay for jupyter_client, zmq or the agent stack.
 _LAZY = {
-    "Agent": "agent",
-    "AgentEvent": "results",
-    "RunResult": "results",
-    "ErrorInfo": "results",
-    "ExecutionResult": "results",
-    "SandboxConfig": "sandbox",
-    "KernelSession": "session",
-    "ConnectionFileSession": "remote",
-    "GatewaySession": "gateway_session",
-    "Tool": "tools",
-    "tool": "tools",
+    "Agent": "agent.loop",
+    "AgentEvent": "agent.results",
+    "RunResult": "agent.results",
+    "ErrorInfo": "kernels.execution",
+    "ExecutionResult": "kernels.execution",
+    "SandboxConfig": "sandbox.config",
+    "KernelSession": "kernels.session",
+    "ConnectionFileSession": "kernels.connection",
+    "GatewaySession": "kernels.gateway",
+    "Tool": "tools.tool",
+    "tool": "tools.tool",
 }
 
 __all__ = [
@@ -81,6 +82,6 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ip: Any) -> None:
     """``%load_ext codeact_kernel`` registers the %%agent magics."""
-    from .magic import load_ipython_extension as load
+    from .notebook.magic import load_ipython_extension as load
 
     load(ip)

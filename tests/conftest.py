@@ -12,6 +12,8 @@ import pytest
 
 from codeact_kernel import KernelSession
 
+from .scripted_llm import ScriptedLLMServer
+
 # Seconds the interpreter may take to exit once pytest is done.
 EXIT_GRACE = 60.0
 
@@ -21,6 +23,12 @@ def runtime_dir(tmp_path: Path) -> Path:
     path = tmp_path / "runtime"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def llm() -> Iterator[ScriptedLLMServer]:
+    with ScriptedLLMServer() as server:
+        yield server
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 # The value codec shared by both ends of the tool RPC.
 #
-# This file is imported on the host (codeact_kernel.serialize) AND shipped as
+# This file is imported on the host (codeact_kernel.tools.serialize) AND shipped as
 # text into the sandboxed kernel, where codeact_kernel cannot be imported. So it
 # uses only the standard library at import time, imports numpy/pandas/pyarrow
 # lazily, and has no `from __future__` line (it is concatenated with rpc.py).

@@ -1,9 +1,9 @@
 # The tool RPC client that runs INSIDE the sandboxed kernel.
 #
 # Shipped as text (after codec.py, in one module namespace) by
-# codeact_kernel.tools.kernel_bootstrap_code and kept in sys.modules as
+# codeact_kernel.tools.tool.kernel_bootstrap_code and kept in sys.modules as
 # "_codeact_rpc", so the user namespace only gains the tool stubs,
-# final_answer and ToolCallError. Wire format: see codeact_kernel/tools.py.
+# final_answer and ToolCallError. Wire format: see codeact_kernel/tools/tool.py.
 import builtins
 import json
 import os

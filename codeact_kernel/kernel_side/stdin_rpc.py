@@ -4,7 +4,7 @@
 # tool_transport is "stdin": a tool request travels as the prompt of a Jupyter
 # input_request, so it crosses anything the Jupyter protocol crosses (a gateway's
 # websocket, a container without a shared folder). Wire form and limits: see
-# codeact_kernel/stdin_tools.py, which answers on the host.
+# codeact_kernel/kernels/stdin.py, which answers on the host.
 import base64
 import json
 import threading
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # inside the kernel these names come from rpc.py's text
     from .rpc import CLIENT_CLASSES, Client, ToolCallError
 
-# Equal to codeact_kernel.stdin_tools.TOOL_PROMPT_MARK (a test checks it).
+# Equal to codeact_kernel.kernels.stdin.TOOL_PROMPT_MARK (a test checks it).
 TOOL_PROMPT_MARK = "\x00codeact-tool:1\x00"
 
 

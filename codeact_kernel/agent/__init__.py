@@ -1,0 +1,24 @@
+"""The CodeAct loop: the model writes code, the kernel runs it, the observation goes back.
+
+``loop`` holds :class:`Agent`; ``prompt`` talks to the model, ``observation`` turns a
+kernel's result into what the model sees, ``managed`` runs sub-agents as tools, and
+``results`` is the run as data.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .loop import Agent
+
+__all__ = ["Agent"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: ``agent.results`` is imported by the trace writer, which the loop imports.
+    if name == "Agent":
+        from .loop import Agent
+
+        return Agent
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,496 @@
+"""The CodeAct loop: task -> model -> code -> policy -> sandboxed kernel -> observation.
+
+The Agent owns one kernel session (never shared), one host-side tool server
+and one trace notebook. It composes the model, policy, tools, observation and
+trace modules and keeps none of their logic itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from jupyter_core.utils import run_sync
+from traitlets import Bool, Dict, Float, Instance, Int, List, Unicode, default
+from traitlets.config import Configurable
+
+from ..errors import CodeActError
+from ..kernels.connection import make_session
+from ..kernels.session import KernelSession
+from ..kernels.stdin import StdinHandler, StdinToolChannel
+from ..models.llm import LLM, Completion
+from ..policy.rules import KERNEL_HARDENING_CODE, Policy
+from ..tools.tool import FINAL_ANSWER, Tool, ToolServer, kernel_bootstrap_code, tool
+from ..trace.notebook import TraceWriter, answer_for_trace, tool_call_record
+from .managed import (
+    ManagedAgentTool,
+    bound_children,
+    cancel_children,
+    from_config,
+    link_child_runs,
+)
+from .observation import (
+    VARS_EXPRESSION,
+    failure_note,
+    format_variables,
+    keep_full_output,
+    model_view,
+    parse_variables,
+)
+from .prompt import (
+    DEFAULT_SYSTEM_PROMPT,
+    NO_CODE_MESSAGE,
+    extract_code,
+    render_system_prompt,
+    strip_code,
+)
+from .results import AgentEvent, RunResult, StepRecord
+
+EventCallback = Callable[[AgentEvent], Any]
+KERNEL_SIDE = Path(__file__).parents[1] / "kernel_side"
+
+
+class Agent(Configurable):
+    """A CodeAct agent: the model acts by writing Python run in a sandboxed kernel."""
+
+    name = Unicode("", help="Name of the agent (used when it is managed by another).").tag(
+        config=True
+    )
+    description = Unicode("", help="What the agent does, for an orchestrator's prompt.").tag(
+        config=True
+    )
+    max_steps = Int(10, help="Step budget of one run.").tag(config=True)
+    step_timeout = Float(
+        60.0, help="Wall-clock seconds one step's code may run before it is interrupted."
+    ).tag(config=True)
+    max_output_chars = Int(
+        10_000,
+        help="Characters of a step's output shown to the model; longer output is cut to "
+        "head and tail, and stays whole in the trace and as _outputs[step] in the kernel.",
+    ).tag(config=True)
+    system_prompt_template = Unicode(
+        DEFAULT_SYSTEM_PROMPT,
+        help="System prompt template (string.Template): $tools, $imports and $variables are "
+        "filled in. Keep an example in it that is unlike the tasks you expect.",
+    ).tag(config=True)
+    vision = Bool(
+        False, help="Send images produced by the code to the model (for vision models)."
+    ).tag(config=True)
+    trace_dir = Unicode("traces", help="Folder for trace notebooks when trace_path is empty.").tag(
+        config=True
+    )
+    trace_path = Unicode("", help="Path of the trace notebook of this agent's session.").tag(
+        config=True
+    )
+    tool_call_timeout = Float(300.0, help="Seconds one host tool call may take.").tag(config=True)
+    managed_agents_config = List(
+        Dict(),
+        help="Sub-agents declared in configuration, each a dict with name, description and "
+        "optionally model, api_base, api_key_env, tools (['pkg.module:function']), max_steps.",
+    ).tag(config=True)
+
+    llm = Instance(LLM, help="The model.")
+    policy = Instance(Policy, help="The AST policy applied before any code runs.")
+    session = Instance(KernelSession, help="The sandboxed kernel session.")
+    pool = Instance(
+        "codeact_kernel.kernels.pool.KernelPool", allow_none=True,
+        help="A warm pool the session takes its kernels from (each start takes a fresh, "
+        "already-started kernel). None: the session starts its own kernel.",
+    )
+
+    @default("llm")
+    def _default_llm(self) -> LLM:
+        return LLM(parent=self)
+
+    @default("policy")
+    def _default_policy(self) -> Policy:
+        return Policy(parent=self)
+
+    @default("session")
+    def _default_session(self) -> KernelSession:
+        # A local sandbox, or a kernel by connection file or from a gateway, per config;
+        # the warm pool serves local sandboxes only, so a configured remote kernel wins.
+        session = make_session(self)
+        if self.pool is not None and type(session) is KernelSession:
+            return self.pool.session(parent=self)  # type: ignore[no-any-return]
+        return session
+
+    def __init__(
+        self,
+        model: str | None = None,
+        tools: Sequence[Tool | Callable[..., Any]] = (),
+        *,
+        api_base: str | None = None,
+        api_key_env: str | None = None,
+        managed_agents: Sequence[Agent] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if model is not None:
+            self.llm.model = model
+        if api_base is not None:
+            self.llm.api_base = api_base
+        if api_key_env is not None:
+            self.llm.api_key_env = api_key_env
+        self.tools = [t if isinstance(t, Tool) else tool(t) for t in tools]
+        children = [*managed_agents, *(from_config(c, self) for c in self.managed_agents_config)]
+        self.managed_tools = [ManagedAgentTool(child) for child in children]
+        self.tool_server: ToolServer | None = None
+        self.trace: TraceWriter | None = None
+        self.messages: list[dict[str, Any]] = []
+        self.step_counter = 0
+        self._failed_code: dict[str, int] = {}  # whitespace-normalized code -> first step
+        self._local: Any = None
+        self._started = False
+        self._deadline: float | None = None
+
+    @property
+    def all_tools(self) -> list[Tool]:
+        """Host tools, then managed agents (which are tools too)."""
+        return [*self.tools, *self.managed_tools]
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def astart(self) -> Agent:
+        """Check the model, start the local model if asked, the kernel and the tools."""
+        if self._started:
+            return self
+        await self._start_model()
+        self.llm.validate()
+        await self.session.async_start()
+        assert self.session.session_dir is not None
+        try:
+            # The socket is reachable by other host users (the sandbox uid must
+            # connect), so calls carry a per-session token only the kernel knows.
+            self.tool_server = ToolServer(
+                self.all_tools, self.session.session_dir / "tools.sock",
+                call_timeout=self.tool_call_timeout, token=secrets.token_hex(16),
+            )
+            self.tool_server.start()
+            self.session.tool_handler = StdinToolChannel(self.tool_server).answer
+            self.session.startup_code = self._kernel_setup_code()
+            await self.session.async_run_startup_code()
+        except BaseException:
+            await self.aclose()
+            raise
+        self.trace = TraceWriter(self._trace_file(), self._run_meta())
+        self._started = True
+        return self
+
+    async def _start_model(self) -> None:
+        if self.llm.model != "local" or self.llm.scripted_replies:
+            return
+        from ..models.local import LocalModelServer
+
+        self._local = LocalModelServer(parent=self)
+        await asyncio.to_thread(self._local.start)
+        self._local.point(self.llm)
+
+    async def aclose(self) -> None:
+        """Shut the kernel, the tool server and any local model down. Idempotent."""
+        self._started = False
+        await cancel_children(self.managed_tools)
+        try:
+            await self.session.async_shutdown()
+        finally:
+            if self.tool_server is not None:
+                self.tool_server.stop()
+                self.tool_server = None
+            if self._local is not None:
+                self._local.stop()
+                self._local = None
+
+    def _kernel_setup_code(self) -> list[str]:
+        assert self.session.session_dir is not None and self.tool_server is not None
+        helpers = (KERNEL_SIDE / "inspect_vars.py").read_text()
+        return [
+            KERNEL_HARDENING_CODE,
+            kernel_bootstrap_code(
+                self.all_tools, self.tool_server.socket_path,
+                call_timeout=self.tool_call_timeout, token=self.tool_server.token,
+                transport=self.session.tool_transport,
+            ),
+            helpers + "\n_outputs = _CodeActOutputs()\n",
+        ]
+
+    def _trace_file(self) -> Path:
+        if self.trace_path:
+            return Path(self.trace_path)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        slug = re.sub(r"[^a-z0-9]+", "-", (self.name or "run").lower()).strip("-")
+        return Path(self.trace_dir) / f"{stamp}-{slug}-{id(self) % 10000:04d}.ipynb"
+
+    def _run_meta(self) -> dict[str, Any]:
+        return {
+            "model": self.llm.label,
+            "agent": {
+                "name": self.name,
+                "max_steps": self.max_steps,
+                "step_timeout": self.step_timeout,
+                "max_output_chars": self.max_output_chars,
+                "authorized_imports": sorted(self.policy.effective_imports()),
+            },
+            "tools": [{"name": t.name, "signature": t.header()} for t in self.all_tools],
+            "sandbox": self.session.isolation,
+        }
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    async def arun(
+        self,
+        task: str,
+        *,
+        on_event: EventCallback | None = None,
+        stdin_handler: StdinHandler | None = None,
+        deadline: float | None = None,
+    ) -> RunResult:
+        """Solve ``task``; starts (and then closes) the session if it is not running.
+
+        ``deadline`` (a time.monotonic() value, set by an orchestrator) bounds the
+        whole run: steps get at most the time left, and no step starts after it.
+        """
+        owned = not self._started
+        self._deadline = deadline
+        await self.astart()
+        try:
+            return await self._run(task, on_event, stdin_handler)
+        finally:
+            if owned:
+                await self.aclose()
+
+    async def _run(
+        self, task: str, on_event: EventCallback | None, stdin_handler: StdinHandler | None
+    ) -> RunResult:
+        assert self.trace is not None and self.tool_server is not None
+        started = time.monotonic()
+        result = RunResult(status="running", trace_path=str(self.trace.path))
+        self.trace.add_task(task)
+        self.tool_server.reset_final_answer()
+        await self._open_conversation(task)
+        try:
+            for step in range(1, self.max_steps + 1):
+                if self._time_left() <= 0:
+                    result.status = "timeout"
+                    result.reason = (f"the orchestrator's time limit ran out after {step - 1} "
+                                     "steps")
+                    break
+                record = await self._step(step, _emitter(on_event, step), stdin_handler)
+                result.add_step(record)
+                if self.tool_server.final_answer is not None:
+                    answer = self.tool_server.final_answer
+                    result.status, result.answer, result.answer_kind = (
+                        "answered", answer.value, answer.kind,
+                    )
+                    break
+            else:
+                result.status = "max_steps"
+                result.reason = (
+                    f"step budget exhausted: {self.max_steps} steps ran without final_answer(); "
+                    "the kernel keeps its state, so a follow-up run can continue"
+                )
+        except CodeActError as exc:
+            # A model that fails, a remote kernel that is lost: the run ends with its
+            # reason and the trace is closed, instead of an exception losing both.
+            result.status, result.reason = "error", f"{type(exc).__name__}: {exc}"
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            result.status, result.reason = "interrupted", "interrupted by the user"
+            self._close_run(result, started)
+            raise
+        self._close_run(result, started)
+        if on_event is not None:
+            on_event(AgentEvent("final", len(result.steps), result))
+        return result
+
+    def _close_run(self, result: RunResult, started: float) -> None:
+        assert self.trace is not None and self.tool_server is not None
+        result.duration = time.monotonic() - started
+        answer = self.tool_server.final_answer
+        self.trace.finish(
+            result.status,
+            answer_for_trace(answer.value, answer.kind, answer.type_name) if answer else None,
+            {**result.totals(), "reason": result.reason},
+        )
+
+    async def _open_conversation(self, task: str) -> None:
+        variables = format_variables(await self.variables())
+        system = render_system_prompt(
+            self.system_prompt_template,
+            [t.prompt_doc() for t in self.all_tools],
+            sorted(self.policy.effective_imports()),
+            variables,
+        )
+        if self.messages:
+            self.messages[0] = {"role": "system", "content": system}
+        else:
+            self.messages = [{"role": "system", "content": system}]
+        self.messages.append({"role": "user", "content": f"Task: {task}"})
+
+    async def _step(
+        self, step: int, emit: Callable[[str, Any], None], stdin: StdinHandler | None
+    ) -> StepRecord:
+        self.step_counter += 1
+        emit("thinking", None)
+        completion = await self.llm.complete(self.messages, lambda t: emit("token", t))
+        self.messages.append({"role": "assistant", "content": completion.text})
+        code = extract_code(completion.text)
+        record = _new_record(step, completion, code)
+        assert self.trace is not None
+        if code is None:
+            record.status = "no-code"
+            self.messages.append({"role": "user", "content": NO_CODE_MESSAGE})
+        else:
+            try:
+                await self._act(record, code, emit, stdin)
+            except CodeActError as exc:
+                # The kernel was lost mid-step: keep the step (its code and reason) in the
+                # trace before the run ends with this error.
+                record.status, record.reason = "error", f"{type(exc).__name__}: {exc}"
+                self.trace.add_step(record)
+                raise
+        self.trace.add_step(record)
+        emit("step_end", record)
+        return record
+
+    async def _act(
+        self, record: StepRecord, code: str, emit: Callable[[str, Any], None],
+        stdin: StdinHandler | None,
+    ) -> None:
+        assert self.tool_server is not None
+        verdict = self.policy.check(
+            code, tool_names=[t.name for t in self.all_tools] + [FINAL_ANSWER],
+            work_dir=self.session.kernel_work_dir,
+        )
+        record.policy = {
+            "allowed": verdict.allowed,
+            "violations": [asdict(v) for v in verdict.violations],
+        }
+        if not verdict.allowed:
+            record.status = "blocked"
+            emit("blocked", verdict.message)
+            self.messages.append({
+                "role": "user",
+                "content": f"Step {record.step}: your code was NOT run. {verdict.message}",
+            })
+            return
+        emit("code", code)
+        timeout = min(self.step_timeout, max(self._time_left(), 0.5))
+        assert self.trace is not None
+        bound_children(self.managed_tools, timeout, self.max_steps,
+                       self.trace.path.parent / f"{self.trace.path.stem}.subagents")
+        result = await self.session.async_execute(
+            code, timeout=timeout, on_output=lambda o: emit("output", o),
+            stdin_handler=stdin, user_expressions={VARS_EXPRESSION: VARS_EXPRESSION},
+        )
+        if result.timed_out or result.kernel_died:
+            await cancel_children(self.managed_tools)
+        record.tool_calls = [tool_call_record(c) for c in self.tool_server.drain_calls()]
+        if self.trace is not None:
+            link_child_runs(record.tool_calls, self.managed_tools, self.trace.path.parent)
+        record.record_execution(result)
+        variables = parse_variables(result) if result.ok else await self.variables()
+        observation = model_view(result, self.step_counter, variables, self.max_output_chars)
+        if observation.truncated:
+            record.outputs_key = self.step_counter
+            observation.text += await self._keep_full_output(observation.full_text)
+        if not result.ok:
+            observation.text += failure_note(self._first_failure(code), result,
+                                             [t.name for t in self.all_tools])
+        record.observation_truncated = observation.truncated
+        emit("observation", observation.text)
+        self.messages.append(observation.message(self.vision))
+
+    async def _keep_full_output(self, text: str) -> str:
+        """Set ``_outputs[step]`` in the kernel; a note for the model when that failed."""
+        kept = await keep_full_output(self.session, self.step_counter, text)
+        if kept.ok:
+            return ""
+        why = kept.reason or (kept.error.text if kept.error else kept.status)
+        return (f"\n[_outputs[{self.step_counter}] could not be kept ({why}): print smaller "
+                "parts of the data instead]")
+
+    def _first_failure(self, code: str) -> int | None:
+        # Greedy small models resend failing code verbatim; the same context gets the same
+        # reply, so the observation says so and the context changes.
+        first = self._failed_code.setdefault(" ".join(code.split()), self.step_counter)
+        return first if first != self.step_counter else None
+
+    def _time_left(self) -> float:
+        if self._deadline is None:
+            return float("inf")
+        return self._deadline - time.monotonic()
+
+    async def variables(self) -> list[dict[str, str]]:
+        """A summary of the variables alive in the kernel, without touching its history."""
+        result = await self.session.async_execute(
+            "", silent=True, store_history=False,
+            user_expressions={VARS_EXPRESSION: VARS_EXPRESSION}, timeout=10,
+        )
+        return parse_variables(result)
+
+    async def apropose(self, task: str) -> str | None:
+        """One model call for ``task``; return its code without running it (%%agent --code)."""
+        await self.astart()
+        await self._open_conversation(task)
+        completion = await self.llm.complete(self.messages)
+        self.messages.append({"role": "assistant", "content": completion.text})
+        return extract_code(completion.text)
+
+    async def areset(self) -> None:
+        """Clear the kernel's variables (%reset -f) and the conversation."""
+        await self.session.async_reset()
+        self.messages = []
+        self._failed_code.clear()
+
+    # ---- sync API and context managers ------------------------------------------------
+
+    start = run_sync(astart)
+    close = run_sync(aclose)
+    run = run_sync(arun)
+    reset = run_sync(areset)
+
+    def __enter__(self) -> Agent:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Agent:
+        return await self.astart()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _emitter(on_event: EventCallback | None, step: int) -> Callable[[str, Any], None]:
+    def emit(kind: str, data: Any) -> None:
+        if on_event is not None:
+            on_event(AgentEvent(kind, step, data))
+
+    return emit
+
+
+def _new_record(step: int, completion: Completion, code: str | None) -> StepRecord:
+    return StepRecord(
+        step=step,
+        model_text=strip_code(completion.text) if code is not None else completion.text,
+        code=code,
+        model=completion.model,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        cost=completion.cost,
+        llm_duration=round(completion.duration, 4),
+    )
+

@@ -1,0 +1,60 @@
+"""What one execution in a kernel produced, as data."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from nbformat import NotebookNode
+
+ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+Recovery = Literal["none", "interrupted", "restarted"]
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI_RE.sub("", text)
+
+
+@dataclass
+class ErrorInfo:
+    """An exception raised by the executed code; the traceback has no ANSI codes."""
+
+    ename: str
+    evalue: str
+    traceback: list[str]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.traceback) or f"{self.ename}: {self.evalue}"
+
+
+@dataclass
+class ExecutionResult:
+    """The structured outcome of :meth:`KernelSession.execute`.
+
+    ``status`` is the kernel's reply status ("ok", "error", "aborted"), or
+    "timeout" / "died" when the kernel could not reply.  ``recovery`` says what
+    the session did about it, and ``state_lost`` whether the kernel's variables
+    survived.  ``duration`` is the wall time of the whole call in seconds,
+    including any interrupt or restart it needed.
+    """
+
+    status: str
+    execution_count: int | None = None
+    outputs: list[NotebookNode] = field(default_factory=list)
+    stdout: str = ""
+    stderr: str = ""
+    error: ErrorInfo | None = None
+    duration: float = 0.0
+    timed_out: bool = False
+    kernel_died: bool = False
+    recovery: Recovery = "none"
+    state_lost: bool = False
+    reason: str = ""
+    user_expressions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"

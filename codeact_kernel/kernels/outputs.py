@@ -1,0 +1,115 @@
+"""Turning one execution's iopub messages into nbformat outputs, as Jupyter saves them."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+from nbformat import NotebookNode, from_dict
+from nbformat.v4 import output_from_msg
+
+from .execution import ErrorInfo, ExecutionResult, strip_ansi
+
+OUTPUT_TYPES = {"stream", "display_data", "execute_result", "error"}
+
+
+class OutputCollector:
+    """Collects the outputs of the execution whose request id is ``msg_id``.
+
+    Follows nbclient's rules: consecutive stream outputs of one name are merged,
+    ``clear_output(wait=True)`` clears at the next output, and
+    ``update_display_data`` rewrites every output carrying that display id.
+    """
+
+    def __init__(self, msg_id: str, on_output: Callable[[NotebookNode], Any] | None) -> None:
+        self.msg_id = msg_id
+        self.on_output = on_output
+        self.started = time.monotonic()
+        self.outputs: list[NotebookNode] = []
+        self.display_ids: dict[str, list[int]] = {}
+        self.clear_pending = False
+        self.idle = False
+        self.execution_count: int | None = None
+        self.reply: dict[str, Any] | None = None
+
+    def handle(self, msg: dict[str, Any]) -> None:
+        if msg.get("parent_header", {}).get("msg_id") != self.msg_id:
+            return
+        kind = msg["msg_type"]
+        content = msg["content"]
+        if kind == "status":
+            self.idle = content.get("execution_state") == "idle"
+        elif kind == "execute_input":
+            self.execution_count = content.get("execution_count")
+        elif kind == "clear_output":
+            if content.get("wait"):
+                self.clear_pending = True
+            else:
+                self._clear()
+        elif kind == "update_display_data":
+            self._update_display(content)
+        elif kind in OUTPUT_TYPES:
+            self._add(msg)
+
+    def _clear(self) -> None:
+        self.outputs.clear()
+        self.display_ids.clear()
+        self.clear_pending = False
+
+    def _add(self, msg: dict[str, Any]) -> None:
+        if self.clear_pending:
+            self._clear()
+        output = output_from_msg(msg)
+        if output.output_type == "stream" and self.outputs:
+            last = self.outputs[-1]
+            if last.output_type == "stream" and last.name == output.name:
+                last.text += output.text
+                self._notify(output)
+                return
+        display_id = msg["content"].get("transient", {}).get("display_id")
+        if display_id:
+            self.display_ids.setdefault(display_id, []).append(len(self.outputs))
+        self.outputs.append(output)
+        self._notify(output)
+
+    def _update_display(self, content: dict[str, Any]) -> None:
+        display_id = content.get("transient", {}).get("display_id")
+        for index in self.display_ids.get(display_id or "", []):
+            self.outputs[index].data = from_dict(content.get("data", {}))
+            self.outputs[index].metadata = from_dict(content.get("metadata", {}))
+
+    def _notify(self, output: NotebookNode) -> None:
+        # A copy: the collected node of a stream keeps growing as later chunks
+        # merge into it, and the callback must see each chunk exactly once.
+        if self.on_output is not None:
+            self.on_output(copy.deepcopy(output))
+
+    def result(self, status: str | None = None) -> ExecutionResult:
+        reply = self.reply or {}
+        result = ExecutionResult(
+            status=status or reply.get("status", "ok"),
+            execution_count=reply.get("execution_count", self.execution_count),
+            outputs=self.outputs,
+            user_expressions=reply.get("user_expressions", {}),
+        )
+        for output in self.outputs:
+            if output.output_type == "stream":
+                if output.name == "stdout":
+                    result.stdout += output.text
+                else:
+                    result.stderr += output.text
+            elif output.output_type == "error":
+                result.error = ErrorInfo(
+                    output.ename, output.evalue, [strip_ansi(t) for t in output.traceback]
+                )
+        if result.error is None and reply.get("status") == "error":
+            result.error = ErrorInfo(
+                reply.get("ename", ""),
+                reply.get("evalue", ""),
+                [strip_ansi(t) for t in reply.get("traceback", [])],
+            )
+        if result.error is not None:
+            result.reason = f"{result.error.ename}: {result.error.evalue}"
+        return result

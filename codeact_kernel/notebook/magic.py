@@ -1,0 +1,293 @@
+"""``%load_ext codeact_kernel``: the ``%%agent`` and ``%agent`` magics.
+
+The agent runs on a dedicated background thread with its own event loop (its
+ZMQ sockets belong to that loop), while the notebook's main thread pumps its
+events: displays update in place through display handles, and ``input()``
+called by the agent's code is asked of the human from the main thread, the
+only thread where ipykernel's stdin works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import queue
+import threading
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Float, Int, List, Unicode
+
+from ..agent.loop import Agent
+from ..agent.results import AgentEvent, RunResult
+from ..kernels.connection import make_session
+from ..kernels.pool import KernelPool
+from ..kernels.session import KernelSession
+from ..tools.tool import tool
+from .handoff import push_variables
+
+_DONE = object()
+
+
+class _LoopThread:
+    """A thread that owns one asyncio loop for the agent's whole life."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                       name="codeact-agent")
+        self.thread.start()
+
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return self.submit(coro).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+class _InputRequest:
+    def __init__(self, prompt: str, password: bool) -> None:
+        self.prompt, self.password = prompt, password
+
+
+@magics_class
+class AgentMagics(Magics):
+    """Defaults for %%agent, settable with %config AgentMagics.<name> = value."""
+
+    model = Unicode("local", help="Default model (a litellm model string, or 'local').").tag(
+        config=True
+    )
+    api_base = Unicode("", help="Default API base URL.").tag(config=True)
+    api_key_env = Unicode("", help="Host variable holding the API key.").tag(config=True)
+    max_steps = Int(10, help="Default step budget of one %%agent cell.").tag(config=True)
+    step_timeout = Float(60.0, help="Seconds one step's code may run.").tag(config=True)
+    tools = List(Unicode(), help="Names of notebook functions always offered as tools.").tag(
+        config=True
+    )
+    trace_dir = Unicode("traces", help="Folder of the session's trace notebook.").tag(
+        config=True
+    )
+    pool_size = Int(
+        1,
+        help="Sandbox kernels kept started for this notebook, so that the first %%agent and "
+        "--new do not wait for a kernel to start (each idle kernel holds about 55 MB). "
+        "0 starts each session's kernel on demand.",
+    ).tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.current: Agent | None = None
+        self._runner: _LoopThread | None = None
+        self._signature: tuple[Any, ...] = ()
+        self.pool: KernelPool | None = None
+        self._pool_config: dict[str, Any] = {}
+        atexit.register(self.shutdown)
+
+    @property
+    def _shell(self) -> Any:
+        if self.shell is None:
+            raise UsageError("codeact_kernel's magics need an IPython shell")
+        return self.shell
+
+    # ---- magics ---------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("--model", help="litellm model string, or 'local'.")
+    @argument("--api-base", help="API base URL.")
+    @argument("--api-key-env", help="Host variable holding the API key.")
+    @argument("--max-steps", type=int, help="Step budget.")
+    @argument("--tools", help="Notebook functions offered as host tools: name1,name2.")
+    @argument("--in", dest="inputs", help="Variables sent into the sandbox: df,x.")
+    @argument("-o", "--out", help="Store the final answer in this variable.")
+    @argument("--new", action="store_true", help="Start a fresh agent session.")
+    @argument("--code", action="store_true",
+              help="Insert the generated code as the next cell instead of running it.")
+    @argument("task", nargs="*", help="The task (for %agent; %%agent takes the cell).")
+    @line_cell_magic
+    def agent(self, line: str, cell: str | None = None) -> Any:
+        """Run the CodeAct agent on a task: %agent TASK, or %%agent [options] + task cell."""
+        try:
+            args = parse_argstring(self.agent, line)
+        except UsageError as exc:
+            raise UsageError(f"{exc}\nUsage: %%agent [--model M] [--api-base URL] "
+                             "[--api-key-env VAR] [--max-steps N] [--tools f,g] [--in df,x] "
+                             "[-o NAME] [--new] [--code]  (see %agent?)") from None
+        task = (cell if cell is not None else " ".join(args.task)).strip()
+        if not task:
+            raise UsageError("no task: write it in the cell body (%%agent) or after %agent")
+        agent = self._session(args)
+        if args.inputs:
+            names = _split(args.inputs)
+            missing = [n for n in names if n not in self._shell.user_ns]
+            if missing:
+                raise UsageError(f"--in: no variable named {', '.join(missing)} in the notebook")
+            assert self._runner is not None
+            self._runner.run(push_variables(agent.session, {n: self._shell.user_ns[n]
+                                                            for n in names}))
+        if args.code:
+            return self._insert_code(agent, task)
+        result = self._run_live(agent, task)
+        self._shell.user_ns["_agent"] = result.answer
+        if args.out:
+            self._shell.user_ns[args.out] = result.answer
+        return None
+
+    @line_magic
+    def agent_reset(self, line: str = "") -> None:
+        """Clear the sandbox's variables (%reset) and the agent's conversation."""
+        if self.current is not None and self._runner is not None:
+            self._runner.run(self.current.areset())
+        print("codeact: sandbox variables and conversation cleared")
+
+    @line_magic
+    def agent_trace(self, line: str = "") -> str | None:
+        """Say where the session's trace is, or copy it to PATH."""
+        if self.current is None or self.current.trace is None:
+            print("codeact: no agent session yet; run %%agent first")
+            return None
+        source = self.current.trace.path
+        if line.strip():
+            target = Path(line.strip()).expanduser()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+            print(f"codeact: trace saved to {target}")
+            return str(target)
+        print(f"codeact: trace notebook: {source}")
+        return str(source)
+
+    # ---- session management ------------------------------------------------------------
+
+    def _session(self, args: Any) -> Agent:
+        model = args.model or self.model
+        tools = [self._tool(name) for name in [*self.tools, *_split(args.tools or "")]]
+        signature = (model, args.api_base or self.api_base, tuple(t.name for t in tools),
+                     tuple(id(t.fn) for t in tools))
+        if args.new or self.current is None or signature != self._signature:
+            self.close()
+            self._runner = _LoopThread()
+            agent = Agent(model=model, tools=tools, api_base=args.api_base or self.api_base,
+                          api_key_env=args.api_key_env or self.api_key_env, parent=self,
+                          pool=self._warm_pool())
+            agent.trace_dir = self.trace_dir
+            agent.step_timeout = self.step_timeout
+            self._runner.run(agent.astart())
+            self.current, self._signature = agent, signature
+        assert self.current is not None
+        self.current.max_steps = args.max_steps or self.max_steps
+        return self.current
+
+    def _tool(self, name: str) -> Any:
+        fn = self._shell.user_ns.get(name)
+        if not callable(fn):
+            raise UsageError(f"--tools: {name!r} is not a function defined in this notebook")
+        return tool(fn)
+
+    def _warm_pool(self) -> KernelPool | None:
+        # Kernels waiting in the pool were started with the config of their time.
+        wanted = {k: dict(self.config[k]) for k in ("SandboxConfig", "KernelSession",
+                                                     "KernelPool") if k in self.config}
+        local = type(make_session(self)) is KernelSession  # else: no use for warm kernels
+        if self.pool is not None and (wanted != self._pool_config or not local):
+            self.pool.close()
+            self.pool = None
+        if self.pool is None and self.pool_size > 0 and local:
+            self.pool = KernelPool(size=self.pool_size, parent=self).start()
+            self._pool_config = wanted
+        return self.pool
+
+    def shutdown(self) -> None:
+        """Shut the session and the notebook's warm kernels down (also at interpreter exit)."""
+        try:
+            self.close()
+        finally:
+            if self.pool is not None:
+                self.pool.close()
+                self.pool = None
+
+    def close(self) -> None:
+        """Shut the sandbox kernel down."""
+        if self.current is not None and self._runner is not None:
+            try:
+                self._runner.run(self.current.aclose())
+            finally:
+                self._runner.stop()
+        self.current, self._runner = None, None
+
+    # ---- running with live display ----------------------------------------------------------
+
+    def _run_live(self, agent: Agent, task: str) -> RunResult:
+        from .display import LiveDisplay
+
+        assert self._runner is not None
+        events: queue.Queue[Any] = queue.Queue()
+        loop = self._runner.loop
+
+        def ask(prompt: str, password: bool) -> asyncio.Future[str]:
+            future: asyncio.Future[str] = loop.create_future()
+            events.put((_InputRequest(prompt, password), future))
+            return future
+
+        async def job() -> RunResult:
+            try:
+                return await agent.arun(task, on_event=events.put, stdin_handler=ask)
+            finally:
+                events.put(_DONE)
+
+        display = LiveDisplay(time.monotonic())
+        future = self._runner.submit(job())
+        try:
+            self._pump(events, display, loop)
+        except KeyboardInterrupt:
+            future.cancel()
+            raise
+        result: RunResult = future.result()
+        display.finish(result)
+        return result
+
+    def _pump(self, events: queue.Queue[Any], display: Any, loop: Any) -> None:
+        while True:
+            item = events.get()
+            if item is _DONE:
+                return
+            if isinstance(item, tuple) and isinstance(item[0], _InputRequest):
+                request, future = item
+                answer = _ask_human(request)
+                loop.call_soon_threadsafe(future.set_result, answer)
+            elif isinstance(item, AgentEvent):
+                display.on_event(item)
+
+    def _insert_code(self, agent: Agent, task: str) -> None:
+        assert self._runner is not None
+        code = self._runner.run(agent.apropose(task))
+        self._shell.set_next_input(code or "# the model wrote no code", replace=False)
+
+
+def _ask_human(request: _InputRequest) -> str:
+    if request.password:
+        import getpass
+
+        return getpass.getpass(request.prompt)
+    return input(request.prompt)
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def load_ipython_extension(ip: Any) -> None:
+    ip.register_magics(AgentMagics(shell=ip))
+
+
+def unload_ipython_extension(ip: Any) -> None:
+    magics = ip.magics_manager.registry.get("AgentMagics")
+    if magics is not None:
+        magics.shutdown()

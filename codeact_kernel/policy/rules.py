@@ -1,0 +1,261 @@
+"""The AST policy: checks on model-written code before the kernel runs it.
+
+The OS sandbox (bubblewrap: no network, read-only filesystem, resource limits) is the
+security boundary. This policy is a second layer and a source of helpful messages, never the
+only guard: Python is too dynamic for static checks to be complete. Its jobs are to stop the
+obvious escapes and mistakes early, and to tell the model which rule it broke and how to fix
+its code.
+
+The code is checked *after* IPython's own input transformations, so the policy sees what the
+kernel will run: ``!ls`` becomes ``get_ipython().system('ls')`` and ``%%bash`` becomes
+``get_ipython().run_cell_magic('bash', ...)``. Automagics and shell aliases are applied later,
+by IPython's prefilter, and depend on kernel state; :data:`KERNEL_HARDENING_CODE` turns them
+off in the kernel, and the policy also flags lines that look like them (``ls -la``).
+
+Rules, with stable names used in traces: ``import``, ``shell``, ``magic``, ``ipython-api``,
+``dangerous-builtin``, ``dunder``, ``tool-redefinition``, ``open-outside-workdir``.
+
+Decisions worth knowing:
+
+- Code that does not parse is allowed through with no violation: the kernel compiles nothing,
+  so nothing runs, and its SyntaxError traceback teaches the model more than a policy message.
+  The one exception is a shell habit (``pip install x``), flagged because the hint helps more.
+- ``globals()``, ``locals()``, ``vars()`` and ``dir()`` are allowed: they show the user's own
+  namespace; the escape through them (``['__builtins__']``) is caught as a string.
+- ``__class__``, ``__dict__``, ``__name__``, ``__init__`` and other everyday dunders are
+  allowed, since data scientists write classes; what a chain would reach next
+  (``__bases__``, ``__subclasses__``, ``__globals__``, frames) is blocked. Format templates
+  are stricter, because their walks are invisible to the AST.
+- ``input()`` is allowed (the human answers it); ``exit()`` and ``quit()`` are not, since
+  they would shut the kernel down.
+- Allowed magics must have literal arguments: IPython evaluates ``{expr}`` and ``$name`` in
+  them. The code given to ``%time``, ``%timeit`` and ``%%capture`` is checked like a cell.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from IPython.core.inputtransformer2 import TransformerManager
+from IPython.core.magics.execution import ExecutionMagics
+from traitlets import Bool, List, Unicode
+from traitlets.config import Configurable
+
+from .walk import Checker, shell_lines
+
+__all__ = ["DEFAULT_ALLOWED_MAGICS", "DEFAULT_AUTHORIZED_IMPORTS", "KERNEL_HARDENING_CODE",
+           "RULES", "Policy", "Verdict", "Violation"]
+
+RULES: tuple[str, ...] = (
+    "import", "shell", "magic", "ipython-api", "dangerous-builtin", "dunder",
+    "tool-redefinition", "open-outside-workdir",
+)
+
+DEFAULT_AUTHORIZED_IMPORTS: tuple[str, ...] = (
+    # standard library: computation, text, dates, data formats
+    "abc", "array", "base64", "bisect", "calendar", "cmath", "collections", "contextlib",
+    "copy", "csv", "dataclasses", "datetime", "decimal", "difflib", "enum", "fractions",
+    "functools", "glob", "gzip", "hashlib", "heapq", "html", "io", "itertools", "json",
+    "math", "numbers", "operator", "os.path", "pathlib", "pprint", "random", "re",
+    "statistics", "string", "textwrap", "time", "typing", "unicodedata", "urllib.parse",
+    "uuid", "warnings", "zipfile", "zoneinfo",
+    # the data-science stack
+    "IPython.display", "PIL", "dateutil", "matplotlib", "mpl_toolkits", "networkx", "numpy",
+    "pandas", "plotly", "polars", "pyarrow", "pytz", "scipy", "seaborn", "sklearn",
+    "statsmodels", "sympy", "tqdm",
+)
+
+DEFAULT_ALLOWED_MAGICS: tuple[str, ...] = (
+    "time", "timeit", "capture", "matplotlib", "who", "whos", "who_ls", "pinfo", "pinfo2",
+    "pdoc", "pdef", "precision", "pprint", "xmode", "lsmagic", "magic", "quickref",
+    "markdown", "latex",
+)
+
+KERNEL_HARDENING_CODE = """\
+def __codeact_harden():
+    shell = get_ipython()
+    shell.automagic = False
+    shell.autocall = 0
+    aliases = shell.alias_manager
+    aliases.clear_aliases()
+    # %reset re-creates the default aliases; make that a no-op so hardening survives it
+    aliases.default_aliases = []
+    aliases.user_aliases = []
+    aliases.define_alias = lambda name, cmd: None
+__codeact_harden()
+del __codeact_harden
+"""
+"""Code the agent runs (silently, without history) in each kernel before any model code.
+
+It turns off automagic (``cd /tmp`` running ``%cd``) and autocall, and removes every shell
+alias (``ls``, ``cat``, ``rm``...), including those ``%reset`` would otherwise bring back.
+"""
+
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule: its stable name, what was wrong, and where (1-based line)."""
+
+    rule: str
+    message: str
+    lineno: int | None = None
+    hint: str = field(default="", compare=False)
+    """How to fix it; shared by every violation of the rule, so shown once per rule."""
+
+
+@dataclass
+class Verdict:
+    """The policy's answer for one cell."""
+
+    allowed: bool
+    violations: list[Violation] = field(default_factory=list)
+    transformed: str = ""
+    """The code after IPython's input transformations: what the policy actually checked."""
+
+    @property
+    def rules(self) -> list[str]:
+        """The names of the rules broken, in order of first appearance."""
+        return list(dict.fromkeys(v.rule for v in self.violations))
+
+    @property
+    def message(self) -> str:
+        """Text for the model naming each rule broken and how to fix it ("" when allowed)."""
+        if self.allowed:
+            return ""
+        lines = ["It breaks the kernel's policy:"]
+        for v in self.violations:
+            where = f"line {v.lineno} " if v.lineno is not None else ""
+            lines.append(f"- {where}[{v.rule}] {v.message}")
+        hints = dict.fromkeys(f"- [{v.rule}] {v.hint}" for v in self.violations if v.hint)
+        if hints:
+            lines += ["How to fix:", *hints]
+        lines.append("Fix the code and send it again.")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary for trace metadata."""
+        violations = [{"rule": v.rule, "message": v.message, "lineno": v.lineno}
+                      for v in self.violations]
+        return {"allowed": self.allowed, "violations": violations}
+
+
+class Policy(Configurable):
+    """Static checks applied to each cell of model-written code before it runs."""
+
+    authorized_imports = List(
+        Unicode(),
+        help="""Modules the code may import, added to the data-science defaults
+        (see include_default_imports). Submodules of a listed module are allowed too;
+        "*" allows every import.""",
+    ).tag(config=True)
+
+    include_default_imports = Bool(
+        True,
+        help="Start the import allow-list from DEFAULT_AUTHORIZED_IMPORTS (numpy, pandas, "
+        "matplotlib, math, json, ...). Turn off to allow only authorized_imports.",
+    ).tag(config=True)
+
+    allowed_magics = List(
+        Unicode(),
+        default_value=list(DEFAULT_ALLOWED_MAGICS),
+        help="""IPython line and cell magics the code may use, without the % prefix.
+        The code given to time, timeit, capture and prun is checked like the cell itself.
+        Magics that reach a shell, files or the kernel's configuration (system, sx, bash,
+        script, writefile, run, load, cd, env, pip, config, reset...) are left out.""",
+    ).tag(config=True)
+
+    block_open_outside_work = Bool(
+        True,
+        help="Reject open() on a path, known from the code itself, outside the work folder "
+        "and open_allowed_dirs. Relative paths stay allowed unless they climb out with '..'.",
+    ).tag(config=True)
+
+    open_allowed_dirs = List(
+        Unicode(),
+        default_value=["/tmp"],
+        help="Absolute folders that open() may use besides the work folder.",
+    ).tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._transformer = TransformerManager()
+        # IPython's own option parser, so the code we check is exactly the code %timeit runs
+        self._exec_magics = ExecutionMagics(shell=None)
+
+    def effective_imports(self) -> tuple[str, ...]:
+        """Every module prefix that may be imported, sorted (``("*",)`` when all may be)."""
+        base = DEFAULT_AUTHORIZED_IMPORTS if self.include_default_imports else ()
+        names = set(base) | set(self.authorized_imports)
+        return ("*",) if "*" in names else tuple(sorted(names, key=str.lower))
+
+    def import_allowed(self, module: str) -> bool:
+        """Whether ``module`` (dotted) is on the allow-list, itself or as a submodule."""
+        allow = self.effective_imports()
+        return allow == ("*",) or any(module == m or module.startswith(m + ".") for m in allow)
+
+    def check(
+        self, code: str, *, tool_names: Collection[str] = (), work_dir: str | None = None
+    ) -> Verdict:
+        """Check one cell of code as the kernel will see it.
+
+        ``tool_names`` are the tools defined in the kernel (``final_answer`` is always one);
+        ``work_dir`` is the kernel's working folder, for the open() rule.
+        """
+        protected = frozenset(tool_names) | {"final_answer"}
+        transformed, violations, _ = self._check_code(code, protected, work_dir, 0)
+        return Verdict(not violations, violations, transformed)
+
+    def _check_code(
+        self, code: str, protected: frozenset[str], work_dir: str | None, depth: int
+    ) -> tuple[str, list[Violation], bool]:
+        """Return (transformed code, violations, whether it parsed)."""
+        try:
+            transformed: str = self._transformer.transform_cell(code)
+        except Exception:
+            # The kernel runs the same transformer, fails the same way and runs nothing.
+            return code, [], False
+        found = list(self._shell_lines(transformed))
+        try:
+            tree = ast.parse(transformed)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return transformed, found, False
+        found += Checker(self, protected, work_dir, depth).run(tree)
+        unique = dict.fromkeys(found)
+        return transformed, sorted(unique, key=lambda v: v.lineno or 0), True
+
+    def _shell_lines(self, code: str) -> Iterator[Violation]:
+        for rule, message, lineno in shell_lines(code, self.allowed_magics):
+            yield self._violation(rule, message, lineno)
+
+    def _violation(
+        self, rule: str, message: str, lineno: int | None, work_dir: str | None = None
+    ) -> Violation:
+        return Violation(rule, message, lineno, self._hint(rule, work_dir))
+
+    def _hint(self, rule: str, work_dir: str | None) -> str:
+        if rule == "import":
+            allow = self.effective_imports()
+            listed = "any module" if allow == ("*",) else ", ".join(allow)
+            return (f"Authorized imports: {listed} (and their submodules). "
+                    "Tools are already defined in the kernel: call them, do not import them.")
+        if rule == "magic":
+            magics = ", ".join("%" + m for m in self.allowed_magics) or "none"
+            return f"Allowed magics: {magics}. Do everything else in plain Python."
+        folder = f"the work folder ({work_dir})" if work_dir else "the work folder"
+        dirs = " or ".join([folder, *self.open_allowed_dirs])
+        return {
+            "shell": "This kernel has no shell and cannot install packages. Use Python: "
+            "pathlib or glob for files, pandas for data.",
+            "ipython-api": "Write the code directly instead of going through get_ipython().",
+            "dangerous-builtin": "Write the code directly; import authorized modules with "
+            "import statements.",
+            "dunder": "Interpreter internals are off limits. Ordinary dunders such as "
+            "__init__, __name__, __class__, __dict__ and __len__ are fine.",
+            "tool-redefinition": "Tools and final_answer are already defined in the kernel: "
+            "call them with their documented arguments. Give your own helpers other names.",
+            "open-outside-workdir": f"Use paths relative to the current folder, or under {dirs}.",
+        }.get(rule, "")

@@ -1,0 +1,2 @@
+"""The terminal face: the ``codeact`` command (``cli``), its live ``display`` and the
+README's ``demo`` task."""

@@ -1,0 +1,477 @@
+"""The host end of the tool RPC: a ZMQ ROUTER that runs tools for the kernel.
+
+One socket thread owns every ZMQ socket (they are not thread-safe). Tool calls
+run on a few daemon worker threads; finished calls are handed back through a queue plus
+a wake-up pipe, so a slow tool never blocks other calls, and the socket thread
+answers calls that overrun ``call_timeout`` itself. Everything that arrives is
+untrusted: malformed messages get an error reply or are dropped, never a crash.
+See codeact_kernel/tools/tool.py for the wire format.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from ..errors import ToolError
+from .bootstrap import kernel_bootstrap_code
+from .serialize import FINAL_ANSWER, FinalAnswer, decode_final_answer, encode_value, summarize
+
+if TYPE_CHECKING:
+    from .tool import Tool
+
+log = logging.getLogger(__name__)
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
+MAX_BLOBS = 16
+
+
+@dataclass
+class ToolCall:
+    """One call of a host tool from the kernel, as recorded for the trace."""
+
+    name: str
+    arguments: dict[str, Any]
+    result: str | None
+    error: str | None
+    started: float
+    duration: float
+    # The result itself (not only its summary), so the trace can record it for replay.
+    value: Any = field(default=None, repr=False)
+
+
+@dataclass
+class _Request:
+    key: int
+    ident: bytes
+    header: dict[str, Any]
+    blobs: list[bytes]
+    deadline: float
+
+
+class ToolServer:
+    """Serves ``tools`` (plus the built-in ``final_answer``) on ``ipc://<socket_path>``."""
+
+    def __init__(
+        self,
+        tools: list[Tool],
+        socket_path: Path,
+        *,
+        call_timeout: float = 300,
+        token: str = "",
+        max_workers: int = 8,
+        max_pending: int = 256,
+        max_pending_per_peer: int = 8,
+        max_message_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        names = [t.name for t in tools]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ToolError(f"two tools share the name(s) {', '.join(duplicates)}")
+        if FINAL_ANSWER in names:
+            raise ToolError(f"{FINAL_ANSWER!r} is built in; give your tool another name")
+        if len(str(socket_path)) > MAX_SOCKET_PATH:
+            raise ToolError(
+                f"socket path {socket_path} is longer than {MAX_SOCKET_PATH} characters "
+                "(a unix socket limit); use a shorter runtime folder"
+            )
+        self.tools = {t.name: t for t in tools}
+        self.socket_path = Path(socket_path)
+        self.call_timeout = call_timeout
+        self.token = token
+        self.max_workers = max_workers
+        self.max_pending = max_pending
+        self.max_pending_per_peer = max_pending_per_peer
+        self.max_message_bytes = max_message_bytes
+        self.calls: list[ToolCall] = []
+        self.rejected_messages = 0
+        self._drained = 0
+        self._final: FinalAnswer | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._wake_lock = threading.Lock()
+        self._wake_r = self._wake_w = -1
+        self._done: queue.SimpleQueue[tuple[_Request, list[bytes]]] = queue.SimpleQueue()
+        self._seq = itertools.count()
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> ToolServer:
+        """Bind the socket and serve in a background thread (idempotent)."""
+        if self._thread is not None:
+            return self
+        self._stopping = False
+        self._ready.clear()
+        self._thread = threading.Thread(target=self._serve, name="codeact-tool-server",
+                                        daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            error, self._start_error = self._start_error, None
+            self._thread.join()
+            self._thread = None
+            raise ToolError(f"cannot serve tools on {self.socket_path}: {error}") from error
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, join the socket thread and close every socket (idempotent)."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stopping = True
+        self._wake()
+        thread.join()
+
+    def __enter__(self) -> ToolServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def bootstrap_code(self, transport: str = "ipc") -> str:
+        """The kernel startup code matching this server (its timeout and token)."""
+        return kernel_bootstrap_code(
+            list(self.tools.values()), self.socket_path, call_timeout=self.call_timeout,
+            token=self.token, max_message_bytes=self.max_message_bytes, transport=transport,
+        )
+
+    def handle_request(self, frames: list[bytes]) -> list[bytes]:
+        """Run one request that came by another back-channel than the socket (the
+        Jupyter stdin channel); blocks while the tool runs. Same checks, same record."""
+        header, problem = self._parse(frames)
+        if header is None:
+            self.rejected_messages += 1
+            return _error("ProtocolError", problem, "protocol")
+        request = _Request(next(self._seq), b"", header, frames[1:],
+                           time.monotonic() + self.call_timeout)
+        try:
+            return self._dispatch(request)
+        except Exception as exc:  # the kernel is waiting: always answer
+            log.exception("tool server failure")
+            return _error("InternalError", f"{type(exc).__name__}: {exc}", "protocol")
+
+    # ---- results for the agent -------------------------------------------------------
+
+    def drain_calls(self) -> list[ToolCall]:
+        """The calls recorded since the previous drain."""
+        with self._lock:
+            new = self.calls[self._drained:]
+            self._drained = len(self.calls)
+        return new
+
+    @property
+    def final_answer(self) -> FinalAnswer | None:
+        with self._lock:
+            return self._final
+
+    def reset_final_answer(self) -> None:
+        with self._lock:
+            self._final = None
+
+    # ---- socket thread ---------------------------------------------------------------
+
+    def _wake(self) -> None:
+        # Under the lock: a worker that outlives stop() must never write to a
+        # closed (and possibly reused) file descriptor.
+        with self._wake_lock:
+            if self._wake_w < 0:
+                return
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass  # the pipe is full: a wake-up is pending anyway
+
+    def _serve(self) -> None:
+        ctx = zmq.Context()
+        router = ctx.socket(zmq.ROUTER)
+        with self._wake_lock:
+            self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        os.set_blocking(self._wake_r, False)
+        pool = _Workers(self.max_workers)
+        try:
+            router.setsockopt(zmq.LINGER, 0)
+            router.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)  # larger: disconnected
+            router.setsockopt(zmq.SNDHWM, 1000)
+            router.bind(f"ipc://{self.socket_path}")
+            # The kernel runs as another uid; the session folder is traversable only.
+            os.chmod(self.socket_path, 0o666)
+        except (zmq.ZMQError, OSError) as exc:
+            self._start_error = exc
+        self._ready.set()
+        try:
+            if self._start_error is None:
+                self._loop(router, pool)
+        finally:
+            pool.shutdown(timeout=1.0)
+            router.close(0)
+            ctx.term()
+            with self._wake_lock:
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_r = self._wake_w = -1
+            if self._start_error is None:
+                try:
+                    self.socket_path.unlink()
+                except OSError:
+                    pass
+
+    def _loop(self, router: zmq.Socket[bytes], pool: _Workers) -> None:
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        pending: dict[int, _Request] = {}
+        while not self._stopping:
+            timeout = None
+            if pending:
+                nearest = min(r.deadline for r in pending.values())
+                timeout = max(0, int((nearest - time.monotonic()) * 1000) + 1)
+            events = dict(poller.poll(timeout))
+            if self._wake_r in events:
+                self._send_finished(router, pending)
+            if router in events:
+                for _ in range(100):  # bounded, so replies and timeouts get their turn
+                    try:
+                        frames = router.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._accept(router, pool, pending, frames)
+            self._expire(router, pending)
+
+    def _send_finished(self, router: zmq.Socket[bytes], pending: dict[int, _Request]) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                request, reply = self._done.get_nowait()
+            except queue.Empty:
+                return
+            if pending.pop(request.key, None) is not None:  # else: it already timed out
+                _send(router, request.ident, reply)
+
+    def _expire(self, router: zmq.Socket[bytes], pending: dict[int, _Request]) -> None:
+        now = time.monotonic()
+        for key, request in list(pending.items()):
+            if now >= request.deadline:
+                del pending[key]
+                name = str(request.header.get("tool"))
+                _send(router, request.ident, _error(
+                    "TimeoutError", f"host tool {name} did not finish within "
+                    f"{self.call_timeout:g}s (it may still be running on the host)", "timeout"))
+
+    def _accept(
+        self, router: zmq.Socket[bytes], pool: _Workers,
+        pending: dict[int, _Request], frames: list[bytes],
+    ) -> None:
+        # A REQ peer sends [identity, b"", header, blobs...]; anything else
+        # cannot be answered in a way REQ understands, so it is dropped.
+        if len(frames) < 3 or frames[1] != b"":
+            self.rejected_messages += 1
+            return
+        ident = frames[0]
+        header, problem = self._parse(frames[2:])
+        if header is None:
+            self.rejected_messages += 1
+            _send(router, ident, _error("ProtocolError", problem, "protocol"))
+            return
+        # Per-peer and global caps: a flooding peer only starves itself (a REQ
+        # socket, one per kernel thread, never has more than one call in flight).
+        mine = sum(1 for r in pending.values() if r.ident == ident)
+        if mine >= self.max_pending_per_peer or len(pending) >= self.max_pending:
+            _send(router, ident, _error(
+                "BusyError", f"the host is busy with {len(pending)} tool calls; retry later",
+                "busy"))
+            return
+        request = _Request(next(self._seq), ident, header, frames[3:],
+                           time.monotonic() + self.call_timeout)
+        pending[request.key] = request
+        pool.submit(lambda: self._run(request))
+
+    def _parse(self, frames: list[bytes]) -> tuple[dict[str, Any] | None, str]:
+        if len(frames) > MAX_BLOBS + 1:
+            return None, f"too many frames ({len(frames)})"
+        try:
+            header = json.loads(frames[0])
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return None, "the request header is not JSON"
+        if not isinstance(header, dict) or not isinstance(header.get("tool"), str):
+            return None, "the request header must be an object with a 'tool' string"
+        if header.get("v", 1) != 1:
+            return None, f"unsupported protocol version {header.get('v')!r}"
+        token = header.get("token", "")
+        if self.token and not (isinstance(token, str) and hmac.compare_digest(token, self.token)):
+            return None, "bad or missing token"
+        return header, ""
+
+    # ---- worker threads --------------------------------------------------------------
+
+    def _run(self, request: _Request) -> None:
+        try:
+            reply = self._dispatch(request)
+        except BaseException as exc:  # never lose a reply: the kernel is waiting for it
+            log.exception("tool server failure")
+            reply = _error("InternalError", f"{type(exc).__name__}: {exc}", "protocol")
+        self._done.put((request, reply))
+        self._wake()
+
+    def _dispatch(self, request: _Request) -> list[bytes]:
+        header = request.header
+        name = header["tool"]
+        args, kwargs = header.get("args", []), header.get("kwargs", {})
+        started, t0 = time.time(), time.perf_counter()
+        if name == FINAL_ANSWER:
+            return self._final_answer(request, started, t0)
+        tool = self.tools.get(name)
+        if tool is None:
+            known = ", ".join([*sorted(self.tools), FINAL_ANSWER])
+            message = f"unknown host tool {name[:100]!r}; the tools are: {known}"
+            self._record(name[:100], {}, None, message, started, t0)
+            return _error("NameError", message, "unknown_tool")
+        try:
+            arguments = tool.bind(args, kwargs)
+        except ToolError as exc:
+            self._record(name, _raw_arguments(args, kwargs), None, str(exc), started, t0)
+            return _error("TypeError", str(exc), "arguments")
+        try:
+            value = tool.invoke(arguments)
+        except Exception as exc:
+            message = _exception_text(exc)
+            self._record(name, arguments, None, f"{type(exc).__name__}: {message}", started, t0)
+            return _error(type(exc).__name__, message, "tool")
+        accept = header.get("accept")
+        try:
+            obj, blobs, notes = encode_value(value, accept if isinstance(accept, list) else [])
+        except Exception as exc:
+            message = f"the result of {name} could not be sent: {type(exc).__name__}: {exc}"
+            self._record(name, arguments, summarize(value), message, started, t0)
+            return _error("ValueError", message, "protocol")
+        self._record(name, arguments, summarize(value), None, started, t0, value)
+        reply = {"ok": True, "result": obj}
+        if notes:
+            reply["notes"] = notes
+        return [json.dumps(reply).encode(), *blobs]
+
+    def _final_answer(self, request: _Request, started: float, t0: float) -> list[bytes]:
+        kwargs, notes = request.header.get("kwargs"), request.header.get("notes") or []
+        if not isinstance(kwargs, dict) or "value" not in kwargs or not isinstance(notes, list):
+            message = "final_answer(value) takes exactly one argument, value"
+            self._record(FINAL_ANSWER, {}, None, message, started, t0)
+            return _error("TypeError", message, "arguments")
+        try:
+            answer = decode_final_answer(kwargs["value"], request.blobs, notes)
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            message = f"the final answer could not be decoded: {exc}"
+            self._record(FINAL_ANSWER, {}, None, message, started, t0)
+            return _error("ValueError", message, "arguments")
+        with self._lock:
+            self._final = answer
+        self._record(FINAL_ANSWER, {"value": summarize(answer.value)}, answer.kind, None,
+                     started, t0)
+        return [b'{"ok": true, "result": null}']
+
+    def _record(
+        self, name: str, arguments: dict[str, Any], result: str | None, error: str | None,
+        started: float, t0: float, value: Any = None,
+    ) -> None:
+        call = ToolCall(name, arguments, result, error, started, time.perf_counter() - t0, value)
+        with self._lock:
+            self.calls.append(call)
+
+
+class _Workers:
+    """Daemon worker threads, started on demand.
+
+    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so
+    one hung tool would keep the whole CLI from exiting after Ctrl-C.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+        self.idle = 0
+        self.queued = 0  # submitted, not yet taken by a worker
+        self.stopping = False
+        self.lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self.lock:
+            # Compare with the jobs still queued, not just zero: idle workers that have
+            # not woken yet are already spoken for, and a call that waits for its
+            # siblings (threads in the kernel) would wait for a worker that never comes.
+            self.queued += 1
+            if self.queued > self.idle and len(self.threads) < self.size:
+                thread = threading.Thread(target=self._work, daemon=True,
+                                          name=f"codeact-tool-{len(self.threads)}")
+                self.threads.append(thread)
+                thread.start()
+        self.jobs.put(job)
+
+    def _work(self) -> None:
+        while True:
+            with self.lock:
+                self.idle += 1
+            job = self.jobs.get()
+            if job is None:
+                return
+            with self.lock:
+                self.idle -= 1
+                self.queued -= 1
+            if not self.stopping:
+                job()
+
+    def shutdown(self, timeout: float) -> None:
+        """Stop idle workers; a worker stuck in a tool is left behind (it is a daemon)."""
+        self.stopping = True
+        for _ in self.threads:
+            self.jobs.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _send(router: zmq.Socket[bytes], ident: bytes, frames: list[bytes]) -> None:
+    try:
+        router.send_multipart([ident, b"", *frames], zmq.NOBLOCK)
+    except zmq.ZMQError:  # the peer is gone or not reading: never block the host
+        pass
+
+
+def _error(type_name: str, message: str, category: str) -> list[bytes]:
+    error = {"type": type_name, "message": message, "category": category}
+    return [json.dumps({"ok": False, "error": error}).encode()]
+
+
+def _exception_text(exc: BaseException) -> str:
+    # str(KeyError("x")) quotes its message; the kernel should see it as written.
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc)
+
+
+def _raw_arguments(args: Any, kwargs: Any) -> dict[str, Any]:
+    raw = dict(kwargs) if isinstance(kwargs, dict) else {"<kwargs>": summarize(kwargs)}
+    if args:
+        raw["<args>"] = args if isinstance(args, list) else summarize(args)
+    return raw

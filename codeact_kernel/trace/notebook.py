@@ -1,0 +1,280 @@
+"""The run as a notebook: the trace is the audit log.
+
+Outputs go in exactly as Jupyter saves them (full MIME bundles); reasoning,
+tokens, cost, timings, tool calls and policy verdicts go in metadata under the
+``codeact`` key. The file is rewritten atomically after every step, so a crash
+loses at most the step in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbformat import NotebookNode
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_raw_cell
+from nbformat.v4.nbjson import writes as writes_json
+
+from ..agent.results import StepRecord
+from ..errors import TraceError
+
+TRACE_FORMAT_VERSION = 1
+KERNELSPEC = {
+    "name": "codeact-sandbox",
+    "display_name": "Python 3 (CodeAct sandbox)",
+    "language": "python",
+}
+BLOCKED_TAG = "blocked"
+SETUP_TAG = "codeact-setup"
+SETUP_TEMPLATE = Path(__file__).parents[1] / "kernel_side" / "replay_setup.py"
+
+
+class TraceWriter:
+    """Builds and atomically rewrites one run's notebook."""
+
+    def __init__(self, path: Path, run_meta: dict[str, Any]) -> None:
+        self.path = path
+        self.nb = new_notebook()
+        self.nb.metadata["kernelspec"] = dict(KERNELSPEC)
+        self.nb.metadata["language_info"] = {"name": "python"}
+        self.nb.metadata["codeact"] = {
+            "format_version": TRACE_FORMAT_VERSION,
+            "task": None,
+            "status": "running",
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "final_answer": None,
+            "runs": [],
+            "versions": _versions(),
+            **run_meta,
+        }
+        setup = new_code_cell("", metadata={"codeact": {"role": "setup"}, "tags": [SETUP_TAG]})
+        self.nb.cells.append(setup)
+
+    def add_task(self, task: str) -> None:
+        """Open a run; one session (the %%agent magic) may hold several."""
+        meta = self.nb.metadata["codeact"]
+        if meta["task"] is None:
+            meta["task"] = task
+        meta["status"] = "running"
+        meta["runs"].append({"task": task, "status": "running", "first_cell": len(self.nb.cells)})
+        self.nb.cells.append(
+            new_markdown_cell(f"## Task\n\n{task}", metadata={"codeact": {"role": "task"}})
+        )
+        self.save()
+
+    def add_step(self, record: StepRecord) -> None:
+        meta = {"codeact": record.metadata()}
+        if record.model_text:
+            self.nb.cells.append(
+                new_markdown_cell(
+                    _quote_model_text(record.step, record.model_text),
+                    metadata={"codeact": {"role": "model", "step": record.step}},
+                )
+            )
+        if record.code is None:
+            pass
+        elif record.blocked:
+            # A raw cell, so that Run All in JupyterLab never executes blocked code.
+            reasons = "; ".join(v.get("message", "") for v in record.policy.get("violations", []))
+            cell = new_raw_cell(record.code, metadata=meta)
+            cell.metadata["tags"] = [BLOCKED_TAG]
+            cell.metadata["raw_mimetype"] = "text/x-python"
+            self.nb.cells.append(cell)
+            self.nb.cells.append(
+                new_markdown_cell(
+                    f"> **Blocked by policy (step {record.step}):** {reasons}",
+                    metadata={"codeact": {"role": "verdict", "step": record.step}},
+                )
+            )
+        else:
+            cell = new_code_cell(record.code, metadata=meta)
+            cell.outputs = list(record.outputs)
+            cell.execution_count = record.execution_count
+            self.nb.cells.append(cell)
+        self.save()
+
+    def finish(self, status: str, final_answer: Any, totals: dict[str, Any]) -> None:
+        """Close the current run with its status, answer and totals, then validate."""
+        meta = self.nb.metadata["codeact"]
+        run = meta["runs"][-1] if meta["runs"] else {}
+        run.update(status=status, final_answer=final_answer, totals=totals)
+        meta.update(status=status, final_answer=final_answer, totals=totals)
+        meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        summary = f"## Result: {status}"
+        if final_answer is not None:
+            summary += "\n\n```\n" + _answer_text(final_answer) + "\n```"
+        self.nb.cells.append(new_markdown_cell(summary, metadata={"codeact": {"role": "result"}}))
+        nbformat.validate(self.nb)
+        self.save(durable=True)
+
+    def save(self, durable: bool = False) -> None:
+        """Write to a temporary file in the same folder, then rename over it.
+
+        The rename alone means a killed process leaves the last complete step
+        on disk; ``durable`` adds an fsync (power loss), done once per run,
+        because it costs milliseconds on every step. Validation also happens
+        once per run (``finish``), not on every step. So does nbformat's own
+        layout (indented, sorted, sources split into lines): its deep copy and
+        pure-Python encoder cost ~10 ms a save at 40 steps, growing with the
+        notebook; the compact form between steps is the same notebook, one line.
+        """
+        self.nb.cells[0].source = setup_source(self.nb)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(writes_json(self.nb) if durable else json.dumps(self.nb))
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def tool_call_record(call: Any) -> dict[str, Any]:
+    """A tool call as the trace keeps it: JSON, with the full result for replay."""
+    record: dict[str, Any] = {
+        "name": call.name, "arguments": call.arguments, "result": call.result,
+        "error": call.error, "started": call.started, "duration": round(call.duration, 6),
+    }
+    if call.error is None and call.name != "final_answer":
+        record["value"], record["value_kind"] = _replayable(call.value)
+    return record
+
+
+def _replayable(value: Any) -> tuple[Any, str]:
+    kind = type(value).__module__.split(".")[0] + "." + type(value).__name__
+    if kind == "pandas.DataFrame":
+        split = json.loads(value.to_json(orient="split", date_format="iso"))
+        return {"data": split["data"], "columns": split["columns"], "index": split["index"]}, (
+            "dataframe"
+        )
+    if kind == "numpy.ndarray":
+        return {"data": value.tolist(), "dtype": str(value.dtype)}, "ndarray"
+    try:
+        text = json.dumps(value)
+        return json.loads(text), "json"
+    except (TypeError, ValueError):
+        return repr(value), "repr"
+
+
+def setup_source(nb: NotebookNode) -> str:
+    """The replay setup cell: recorded-tool stubs serving the results in ``nb``, in order."""
+    recorded: dict[str, list[dict[str, Any]]] = {}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for call in cell.metadata.get("codeact", {}).get("tool_calls", []):
+            if call.get("name") != "final_answer":
+                recorded.setdefault(call["name"], []).append(
+                    {k: call[k] for k in ("arguments", "value", "value_kind", "error")
+                     if k in call}
+                )
+    stubs = []
+    for tool in nb.metadata.get("codeact", {}).get("tools", []):
+        name = tool["name"]
+        stubs.append(
+            f"def {tool['signature']}:\n"
+            f"    return _codeact_replay_call({name!r}, dict(locals()))\n"
+        )
+    source = SETUP_TEMPLATE.read_text(encoding="utf-8")
+    source = source.replace("__RECORDED__", repr(json.dumps(recorded, default=repr)))
+    return source + "\n\n" + "\n\n".join(stubs)
+
+
+def answer_for_trace(value: Any, kind: str, type_name: str = "") -> Any:
+    """A JSON description of a final answer: JSON values as they are, others previewed."""
+    if kind == "json":
+        return value
+    described: dict[str, Any] = {"kind": kind}
+    if kind in ("dataframe", "series", "ndarray"):
+        described["shape"] = list(getattr(value, "shape", ()))
+        if kind == "ndarray":
+            described["dtype"] = str(value.dtype)
+            described["preview"] = str(value)[:5000]
+        else:
+            described["preview"] = value.to_string(max_rows=30)[:5000]
+    elif kind in ("png", "bytes"):
+        described["bytes"] = len(value)
+        described["preview"] = f"<{kind}, {len(value)} bytes>"
+    else:
+        described["type"] = type_name
+        described["preview"] = str(value)[:5000]
+    return described
+
+
+def _quote_model_text(step: int, text: str) -> str:
+    return f"**Step {step} · model**\n\n{text}"
+
+
+def _answer_text(value: Any) -> str:
+    if isinstance(value, dict) and value.get("kind") and "preview" in value:
+        return str(value["preview"])
+    try:
+        return json.dumps(value, indent=2, default=str)[:5000]
+    except (TypeError, ValueError):
+        return repr(value)[:5000]
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for name in ("codeact-kernel", "jupyter-client", "ipykernel", "litellm", "nbformat"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def load_trace(path: str | Path) -> NotebookNode:
+    """Read and check a trace; every way it can be unusable gets an error naming the fix."""
+    path = Path(path)
+    if not path.exists():
+        raise TraceError(f"{path}: no such file")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise TraceError(f"{path} is not a text file, so not a notebook: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise TraceError(
+            f"{path} is not a notebook: invalid JSON at line {exc.lineno} column {exc.colno} "
+            f"({exc.msg}). Was it truncated? Traces are written atomically, so a partial file "
+            "is not one of ours."
+        ) from exc
+    if not isinstance(raw, dict) or "cells" not in raw or "nbformat" not in raw:
+        raise TraceError(f"{path} is JSON but not a Jupyter notebook (no cells/nbformat keys)")
+    try:
+        nb: NotebookNode = nbformat.reads(json.dumps(raw), as_version=4)
+        nbformat.validate(nb)
+    except Exception as exc:  # nbformat raises several unrelated types here
+        raise TraceError(f"{path} is not a valid notebook: {_first_line(exc)}") from exc
+    meta = nb.metadata.get("codeact")
+    if not isinstance(meta, dict):
+        raise TraceError(
+            f"{path} is a notebook but not a codeact trace (no 'codeact' metadata). "
+            "`codeact run` and %%agent write traces; plain notebooks can be run with nbclient."
+        )
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise TraceError(f"{path}: trace format version {version!r} is not understood")
+    if version > TRACE_FORMAT_VERSION:
+        raise TraceError(
+            f"{path} was written by a newer codeact_kernel (trace format {version}; this one "
+            f"reads up to {TRACE_FORMAT_VERSION}). Upgrade: pip install -U codeact-kernel"
+        )
+    return nb
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,198 @@
+"""Re-running a trace notebook in a fresh sandboxed kernel and comparing outputs.
+
+Hermetic by default: tool calls are served from the results recorded in the
+trace (its setup cell), so replay calls no tool, no API and no model; this
+module never imports litellm. ``live_tools`` calls the real host tools instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import secrets
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_core.utils import run_sync
+from nbformat import NotebookNode
+from traitlets import Bool, Float, Instance, default
+from traitlets.config import Configurable
+
+from ..agent.observation import keep_full_output, observed_text
+from ..kernels.session import KernelSession
+from ..tools.tool import Tool, ToolServer, kernel_bootstrap_code
+from .notebook import BLOCKED_TAG, SETUP_TAG, load_trace
+
+_NORMALIZERS = [
+    (re.compile(r"0x[0-9a-fA-F]{4,}"), "0x<addr>"),
+    (re.compile(r"\b\d+(?:\.\d+)?(?:e-?\d+)?\s?(?:ns|µs|us|ms|s|sec|secs|seconds)\b"), "<time>"),
+    (re.compile(r"\b(?:id|pid)=\d+"), "id=<n>"),
+    (re.compile(r"(?:Cell )?In ?\[\d*\]"), "In[<n>]"),
+    (re.compile(r"/[\w./-]*codeact-sessions-\d+/s\d+-\w+"), "<session>"),
+    (re.compile(r"[ \t]+$", re.MULTILINE), ""),
+]
+IMAGE_PREFIX = "image/"
+
+
+def normalize(text: str) -> str:
+    """Remove what legitimately varies between runs: addresses, timings, ids, paths."""
+    for pattern, replacement in _NORMALIZERS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def render_outputs(outputs: list[Any]) -> list[str]:
+    """A comparable text form of outputs; images compare by kind, not by bytes."""
+    lines: list[str] = []
+    for output in outputs:
+        kind = output.get("output_type")
+        if kind == "stream":
+            lines.append(f"[{output.get('name')}]")
+            lines.extend(normalize(_text(output.get("text", ""))).splitlines())
+        elif kind == "error":
+            lines.append(f"[error] {output.get('ename')}: {normalize(output.get('evalue', ''))}")
+        else:
+            data = output.get("data", {})
+            for mime in sorted(data):
+                if mime.startswith(IMAGE_PREFIX):
+                    lines.append(f"[{kind} {mime}]")
+                elif mime in ("text/plain", "text/html", "text/markdown", "application/json"):
+                    lines.append(f"[{kind} {mime}]")
+                    value = data[mime]
+                    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+                    lines.extend(normalize(_text(text)).splitlines())
+    return _merge_streams(lines)
+
+
+def _text(value: Any) -> str:
+    return "".join(value) if isinstance(value, list) else str(value)
+
+
+def _merge_streams(lines: list[str]) -> list[str]:
+    # Stream chunking varies between runs; only the text per stream matters.
+    merged: list[str] = []
+    for line in lines:
+        if line.startswith("[std") and merged and merged[-1] == line:
+            continue
+        merged.append(line)
+    return merged
+
+
+@dataclass
+class CellVerdict:
+    cell: int
+    step: int | None
+    verdict: str  # same | differs | error-reproduced | blocked
+    diff: str = ""
+
+
+@dataclass
+class ReplayReport:
+    trace: str
+    cells: list[CellVerdict] = field(default_factory=list)
+
+    @property
+    def all_same(self) -> bool:
+        return all(c.verdict != "differs" for c in self.cells)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for cell in self.cells:
+            out[cell.verdict] = out.get(cell.verdict, 0) + 1
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"trace": self.trace, "all_same": self.all_same, "counts": self.counts(),
+                "cells": [asdict(c) for c in self.cells]}
+
+
+class Replayer(Configurable):
+    """Re-executes a trace's code cells, in order, in a fresh sandboxed kernel."""
+
+    timeout = Float(
+        0.0, help="Seconds each cell may run; 0 means the step timeout recorded in the trace."
+    ).tag(config=True)
+    live_tools = Bool(
+        False, help="Call the real host tools instead of serving the recorded results."
+    ).tag(config=True)
+    session = Instance(KernelSession, help="The sandboxed kernel session to replay in.")
+
+    @default("session")
+    def _default_session(self) -> KernelSession:
+        return KernelSession(parent=self)
+
+    async def areplay(self, path: str | Path, tools: list[Tool] | None = None) -> ReplayReport:
+        nb = load_trace(path)
+        report = ReplayReport(str(path))
+        timeout = self.timeout or float(nb.metadata["codeact"].get("agent", {}).get(
+            "step_timeout", 60))
+        server: ToolServer | None = None
+        async with self.session as session:
+            if self.live_tools:
+                server = self._live_tools(session, tools or [], nb)
+            try:
+                await self._run_setup(session, nb)
+                for index, cell in enumerate(nb.cells):
+                    verdict = await self._replay_cell(session, index, cell, timeout)
+                    if verdict is not None:
+                        report.cells.append(verdict)
+            finally:
+                if server is not None:
+                    server.stop()
+        return report
+
+    replay = run_sync(areplay)
+
+    def _live_tools(self, session: KernelSession, tools: list[Tool],
+                    nb: NotebookNode) -> ToolServer:
+        recorded = {t["name"] for t in nb.metadata["codeact"].get("tools", [])}
+        missing = sorted(recorded - {t.name for t in tools})
+        if missing:
+            from ..errors import ToolError
+
+            raise ToolError(
+                f"--live-tools needs every tool the trace used; missing: {', '.join(missing)}. "
+                "Pass them with --tools pkg.module:name"
+            )
+        assert session.session_dir is not None
+        server = ToolServer(tools, session.session_dir / "tools.sock",
+                            token=secrets.token_hex(16)).start()
+        session.startup_code = [kernel_bootstrap_code(tools, server.socket_path,
+                                                      token=server.token)]
+        return server
+
+    async def _run_setup(self, session: KernelSession, nb: NotebookNode) -> None:
+        if self.live_tools:
+            await session.async_run_startup_code()
+            return
+        setup = next((c for c in nb.cells if SETUP_TAG in c.metadata.get("tags", [])), None)
+        if setup is not None:
+            result = await session.async_execute(setup.source, silent=True,
+                                                 store_history=False, timeout=60)
+            if not result.ok:
+                from ..errors import TraceError
+
+                raise TraceError(f"the trace's replay setup cell failed: {result.reason}")
+
+    async def _replay_cell(self, session: KernelSession, index: int, cell: NotebookNode,
+                           timeout: float) -> CellVerdict | None:
+        meta = cell.metadata.get("codeact", {})
+        tags = cell.metadata.get("tags", [])
+        step = meta.get("step")
+        if cell.cell_type == "raw" and BLOCKED_TAG in tags:
+            return CellVerdict(index, step, "blocked")
+        if cell.cell_type != "code" or SETUP_TAG in tags:
+            return None
+        result = await session.async_execute(cell.source, timeout=timeout)
+        if isinstance(meta.get("outputs_key"), int):
+            # As in the run: later cells may page through this one's whole output.
+            await keep_full_output(session, meta["outputs_key"], observed_text(result), timeout)
+        recorded, fresh = render_outputs(cell.outputs), render_outputs(result.outputs)
+        if recorded != fresh:
+            diff = "\n".join(list(difflib.unified_diff(
+                recorded, fresh, "recorded", "replayed", lineterm="", n=1))[:40])
+            return CellVerdict(index, step, "differs", diff)
+        had_error = any(o.get("output_type") == "error" for o in cell.outputs)
+        return CellVerdict(index, step, "error-reproduced" if had_error else "same")

@@ -1,0 +1,136 @@
+"""Reading a trace as a reviewer: a terminal summary (`codeact show`) and HTML export."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from nbformat import NotebookNode
+from nbformat.v4 import new_markdown_cell
+
+from ..errors import CodeActError
+from .notebook import BLOCKED_TAG, SETUP_TAG, load_trace
+
+
+def _fmt_call(call: dict[str, Any], width: int = 90) -> str:
+    args = ", ".join(f"{k}={v!r}" for k, v in (call.get("arguments") or {}).items())
+    outcome = f"raised {call['error']}" if call.get("error") else f"-> {call.get('result')}"
+    text = f"{call.get('name')}({args}) {outcome} [{call.get('duration', 0) * 1000:.1f} ms]"
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def step_cells(nb: NotebookNode) -> list[NotebookNode]:
+    """The cells that carry a step's metadata: executed code and blocked code."""
+    return [
+        c for c in nb.cells
+        if c.cell_type in ("code", "raw") and "step" in c.metadata.get("codeact", {})
+        and SETUP_TAG not in c.metadata.get("tags", [])
+    ]
+
+
+def show_lines(nb: NotebookNode, indent: str = "", base: Path | None = None) -> list[str]:
+    """The readable summary of one trace (and of the sub-agent traces it links)."""
+    meta = nb.metadata["codeact"]
+    totals = meta.get("totals") or {}
+    lines = [
+        f"{indent}Task:   {meta.get('task')}",
+        f"{indent}Model:  {meta.get('model')}   status: {meta.get('status')}",
+        f"{indent}Totals: {totals.get('steps', '?')} steps, tokens "
+        f"{totals.get('prompt_tokens', 0)}+{totals.get('completion_tokens', 0)}, "
+        f"cost ${totals.get('cost') or 0:.4f}, {totals.get('duration', 0):.1f}s",
+    ]
+    for cell in step_cells(nb):
+        lines.extend(_step_lines(cell, indent, base))
+    answer = meta.get("final_answer")
+    if answer is not None:
+        text = answer.get("preview") if isinstance(answer, dict) and "preview" in answer else (
+            json.dumps(answer, default=str))
+        lines.append(f"{indent}Final answer: {str(text)[:500]}")
+    if meta.get("status") != "answered" and totals.get("reason"):
+        lines.append(f"{indent}Reason: {totals['reason']}")
+    return lines
+
+
+def _step_lines(cell: NotebookNode, indent: str, base: Path | None) -> list[str]:
+    m = cell.metadata["codeact"]
+    blocked = BLOCKED_TAG in cell.metadata.get("tags", [])
+    status = "BLOCKED" if blocked else m.get("status", "")
+    lines = [
+        f"{indent}  step {m.get('step')}: {status:<8} llm {m.get('llm_duration', 0):.2f}s  "
+        f"exec {m.get('exec_duration', 0):.3f}s  tokens {m.get('prompt_tokens', 0)}+"
+        f"{m.get('completion_tokens', 0)}"
+    ]
+    if blocked:
+        for v in m.get("policy", {}).get("violations", []):
+            lines.append(f"{indent}      policy [{v.get('rule')}] {v.get('message')}")
+    if m.get("reason") and m.get("recovery", "none") != "none":
+        lines.append(f"{indent}      {m['reason']}")
+    for call in m.get("tool_calls", []):
+        lines.append(f"{indent}      tool {_fmt_call(call)}")
+        child = call.get("trace")
+        if child and base is not None:
+            lines.extend(_child_lines(base / child, indent + "        "))
+    return lines
+
+
+def _child_lines(path: Path, indent: str) -> list[str]:
+    try:
+        child = load_trace(path)
+    except CodeActError as exc:
+        return [f"{indent}(sub-agent trace unreadable: {exc})"]
+    return [f"{indent}sub-agent trace {path.name}:", *show_lines(child, indent, path.parent)]
+
+
+def show(path: str | Path) -> str:
+    nb = load_trace(path)
+    return "\n".join(show_lines(nb, base=Path(path).parent))
+
+
+def annotated_copy(nb: NotebookNode) -> NotebookNode:
+    """A copy with each step's metadata shown in a markdown cell above its code."""
+    out = copy.deepcopy(nb)
+    cells: list[NotebookNode] = []
+    for cell in out.cells:
+        m = cell.metadata.get("codeact", {})
+        if "step" in m and cell.cell_type in ("code", "raw"):
+            cells.append(new_markdown_cell(_step_markdown(cell)))
+        cells.append(cell)
+    out.cells = cells
+    return out
+
+
+def _step_markdown(cell: NotebookNode) -> str:
+    m = cell.metadata["codeact"]
+    rows = [
+        f"**Step {m.get('step')}** · status `{m.get('status')}` · model `{m.get('model')}`",
+        f"tokens {m.get('prompt_tokens', 0)} prompt + {m.get('completion_tokens', 0)} completion"
+        f" · cost ${m.get('cost') or 0:.5f} · LLM {m.get('llm_duration', 0):.2f}s"
+        f" · execution {m.get('exec_duration', 0):.3f}s",
+    ]
+    verdict = m.get("policy", {})
+    if not verdict.get("allowed", True):
+        rows.append("policy: **blocked** — " + "; ".join(
+            f"[{v.get('rule')}] {v.get('message')}" for v in verdict.get("violations", [])))
+    for call in m.get("tool_calls", []):
+        rows.append(f"tool call: `{_fmt_call(call, 200)}`")
+    if cell.cell_type == "raw":
+        # nbconvert drops raw cells from HTML, and blocked code must stay visible.
+        rows.append(f"blocked code (not run):\n\n```python\n{cell.source}\n```")
+    return "\n\n".join(rows)
+
+
+def export_html(path: str | Path, output: str | Path | None = None) -> Path:
+    """Write the trace as HTML with per-step metadata visible; returns the file written."""
+    try:
+        from nbconvert import HTMLExporter
+    except ImportError as exc:
+        raise CodeActError(
+            "HTML export needs nbconvert: pip install 'codeact-kernel[export]'"
+        ) from exc
+    nb = load_trace(path)
+    body, _ = HTMLExporter().from_notebook_node(annotated_copy(nb))
+    target = Path(output) if output else Path(path).with_suffix(".html")
+    target.write_text(body, encoding="utf-8")
+    return target

@@ -1,0 +1,157 @@
+"""%%agent through IPython's own testing shell, against real sandboxed kernels."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from IPython.core.error import UsageError
+from IPython.testing.globalipapp import start_ipython
+
+from ..scripted_llm import ScriptedLLMServer
+
+
+def fence(code: str) -> str:
+    return f"Doing it.\n```python\n{code}\n```"
+
+
+@pytest.fixture(scope="module")
+def ip() -> Any:
+    shell = start_ipython()
+    assert shell is not None
+    shell.run_line_magic("load_ext", "codeact_kernel")
+    return shell
+
+
+@pytest.fixture
+def llm(ip: Any, tmp_path: Path) -> Iterator[ScriptedLLMServer]:
+    with ScriptedLLMServer() as server:
+        ip.run_line_magic("config", "AgentMagics.model = 'openai/scripted'")
+        ip.run_line_magic("config", f"AgentMagics.api_base = {server.api_base!r}")
+        ip.run_line_magic("config", f"AgentMagics.trace_dir = {str(tmp_path)!r}")
+        yield server
+    magics = ip.magics_manager.registry["AgentMagics"]
+    magics.close()
+
+
+def agent_cell(ip: Any, line: str, task: str) -> None:
+    ip.run_cell_magic("agent", line, task)
+
+
+def test_options_out_variable_and_trace(ip: Any, llm: ScriptedLLMServer, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    llm.enqueue(fence("x = 21\nprint('half is', x)\nfinal_answer(x * 2)"))
+    agent_cell(ip, "--max-steps 2 -o answer", "double 21")
+    assert ip.user_ns["answer"] == 42 and ip.user_ns["_agent"] == 42
+    printed = capsys.readouterr().out
+    assert "half is 21" in printed  # the step's output was shown live
+    path = ip.run_line_magic("agent_trace", "")
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["codeact"]["final_answer"] == 42
+    copy = ip.run_line_magic("agent_trace", str(tmp_path / "copy.ipynb"))
+    assert Path(copy).exists()
+
+
+def test_session_persists_across_cells_and_reset_clears(ip: Any,
+                                                        llm: ScriptedLLMServer) -> None:
+    llm.enqueue(fence("kept = 5\nfinal_answer(kept)"), fence("final_answer(kept + 1)"))
+    agent_cell(ip, "", "make kept")
+    agent_cell(ip, "-o later", "now use it")
+    assert ip.user_ns["later"] == 6
+    # The second cell's prompt carried the conversation of the first.
+    assert any("make kept" in str(m.get("content")) for m in llm.requests[1]["messages"])
+    ip.run_line_magic("agent_reset", "")
+    llm.enqueue(fence("final_answer('kept' in globals())"))
+    agent_cell(ip, "-o exists", "is kept still there?")
+    assert ip.user_ns["exists"] is False
+
+
+def test_dataframe_round_trip_in_and_out(ip: Any, llm: ScriptedLLMServer) -> None:
+    import pandas as pd
+    ip.user_ns["sales"] = pd.DataFrame({"month": [1, 1, 2], "amount": [10.0, 5.0, 7.5]})
+    llm.enqueue(fence("final_answer(sales.groupby('month', as_index=False)['amount'].sum())"))
+    agent_cell(ip, "--in sales -o by_month --new", "total by month")
+    assert isinstance(ip.user_ns["by_month"], pd.DataFrame)
+    assert ip.user_ns["by_month"]["amount"].tolist() == [15.0, 7.5]
+    system = llm.requests[0]["messages"][0]["content"]
+    assert "sales: DataFrame" in system and "shape (3, 2)" in system
+
+
+def test_notebook_functions_as_host_tools(ip: Any, llm: ScriptedLLMServer) -> None:
+    ip.run_cell("calls = []\n"
+                "def lookup(key: str) -> int:\n"
+                "    '''Look a key up in the notebook.\n\n    Args:\n        key: The key.\n'''\n"
+                "    calls.append(key)\n"
+                "    return len(key)\n")
+    llm.enqueue(fence("final_answer(lookup('abcd'))"))
+    agent_cell(ip, "--tools lookup -o n", "use the tool")
+    assert ip.user_ns["n"] == 4
+    assert ip.user_ns["calls"] == ["abcd"]  # it ran in the user's own kernel
+
+
+def test_input_is_answered_by_the_human(ip: Any, llm: ScriptedLLMServer,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    prompts: list[str] = []
+
+    def human(prompt: str = "") -> str:
+        prompts.append(prompt)
+        return "Ada"
+
+    monkeypatch.setattr("builtins.input", human)
+    llm.enqueue(fence("name = input('Your name? ')\nfinal_answer('hello ' + name)"))
+    agent_cell(ip, "-o greeting", "greet me")
+    assert ip.user_ns["greeting"] == "hello Ada"
+    assert prompts == ["Your name? "]
+
+
+def test_code_option_inserts_next_cell(ip: Any, llm: ScriptedLLMServer) -> None:
+    llm.enqueue(fence("print('review me')"))
+    ip.rl_next_input = None
+    agent_cell(ip, "--code", "write code for me")
+    # IPython's set_next_input stores the text for the frontend's next prompt.
+    assert ip.rl_next_input == "print('review me')"
+
+
+def test_line_magic_and_bad_option(ip: Any, llm: ScriptedLLMServer) -> None:
+    llm.enqueue(fence("final_answer(3)"))
+    ip.run_line_magic("agent", "-o three add one and two")
+    assert ip.user_ns["three"] == 3
+    with pytest.raises(UsageError, match="Usage: %%agent"):
+        ip.run_cell_magic("agent", "--no-such-option", "task")
+    with pytest.raises(UsageError, match="no variable named nope"):
+        ip.run_cell_magic("agent", "--in nope", "task")
+    with pytest.raises(UsageError, match="not a function"):
+        ip.run_cell_magic("agent", "--tools nothing_here", "task")
+
+
+def test_sandbox_kernel_stops_when_the_user_kernel_exits(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    runtime = tmp_path / "rt"
+    runtime.mkdir()
+    with ScriptedLLMServer([fence("kept = 1\nfinal_answer(kept)")]) as llm:
+        script = (
+            "import os\n"
+            "from IPython.testing.globalipapp import start_ipython\n"
+            "ip = start_ipython()\n"
+            "ip.run_line_magic('load_ext', 'codeact_kernel')\n"
+            f"ip.run_line_magic('config', \"KernelSession.runtime_dir = {str(runtime)!r}\")\n"
+            f"ip.run_line_magic('config', \"AgentMagics.trace_dir = {str(tmp_path)!r}\")\n"
+            f"ip.run_cell_magic('agent', '--model openai/scripted --api-base {llm.api_base} "
+            "-o x', 'one')\n"
+            "print('alive', ip.user_ns['x'], len(os.listdir(" + repr(str(runtime)) + ")))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             timeout=120)
+    assert out.returncode == 0, out.stderr
+    # The session was running while the shell was (beside it, the notebook's warm kernel).
+    assert re.search(r"alive 1 [12]\b", out.stdout), out.stdout
+    assert not list(runtime.iterdir())  # and was shut down when the shell exited
+    leftovers = subprocess.run(["pgrep", "-f", str(runtime)], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == ""
