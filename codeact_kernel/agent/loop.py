@@ -27,6 +27,7 @@ from ..kernels.session import KernelSession
 from ..kernels.stdin import StdinHandler, StdinToolChannel
 from ..models.llm import LLM, Completion
 from ..policy.rules import KERNEL_HARDENING_CODE, Policy
+from ..telemetry.config import Telemetry, env_configured
 from ..tools.tool import FINAL_ANSWER, Tool, ToolServer, kernel_bootstrap_code, tool
 from ..trace.notebook import TraceWriter, answer_for_trace, tool_call_record
 from .managed import (
@@ -96,7 +97,15 @@ class Agent(Configurable):
         "optionally model, api_base, api_key_env, tools (['pkg.module:function']), max_steps.",
     ).tag(config=True)
 
+    otel_endpoint = Unicode(
+        "",
+        help="OTLP/HTTP endpoint (e.g. http://127.0.0.1:4318) that receives every run as "
+        "OpenTelemetry GenAI spans, live. Empty: the OTEL_EXPORTER_OTLP_ENDPOINT or "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT environment decides; unset too: no export.",
+    ).tag(config=True)
+
     llm = Instance(LLM, help="The model.")
+    telemetry = Instance(Telemetry, help="How runs become spans (sizes, redaction).")
     policy = Instance(Policy, help="The AST policy applied before any code runs.")
     session = Instance(KernelSession, help="The sandboxed kernel session.")
     pool = Instance(
@@ -108,6 +117,10 @@ class Agent(Configurable):
     @default("llm")
     def _default_llm(self) -> LLM:
         return LLM(parent=self)
+
+    @default("telemetry")
+    def _default_telemetry(self) -> Telemetry:
+        return Telemetry(parent=self)
 
     @default("policy")
     def _default_policy(self) -> Policy:
@@ -150,6 +163,9 @@ class Agent(Configurable):
         self._local: Any = None
         self._started = False
         self._deadline: float | None = None
+        # Set by an orchestrator: the span a sub-agent's run nests under.
+        self.otel_parent: dict[str, Any] | None = None
+        self._otel: Any = None
 
     @property
     def all_tools(self) -> list[Tool]:
@@ -181,8 +197,18 @@ class Agent(Configurable):
             await self.aclose()
             raise
         self.trace = TraceWriter(self._trace_file(), self._run_meta())
+        self._attach_telemetry(self.trace)
         self._started = True
         return self
+
+    def _attach_telemetry(self, trace: TraceWriter) -> None:
+        if not (self.otel_endpoint or env_configured()):
+            return  # off: opentelemetry is never imported
+        from ..telemetry.live import LiveExport
+
+        self._otel = LiveExport(self.otel_endpoint, self.telemetry, agent_name=self.name,
+                                model=self.llm.label, parent=self.otel_parent)
+        trace.observers.append(self._otel)
 
     async def _start_model(self) -> None:
         if self.llm.model != "local" or self.llm.scripted_replies:
@@ -206,6 +232,9 @@ class Agent(Configurable):
             if self._local is not None:
                 self._local.stop()
                 self._local = None
+            if self._otel is not None:
+                self._otel.close()
+                self._otel = None
 
     def _kernel_setup_code(self) -> list[str]:
         assert self.session.session_dir is not None and self.tool_server is not None
@@ -383,7 +412,8 @@ class Agent(Configurable):
         timeout = min(self.step_timeout, max(self._time_left(), 0.5))
         assert self.trace is not None
         bound_children(self.managed_tools, timeout, self.max_steps,
-                       self.trace.path.parent / f"{self.trace.path.stem}.subagents")
+                       self.trace.path.parent / f"{self.trace.path.stem}.subagents",
+                       self._otel_context())
         result = await self.session.async_execute(
             code, timeout=timeout, on_output=lambda o: emit("output", o),
             stdin_handler=stdin, user_expressions={VARS_EXPRESSION: VARS_EXPRESSION},
@@ -405,6 +435,10 @@ class Agent(Configurable):
         record.observation_truncated = observation.truncated
         emit("observation", observation.text)
         self.messages.append(observation.message(self.vision))
+
+    def _otel_context(self) -> dict[str, Any] | None:
+        context = self._otel.context() if self._otel is not None else None
+        return {**context, "endpoint": self.otel_endpoint} if context else None
 
     async def _keep_full_output(self, text: str) -> str:
         """Set ``_outputs[step]`` in the kernel; a note for the model when that failed."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ class ManagedAgentTool(Tool):
         self.trace_dir = Path("traces")
         self.deadline: float | None = None
         self.max_steps: int | None = None
+        self.otel: dict[str, Any] | None = None
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
         self._active: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}
@@ -88,6 +90,12 @@ class ManagedAgentTool(Tool):
         child.trace_path = str(self.trace_dir / f"{self.name}-{number}.ipynb")
         if self.max_steps is not None:
             child.max_steps = min(child.max_steps, self.max_steps)
+        if self.otel is not None:
+            # The child's run nests under this call's tool span, whose id it records: the
+            # parent's trace writer finds it there when the step ends.
+            child.otel_endpoint = self.otel["endpoint"]
+            child.otel_parent = {"trace_id": f"{self.otel['trace_id']:032x}",
+                                 "span_id": f"{secrets.randbits(64) or 1:016x}"}
         result = asyncio.run(self._run(child, task, context or {}))
         with self._lock:
             self.runs.append(ChildRun(self.name, task, Path(result.trace_path), result.status,
@@ -223,9 +231,11 @@ def link_child_runs(records: list[dict[str, Any]], tools: list[ManagedAgentTool]
 
 
 def bound_children(tools: list[ManagedAgentTool], timeout: float, max_steps: int,
-                   trace_dir: Path) -> None:
-    """A child may use at most what is left of the parent's step, and no more steps."""
+                   trace_dir: Path, otel: dict[str, Any] | None = None) -> None:
+    """A child may use at most what is left of the parent's step, and no more steps; its
+    spans join the parent's trace (``otel``: the parent's trace id and endpoint)."""
     for managed in tools:
+        managed.otel = otel
         managed.deadline = time.monotonic() + timeout
         managed.max_steps = max_steps
         managed.trace_dir = trace_dir

@@ -32,6 +32,7 @@ class StepRecord:
     outputs_key: int | None = None  # _outputs[key] holds the whole text the model saw cut
     recovery: str = "none"
     state_lost: bool = False
+    timed_out: bool = False
     reason: str = ""
 
     @property
@@ -43,6 +44,7 @@ class StepRecord:
         self.status, self.execution_count = result.status, result.execution_count
         self.outputs, self.exec_duration = result.outputs, round(result.duration, 4)
         self.recovery, self.state_lost = result.recovery, result.state_lost
+        self.timed_out = result.timed_out
         self.reason = result.reason
 
     def metadata(self) -> dict[str, Any]:

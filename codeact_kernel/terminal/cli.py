@@ -27,6 +27,7 @@ RUN_OPTIONS: dict[str, tuple[str, str]] = {
     "step-timeout": ("Agent", "step_timeout"),
     "max-output-chars": ("Agent", "max_output_chars"),
     "trace": ("Agent", "trace_path"),
+    "otlp": ("Agent", "otel_endpoint"),
     "workdir": ("KernelSession", "work_dir"),
     "memory-limit": ("SandboxConfig", "memory_limit"),
     "connection-file": ("ConnectionFileSession", "connection_file"),
@@ -97,8 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("trace", help="The trace notebook (.ipynb).")
     export = sub.add_parser("export", help="Export a trace for reviewers.")
     export.add_argument("trace", help="The trace notebook (.ipynb).")
-    export.add_argument("--html", action="store_true", required=True, help="Export as HTML.")
+    export.add_argument("--html", action="store_true", help="Export as HTML.")
     export.add_argument("-o", "--output", default=None, help="Output file (default: .html).")
+    export.add_argument("--otlp", default=None, metavar="URL",
+                        help="Send the run (sub-agents included) as OpenTelemetry spans to "
+                        "this OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318.")
+    export.add_argument("--otlp-file", default=None, metavar="OUT.json",
+                        help="Write the run's spans as an OTLP/JSON request to a file.")
     ks = sub.add_parser("kernelspec", help="Manage the codeact-sandbox Jupyter kernelspec.")
     ks_sub = ks.add_subparsers(dest="ks_command", required=True)
     install = ks_sub.add_parser("install", help="Install the kernelspec for Jupyter frontends.")
@@ -185,10 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             print(show(args.trace))
             return 0
         if args.command == "export":
-            from ..trace.report import export_html
-
-            print(f"Wrote {export_html(args.trace, args.output)}")
-            return 0
+            return _export(args)
         if args.command == "kernelspec":
             from ..sandbox.kernelspec import install_kernelspec
 
@@ -201,6 +204,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser.print_help()
     return 2
+
+
+def _export(args: argparse.Namespace) -> int:
+    if not (args.html or args.otlp or args.otlp_file):
+        print("codeact export: say what to export: --html, --otlp URL or --otlp-file OUT.json",
+              file=sys.stderr)
+        return 2
+    if args.html:
+        from ..trace.report import export_html
+
+        print(f"Wrote {export_html(args.trace, args.output)}")
+    if args.otlp or args.otlp_file:
+        from ..telemetry.export import export_spans
+
+        print(export_spans(args.trace, endpoint=args.otlp, file=args.otlp_file))
+    return 0
 
 
 def _replay(args: argparse.Namespace, extra: list[str]) -> int:

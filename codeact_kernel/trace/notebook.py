@@ -40,6 +40,9 @@ class TraceWriter:
 
     def __init__(self, path: Path, run_meta: dict[str, Any]) -> None:
         self.path = path
+        # Told of each run, step and finish as they are saved (live telemetry export);
+        # each may add its own ids to the metadata before it is written.
+        self.observers: list[Any] = []
         self.nb = new_notebook()
         self.nb.metadata["kernelspec"] = dict(KERNELSPEC)
         self.nb.metadata["language_info"] = {"name": "python"}
@@ -62,19 +65,29 @@ class TraceWriter:
         if meta["task"] is None:
             meta["task"] = task
         meta["status"] = "running"
-        meta["runs"].append({"task": task, "status": "running", "first_cell": len(self.nb.cells)})
+        run = {"task": task, "status": "running", "first_cell": len(self.nb.cells),
+               "started_at": round(time.time(), 6)}
+        meta["runs"].append(run)
+        for observer in self.observers:
+            observer.on_task(run, self.nb, self.path)
         self.nb.cells.append(
             new_markdown_cell(f"## Task\n\n{task}", metadata={"codeact": {"role": "task"}})
         )
         self.save()
 
     def add_step(self, record: StepRecord) -> None:
-        meta = {"codeact": record.metadata()}
+        meta = {"codeact": {**record.metadata(), "ended_at": round(time.time(), 6)}}
+        for observer in self.observers:
+            observer.on_step(record, meta["codeact"])
         if record.model_text:
+            # A step without code has no code cell: its record stays on the model's cell.
+            model_meta = {"role": "model", "step": record.step}
+            if record.code is None:
+                model_meta.update(meta["codeact"])
             self.nb.cells.append(
                 new_markdown_cell(
                     _quote_model_text(record.step, record.model_text),
-                    metadata={"codeact": {"role": "model", "step": record.step}},
+                    metadata={"codeact": model_meta},
                 )
             )
         if record.code is None:
@@ -103,7 +116,10 @@ class TraceWriter:
         """Close the current run with its status, answer and totals, then validate."""
         meta = self.nb.metadata["codeact"]
         run = meta["runs"][-1] if meta["runs"] else {}
-        run.update(status=status, final_answer=final_answer, totals=totals)
+        run.update(status=status, final_answer=final_answer, totals=totals,
+                   ended_at=round(time.time(), 6))
+        for observer in self.observers:
+            observer.on_finish(run)
         meta.update(status=status, final_answer=final_answer, totals=totals)
         meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         summary = f"## Result: {status}"
