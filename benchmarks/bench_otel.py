@@ -23,9 +23,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codeact_kernel import Agent  # noqa: E402
-from tests.scripted_llm import ScriptedLLMServer  # noqa: E402
-from tests.telemetry.receiver import OTLPReceiver  # noqa: E402
+from codeact_kernel import Agent
+from tests.scripted_llm import ScriptedLLMServer
+from tests.telemetry.receiver import OTLPReceiver
 
 FENCE = "Next.\n```python\n{}\n```"
 
