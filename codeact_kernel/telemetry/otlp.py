@@ -9,7 +9,7 @@ are logged once per sink, not once per batch.
 from __future__ import annotations
 
 import logging
-import os
+import queue
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,11 +37,6 @@ def traces_url(endpoint: str) -> str:
     """A base URL (as OTEL_EXPORTER_OTLP_ENDPOINT) gets the traces path appended."""
     endpoint = endpoint.rstrip("/")
     return endpoint if endpoint.endswith("/v1/traces") else f"{endpoint}/v1/traces"
-
-
-def env_configured() -> bool:
-    return bool(os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-                or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
 
 
 def to_readable(span: SpanData, resource: Resource) -> ReadableSpan:
@@ -97,17 +92,25 @@ class OtlpSink:
         self.processor = BatchSpanProcessor(_OnceLogging(exporter, where),
                                             schedule_delay_millis=200)
         self.timeout = timeout
+        # Spans are converted off the agent's thread too: a step only appends to a queue.
+        self._queue: queue.SimpleQueue[Sequence[SpanData] | None] = queue.SimpleQueue()
+        self._worker = threading.Thread(target=self._convert, daemon=True,
+                                        name="codeact-otel-convert")
+        self._worker.start()
 
     def emit(self, spans: Sequence[SpanData]) -> None:
-        for span in spans:
-            self.processor.on_end(to_readable(span, self.resource))
+        self._queue.put(spans)
+
+    def _convert(self) -> None:
+        while (spans := self._queue.get()) is not None:
+            for span in spans:
+                self.processor.on_end(to_readable(span, self.resource))
+        self.processor.shutdown()
 
     def close(self, wait: float | None = None) -> None:
         """Flush what is queued, waiting at most ``wait`` seconds (never forever)."""
-        done = threading.Thread(target=self.processor.shutdown, daemon=True,
-                                name="codeact-otel-shutdown")
-        done.start()
-        done.join(self.timeout + 1.0 if wait is None else wait)
+        self._queue.put(None)
+        self._worker.join(self.timeout + 1.0 if wait is None else wait)
 
 
 def write_json(spans: Sequence[SpanData], path: str | Path,
