@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import queue
+import sys
 import threading
 import time
 from collections.abc import Coroutine
@@ -29,6 +30,7 @@ from ..kernels.connection import make_session
 from ..kernels.pool import KernelPool
 from ..kernels.session import KernelSession
 from ..tools.tool import tool
+from ..trace.firewall import OutputFirewall
 from .handoff import push_variables
 
 _DONE = object()
@@ -111,6 +113,9 @@ class AgentMagics(Magics):
     @argument("--new", action="store_true", help="Start a fresh agent session.")
     @argument("--code", action="store_true",
               help="Insert the generated code as the next cell instead of running it.")
+    @argument("--trust-outputs", action="store_true",
+              help="Show this cell's sandbox outputs unfiltered, JavaScript included "
+              "(interactive plots): their code runs with your Jupyter token. Warned each time.")
     @argument("task", nargs="*", help="The task (for %agent; %%agent takes the cell).")
     @line_cell_magic
     def agent(self, line: str, cell: str | None = None) -> Any:
@@ -120,7 +125,7 @@ class AgentMagics(Magics):
         except UsageError as exc:
             raise UsageError(f"{exc}\nUsage: %%agent [--model M] [--api-base URL] "
                              "[--api-key-env VAR] [--max-steps N] [--tools f,g] [--in df,x] "
-                             "[-o NAME] [--new] [--code]  (see %agent?)") from None
+                             "[-o NAME] [--new] [--code] [--trust-outputs]  (see %agent?)") from None
         task = (cell if cell is not None else " ".join(args.task)).strip()
         if not task:
             raise UsageError("no task: write it in the cell body (%%agent) or after %agent")
@@ -135,7 +140,10 @@ class AgentMagics(Magics):
                                                             for n in names}))
         if args.code:
             return self._insert_code(agent, task)
-        result = self._run_live(agent, task)
+        firewall = OutputFirewall(parent=self)
+        if args.trust_outputs:
+            firewall.trusted = True
+        result = self._run_live(agent, task, firewall)
         self._shell.user_ns["_agent"] = result.answer
         if args.out:
             self._shell.user_ns[args.out] = result.answer
@@ -224,10 +232,12 @@ class AgentMagics(Magics):
 
     # ---- running with live display ----------------------------------------------------------
 
-    def _run_live(self, agent: Agent, task: str) -> RunResult:
+    def _run_live(self, agent: Agent, task: str, firewall: OutputFirewall) -> RunResult:
         from .display import LiveDisplay
 
         assert self._runner is not None
+        if firewall.trusted:
+            _warn_trusted()
         events: queue.Queue[Any] = queue.Queue()
         loop = self._runner.loop
 
@@ -242,7 +252,7 @@ class AgentMagics(Magics):
             finally:
                 events.put(_DONE)
 
-        display = LiveDisplay(time.monotonic())
+        display = LiveDisplay(time.monotonic(), firewall)
         future = self._runner.submit(job())
         try:
             self._pump(events, display, loop)
@@ -269,6 +279,17 @@ class AgentMagics(Magics):
         assert self._runner is not None
         code = self._runner.run(agent.apropose(task))
         self._shell.set_next_input(code or "# the model wrote no code", replace=False)
+
+
+def _warn_trusted() -> None:
+    # Every cell, not once: the risk is per output, and the setting outlives the cell
+    # that chose it when it comes from %config.
+    sys.stderr.write(
+        "codeact: WARNING: this cell shows the sandbox's outputs as trusted (--trust-outputs "
+        "or OutputFirewall.trusted): JavaScript and active HTML written by the model's code "
+        "run in your browser with your Jupyter token, which can reach your terminals and "
+        "kernels. Use it only for outputs you trust.\n"
+    )
 
 
 def _ask_human(request: _InputRequest) -> str:
