@@ -34,6 +34,8 @@ class StepRecord:
     state_lost: bool = False
     timed_out: bool = False
     reason: str = ""
+    cleared_outputs: list[NotebookNode] = field(default_factory=list)
+    cleared_outputs_dropped: int = 0
 
     @property
     def blocked(self) -> bool:
@@ -46,11 +48,16 @@ class StepRecord:
         self.recovery, self.state_lost = result.recovery, result.state_lost
         self.timed_out = result.timed_out
         self.reason = result.reason
+        self.cleared_outputs = result.cleared_outputs
+        self.cleared_outputs_dropped = result.cleared_dropped
 
     def metadata(self) -> dict[str, Any]:
         meta = asdict(self)
         for key in ("model_text", "code", "outputs"):
             meta.pop(key)
+        for key in ("cleared_outputs", "cleared_outputs_dropped"):
+            if not meta[key]:
+                meta.pop(key)  # most steps clear nothing
         return meta
 
 

@@ -54,6 +54,9 @@ class ExecutionResult:
     state_lost: bool = False
     reason: str = ""
     user_expressions: dict[str, Any] = field(default_factory=dict)
+    # Outputs that clear_output() removed after they were shown, and how many more were.
+    cleared_outputs: list[NotebookNode] = field(default_factory=list)
+    cleared_dropped: int = 0
 
     @property
     def ok(self) -> bool:

@@ -20,16 +20,23 @@ class OutputCollector:
 
     Follows nbclient's rules: consecutive stream outputs of one name are merged,
     ``clear_output(wait=True)`` clears at the next output, and
-    ``update_display_data`` rewrites every output carrying that display id.
+    ``update_display_data`` rewrites every output carrying that display id. What a clear
+    removes was already shown live, so the first ``max_cleared`` of those outputs are kept
+    aside in ``cleared`` (the rest counted in ``cleared_dropped``): the trace is the
+    record of what the operator saw, and code must not be able to erase it.
     """
 
-    def __init__(self, msg_id: str, on_output: Callable[[NotebookNode], Any] | None) -> None:
+    def __init__(self, msg_id: str, on_output: Callable[[NotebookNode], Any] | None,
+                 max_cleared: int = 200) -> None:
         self.msg_id = msg_id
         self.on_output = on_output
         self.started = time.monotonic()
         self.outputs: list[NotebookNode] = []
         self.display_ids: dict[str, list[int]] = {}
         self.clear_pending = False
+        self.max_cleared = max_cleared
+        self.cleared: list[NotebookNode] = []
+        self.cleared_dropped = 0
         self.idle = False
         self.execution_count: int | None = None
         self.reply: dict[str, Any] | None = None
@@ -54,6 +61,9 @@ class OutputCollector:
             self._add(msg)
 
     def _clear(self) -> None:
+        room = max(0, self.max_cleared - len(self.cleared))
+        self.cleared.extend(self.outputs[:room])
+        self.cleared_dropped += len(self.outputs[room:])
         self.outputs.clear()
         self.display_ids.clear()
         self.clear_pending = False
@@ -93,6 +103,8 @@ class OutputCollector:
             execution_count=reply.get("execution_count", self.execution_count),
             outputs=self.outputs,
             user_expressions=reply.get("user_expressions", {}),
+            cleared_outputs=self.cleared,
+            cleared_dropped=self.cleared_dropped,
         )
         for output in self.outputs:
             if output.output_type == "stream":

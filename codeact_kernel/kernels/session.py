@@ -9,6 +9,7 @@ by polling ``is_alive`` while waiting.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import shutil
 import sys
@@ -23,7 +24,7 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from nbformat import NotebookNode
-from traitlets import Enum, Float, Instance, List, Unicode, default
+from traitlets import Enum, Float, Instance, Int, List, Unicode, default
 from traitlets.config import Configurable
 
 from ..errors import KernelStartError, SessionClosed
@@ -70,6 +71,12 @@ class KernelSession(Configurable):
     ).tag(config=True)
     startup_timeout = Float(
         30.0, help="Seconds a new kernel gets to answer kernel_info."
+    ).tag(config=True)
+    max_cleared_outputs = Int(
+        200,
+        help="Outputs that clear_output() removed during one execute and that are still "
+        "kept in the result (the trace puts them in the cell's metadata: the operator may "
+        "have seen them). The first ones are kept; the rest are only counted.",
     ).tag(config=True)
     runtime_dir = Unicode(
         help="Host folder holding one sub-folder per session (connection file, ipc sockets)."
@@ -318,6 +325,10 @@ class KernelSession(Configurable):
     ) -> ExecutionResult:
         self._ensure_running()
         limit = self.timeout if timeout is None else timeout
+        if not math.isfinite(limit) or limit <= 0:
+            # A NaN deadline never comes: the wait below would never end.
+            raise ValueError(f"execute timeout must be a finite number of seconds > 0, "
+                             f"not {limit!r}")
         started = time.monotonic()
         before = self._counters()
         msg_id = self.kc.execute(
@@ -327,7 +338,7 @@ class KernelSession(Configurable):
             allow_stdin=stdin_handler is not None,
             user_expressions=user_expressions or {},
         )
-        collector = OutputCollector(msg_id, on_output)
+        collector = OutputCollector(msg_id, on_output, self.max_cleared_outputs)
         clock = InputClock()
         tasks = [
             asyncio.ensure_future(self._pump_iopub(collector)),

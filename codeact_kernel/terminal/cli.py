@@ -17,6 +17,7 @@ from traitlets.config import Config, Configurable
 from traitlets.config.loader import KVArgParseConfigLoader, PyFileConfigLoader
 
 from ..errors import CodeActError
+from ..trace.escape import escape_terminal
 
 # flag -> (Class, trait). The help text is taken from the trait itself.
 RUN_OPTIONS: dict[str, tuple[str, str]] = {
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Installed kernelspec codeact-sandbox in {path}")
             return 0
     except (CodeActError, TraitError) as exc:
-        print(f"codeact: error: {exc}", file=sys.stderr)
+        print(f"codeact: error: {escape_terminal(str(exc))}", file=sys.stderr)
         return 2
     parser.print_help()
     return 2
@@ -237,7 +238,8 @@ def _replay(args: argparse.Namespace, extra: list[str]) -> int:
     for cell in report.cells:
         print(f"cell {cell.cell:>3}  step {cell.step}: {cell.verdict}")
         if cell.diff:
-            print("    " + cell.diff.replace("\n", "\n    "))
+            # Recorded and replayed outputs both came from a kernel.
+            print(escape_terminal("    " + cell.diff.replace("\n", "\n    ")))
     counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts().items()))
     print(("all same" if report.all_same else "DIFFERENCES FOUND") + f" ({counts})")
     if args.report:

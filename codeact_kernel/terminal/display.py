@@ -1,4 +1,9 @@
-"""Live terminal display of an agent run (the CLI's face)."""
+"""Live terminal display of an agent run (the CLI's face).
+
+Everything printed here that the kernel or the model wrote is escaped first (control
+characters shown as ``\\x1b``), so it cannot drive the operator's terminal; only this
+module's own colours reach it as control sequences.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import time
 from typing import Any, TextIO
 
 from ..agent.results import AgentEvent, RunResult
+from ..trace.escape import escape_terminal
 
 BOLD, DIM, RESET = "\x1b[1m", "\x1b[2m", "\x1b[0m"
 RED, GREEN, YELLOW = "\x1b[31m", "\x1b[32m", "\x1b[33m"
@@ -62,9 +68,11 @@ class TerminalDisplay:
         self.spinner = Spinner()
 
     def _c(self, code: str, text: str) -> str:
+        text = escape_terminal(text)
         return f"{code}{text}{RESET}" if self.color else text
 
     def _print(self, text: str = "", end: str = "\n") -> None:
+        """Write text that is already escaped (through ``_c`` or ``escape_terminal``)."""
         if not self.quiet:
             self.out.write(text + end)
             self.out.flush()
@@ -81,7 +89,7 @@ class TerminalDisplay:
             self._print(self._c(DIM, str(data)))
             self._print(self._c(BOLD, "── output"))
         elif kind == "output":
-            self._print(_output_text(data), end="")
+            self._print(escape_terminal(_output_text(data)), end="")
         elif kind == "blocked":
             self.spinner.stop()
             self._print(self._c(YELLOW, f"── step {event.step}: blocked by policy: {data}"))
@@ -108,14 +116,14 @@ class TerminalDisplay:
         self.spinner.stop()
         if result.ok:
             head = self._c(GREEN + BOLD, "Final answer:")
-            print(f"{head} {_answer_repr(result.answer)}", file=self.out)
+            print(f"{head} {escape_terminal(_answer_repr(result.answer))}", file=self.out)
         else:
             print(self._c(RED + BOLD, f"No answer ({result.status}): {result.reason}"),
                   file=self.out)
         cost = f", cost ${result.cost:.4f}" if result.cost else ""
         print(f"{len(result.steps)} steps in {result.duration:.1f}s, tokens "
               f"{result.prompt_tokens}+{result.completion_tokens}{cost}", file=self.out)
-        print(f"Trace: {result.trace_path}", file=self.out)
+        print(f"Trace: {escape_terminal(str(result.trace_path))}", file=self.out)
 
 
 def _output_text(output: Any) -> str:

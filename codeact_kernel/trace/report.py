@@ -1,4 +1,11 @@
-"""Reading a trace as a reviewer: a terminal summary (`codeact show`) and HTML export."""
+"""Reading a trace as a reviewer: a terminal summary (`codeact show`) and HTML export.
+
+A trace holds what the sandbox and the model wrote, so both readers treat it as hostile:
+the summary escapes control characters for the terminal and follows sub-agent links only
+inside the trace's folder, once each; the export filters outputs through the output
+firewall, sanitizes the rendered Markdown, drops raw cells, uses a template without
+JavaScript, and forbids script in the page with a Content-Security-Policy.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,30 @@ from nbformat import NotebookNode
 from nbformat.v4 import new_markdown_cell
 
 from ..errors import CodeActError
+from .escape import escape_terminal
+from .firewall import OutputFirewall
 from .notebook import BLOCKED_TAG, SETUP_TAG, load_trace
+
+# No script from anywhere; inline images and the template's own inline styles only.
+EXPORT_CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
+              "base-uri 'none'; form-action 'none'")
+# The lab template less every script it would load (require.js, MathJax, mermaid, the
+# widget manager), with the policy as the first element of <head>.
+_EXPORT_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head -%}
+<meta http-equiv="Content-Security-Policy" content="CSP">
+{{ super() }}
+{%- endblock html_head -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block footer_js -%}{%- endblock footer_js -%}
+{%- block data_javascript scoped -%}{%- endblock data_javascript -%}
+{%- block data_widget_view scoped -%}{%- endblock data_widget_view -%}
+""".replace("CSP", EXPORT_CSP)
+# Sub-agent traces nest; past this depth a link is named, not followed.
+MAX_CHILD_DEPTH = 8
 
 
 def _fmt_call(call: dict[str, Any], width: int = 90) -> str:
@@ -30,8 +60,14 @@ def step_cells(nb: NotebookNode) -> list[NotebookNode]:
     ]
 
 
-def show_lines(nb: NotebookNode, indent: str = "", base: Path | None = None) -> list[str]:
-    """The readable summary of one trace (and of the sub-agent traces it links)."""
+def show_lines(nb: NotebookNode, indent: str = "", base: Path | None = None,
+               seen: set[Path] | None = None) -> list[str]:
+    """The readable summary of one trace (and of the sub-agent traces it links).
+
+    ``seen`` holds the traces already shown, so a link cycle ends; control characters are
+    left to the caller, which escapes for where the text goes.
+    """
+    seen = set() if seen is None else seen
     meta = nb.metadata["codeact"]
     totals = meta.get("totals") or {}
     lines = [
@@ -42,7 +78,7 @@ def show_lines(nb: NotebookNode, indent: str = "", base: Path | None = None) -> 
         f"cost ${totals.get('cost') or 0:.4f}, {totals.get('duration', 0):.1f}s",
     ]
     for cell in step_cells(nb):
-        lines.extend(_step_lines(cell, indent, base))
+        lines.extend(_step_lines(cell, indent, base, seen))
     answer = meta.get("final_answer")
     if answer is not None:
         text = answer.get("preview") if isinstance(answer, dict) and "preview" in answer else (
@@ -53,7 +89,8 @@ def show_lines(nb: NotebookNode, indent: str = "", base: Path | None = None) -> 
     return lines
 
 
-def _step_lines(cell: NotebookNode, indent: str, base: Path | None) -> list[str]:
+def _step_lines(cell: NotebookNode, indent: str, base: Path | None,
+                seen: set[Path]) -> list[str]:
     m = cell.metadata["codeact"]
     blocked = BLOCKED_TAG in cell.metadata.get("tags", [])
     status = "BLOCKED" if blocked else m.get("status", "")
@@ -71,21 +108,35 @@ def _step_lines(cell: NotebookNode, indent: str, base: Path | None) -> list[str]
         lines.append(f"{indent}      tool {_fmt_call(call)}")
         child = call.get("trace")
         if child and base is not None:
-            lines.extend(_child_lines(base / child, indent + "        "))
+            lines.extend(_child_lines(base, str(child), indent + "        ", seen))
     return lines
 
 
-def _child_lines(path: Path, indent: str) -> list[str]:
+def _child_lines(base: Path, link: str, indent: str, seen: set[Path]) -> list[str]:
+    # The link is the trace's word: follow it only to a file inside the trace's own
+    # folder (where sub-agent traces are written), once, and not too deep.
+    path = (base / link).resolve()
+    if not path.is_relative_to(base.resolve()) or Path(link).is_absolute():
+        return [f"{indent}(sub-agent trace {link!r} is outside the trace's folder: "
+                "not followed)"]
+    if path in seen:
+        return [f"{indent}(sub-agent trace {path.name}: already shown above)"]
+    if len(indent) > 8 * MAX_CHILD_DEPTH:
+        return [f"{indent}(sub-agent trace {path.name}: nested too deeply, not followed)"]
+    seen.add(path)
     try:
         child = load_trace(path)
     except CodeActError as exc:
         return [f"{indent}(sub-agent trace unreadable: {exc})"]
-    return [f"{indent}sub-agent trace {path.name}:", *show_lines(child, indent, path.parent)]
+    return [f"{indent}sub-agent trace {path.name}:",
+            *show_lines(child, indent, path.parent, seen)]
 
 
 def show(path: str | Path) -> str:
+    """The terminal summary of a trace, every control character escaped."""
     nb = load_trace(path)
-    return "\n".join(show_lines(nb, base=Path(path).parent))
+    seen = {Path(path).resolve()}
+    return escape_terminal("\n".join(show_lines(nb, base=Path(path).parent, seen=seen)))
 
 
 def annotated_copy(nb: NotebookNode) -> NotebookNode:
@@ -121,16 +172,43 @@ def _step_markdown(cell: NotebookNode) -> str:
     return "\n\n".join(rows)
 
 
-def export_html(path: str | Path, output: str | Path | None = None) -> Path:
-    """Write the trace as HTML with per-step metadata visible; returns the file written."""
+def export_html(path: str | Path, output: str | Path | None = None,
+                firewall: OutputFirewall | None = None) -> Path:
+    """Write the trace as HTML with per-step metadata visible; returns the file written.
+
+    The page runs nothing from the trace: outputs pass the firewall (``trusted`` is
+    ignored: a page has no one to ask), Markdown is sanitized after rendering, raw cells
+    are left out, and the CSP forbids script whatever slipped through.
+    """
+    firewall = firewall or OutputFirewall()
+    if firewall.trusted:
+        firewall = OutputFirewall(allowed_mime_types=firewall.allowed_mime_types)
+    exporter = _review_exporter(firewall)
+    nb = annotated_copy(load_trace(path))
+    nb.cells = [c for c in nb.cells if c.cell_type != "raw"]  # shown as Markdown above
+    body, _ = exporter.from_notebook_node(firewall.filter_notebook(nb))
+    target = Path(output) if output else Path(path).with_suffix(".html")
+    target.write_text(body, encoding="utf-8")
+    return target
+
+
+def _review_exporter(firewall: OutputFirewall) -> Any:
     try:
+        from jinja2 import DictLoader, pass_context
         from nbconvert import HTMLExporter
     except ImportError as exc:
         raise CodeActError(
             "HTML export needs nbconvert: pip install 'codeact-kernel[export]'"
         ) from exc
-    nb = load_trace(path)
-    body, _ = HTMLExporter().from_notebook_node(annotated_copy(nb))
-    target = Path(output) if output else Path(path).with_suffix(".html")
-    target.write_text(body, encoding="utf-8")
-    return target
+
+    class ReviewHTMLExporter(HTMLExporter):  # type: ignore[misc]
+        """nbconvert's lab page, with every Markdown cell sanitized once rendered."""
+
+        @pass_context
+        def markdown2html(self, context: Any, source: str) -> str:
+            return firewall.sanitize_html(super().markdown2html(context, source))
+
+    return ReviewHTMLExporter(
+        template_name="lab", template_file="codeact_review.html.j2",
+        extra_loaders=[DictLoader({"codeact_review.html.j2": _EXPORT_TEMPLATE})],
+    )
