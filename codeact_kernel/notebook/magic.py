@@ -125,7 +125,8 @@ class AgentMagics(Magics):
         except UsageError as exc:
             raise UsageError(f"{exc}\nUsage: %%agent [--model M] [--api-base URL] "
                              "[--api-key-env VAR] [--max-steps N] [--tools f,g] [--in df,x] "
-                             "[-o NAME] [--new] [--code] [--trust-outputs]  (see %agent?)") from None
+                             "[-o NAME] [--new] [--code] [--trust-outputs]  (see %agent?)"
+                             ) from None
         task = (cell if cell is not None else " ".join(args.task)).strip()
         if not task:
             raise UsageError("no task: write it in the cell body (%%agent) or after %agent")

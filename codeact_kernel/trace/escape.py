@@ -29,7 +29,7 @@ def escape_terminal(text: str, keep_colors: bool = False) -> str:
     pieces = _SGR.split(text)
     colors = _SGR.findall(text)
     out = [pieces[0].translate(_TERMINAL)]
-    for color, piece in zip(colors, pieces[1:]):
+    for color, piece in zip(colors, pieces[1:], strict=True):
         out += [color, piece.translate(_TERMINAL)]
     return "".join(out)
 

@@ -23,6 +23,7 @@ from nbformat.v4.nbjson import writes as writes_json
 
 from ..agent.results import StepRecord
 from ..errors import TraceError
+from .validate import TraceLimits, check_trace, read_trace_text
 
 TRACE_FORMAT_VERSION = 1
 KERNELSPEC = {
@@ -252,15 +253,18 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def load_trace(path: str | Path) -> NotebookNode:
-    """Read and check a trace; every way it can be unusable gets an error naming the fix."""
+def load_trace(path: str | Path, limits: TraceLimits | None = None) -> NotebookNode:
+    """Read and check a trace; every way it can be unusable gets an error naming the fix.
+
+    A trace may come from anywhere, so its size, counts and the numbers the readers use
+    are checked against ``limits`` (see :class:`TraceLimits`) before anyone works on it.
+    """
     path = Path(path)
-    if not path.exists():
-        raise TraceError(f"{path}: no such file")
+    limits = limits or TraceLimits()
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise TraceError(f"{path} is not a text file, so not a notebook: {exc}") from exc
+        raw = json.loads(read_trace_text(path, limits))
+    except RecursionError as exc:
+        raise TraceError(f"{path} is not a trace: its JSON is nested too deeply") from exc
     except json.JSONDecodeError as exc:
         raise TraceError(
             f"{path} is not a notebook: invalid JSON at line {exc.lineno} column {exc.colno} "
@@ -288,6 +292,7 @@ def load_trace(path: str | Path) -> NotebookNode:
             f"{path} was written by a newer codeact_kernel (trace format {version}; this one "
             f"reads up to {TRACE_FORMAT_VERSION}). Upgrade: pip install -U codeact-kernel"
         )
+    check_trace(nb, path, limits)
     return nb
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 import secrets
 from dataclasses import asdict, dataclass, field
@@ -17,22 +18,30 @@ from typing import Any
 
 from jupyter_core.utils import run_sync
 from nbformat import NotebookNode
-from traitlets import Bool, Float, Instance, default
+from traitlets import Bool, Float, Instance, TraitError, default, validate
 from traitlets.config import Configurable
 
 from ..agent.observation import keep_full_output, observed_text
 from ..kernels.session import KernelSession
 from ..tools.tool import Tool, ToolServer, kernel_bootstrap_code
 from .notebook import BLOCKED_TAG, SETUP_TAG, load_trace
+from .validate import TraceLimits
 
+# Each pattern is linear: a fixed prefix, then classes that cannot overlap what follows
+# them. Trailing blanks and session paths, whose natural regexes backtrack quadratically
+# (64 KB of spaces took 7 s), are handled by hand below.
 _NORMALIZERS = [
     (re.compile(r"0x[0-9a-fA-F]{4,}"), "0x<addr>"),
     (re.compile(r"\b\d+(?:\.\d+)?(?:e-?\d+)?\s?(?:ns|µs|us|ms|s|sec|secs|seconds)\b"), "<time>"),
     (re.compile(r"\b(?:id|pid)=\d+"), "id=<n>"),
     (re.compile(r"(?:Cell )?In ?\[\d*\]"), "In[<n>]"),
-    (re.compile(r"/[\w./-]*codeact-sessions-\d+/s\d+-\w+"), "<session>"),
-    (re.compile(r"[ \t]+$", re.MULTILINE), ""),
 ]
+# A maximal run of path characters; the session folder is looked for inside each run.
+_PATH_RUN = re.compile(r"[\w./-]+")
+_SESSION_TAIL = re.compile(r"codeact-sessions-\d+/s\d+-\w+")
+_SESSION_MARK = "codeact-sessions-"
+# Diffs show 40 lines; difflib is quadratic in the worst case, so it sees a bounded part.
+MAX_DIFF_LINES = 2000
 IMAGE_PREFIX = "image/"
 
 
@@ -40,7 +49,25 @@ def normalize(text: str) -> str:
     """Remove what legitimately varies between runs: addresses, timings, ids, paths."""
     for pattern, replacement in _NORMALIZERS:
         text = pattern.sub(replacement, text)
-    return text
+    if _SESSION_MARK in text:
+        text = _PATH_RUN.sub(_session_path, text)
+    return "\n".join(line.rstrip(" \t") for line in text.split("\n"))
+
+
+def _session_path(run: re.Match[str]) -> str:
+    """In one run of path characters, the span from its first '/' to the end of the last
+    session folder after it becomes <session> (what ``/[\\w./-]*codeact-sessions-...``
+    matched, without its backtracking)."""
+    path = run.group(0)
+    slash = path.find("/")
+    if slash < 0 or _SESSION_MARK not in path[slash:]:
+        return path
+    last = None
+    for match in _SESSION_TAIL.finditer(path, slash + 1):
+        last = match
+    if last is None:
+        return path
+    return path[:slash] + "<session>" + path[last.end():]
 
 
 def render_outputs(outputs: list[Any]) -> list[str]:
@@ -114,6 +141,15 @@ class Replayer(Configurable):
     timeout = Float(
         0.0, help="Seconds each cell may run; 0 means the step timeout recorded in the trace."
     ).tag(config=True)
+
+    @validate("timeout")
+    def _finite_timeout(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not math.isfinite(value) or value < 0:
+            raise TraitError(f"Replayer.timeout must be a finite number of seconds >= 0, "
+                             f"not {proposal['value']!r}")
+        return value
+
     live_tools = Bool(
         False, help="Call the real host tools instead of serving the recorded results."
     ).tag(config=True)
@@ -124,7 +160,7 @@ class Replayer(Configurable):
         return KernelSession(parent=self)
 
     async def areplay(self, path: str | Path, tools: list[Tool] | None = None) -> ReplayReport:
-        nb = load_trace(path)
+        nb = load_trace(path, TraceLimits(parent=self))
         report = ReplayReport(str(path))
         timeout = self.timeout or float(nb.metadata["codeact"].get("agent", {}).get(
             "step_timeout", 60))
@@ -192,7 +228,8 @@ class Replayer(Configurable):
         recorded, fresh = render_outputs(cell.outputs), render_outputs(result.outputs)
         if recorded != fresh:
             diff = "\n".join(list(difflib.unified_diff(
-                recorded, fresh, "recorded", "replayed", lineterm="", n=1))[:40])
+                recorded[:MAX_DIFF_LINES], fresh[:MAX_DIFF_LINES], "recorded", "replayed",
+                lineterm="", n=1))[:40])
             return CellVerdict(index, step, "differs", diff)
         had_error = any(o.get("output_type") == "error" for o in cell.outputs)
         return CellVerdict(index, step, "error-reproduced" if had_error else "same")

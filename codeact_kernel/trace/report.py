@@ -201,14 +201,14 @@ def _review_exporter(firewall: OutputFirewall) -> Any:
             "HTML export needs nbconvert: pip install 'codeact-kernel[export]'"
         ) from exc
 
-    class ReviewHTMLExporter(HTMLExporter):  # type: ignore[misc]
+    class ReviewHTMLExporter(HTMLExporter):
         """nbconvert's lab page, with every Markdown cell sanitized once rendered."""
 
         @pass_context
         def markdown2html(self, context: Any, source: str) -> str:
-            return firewall.sanitize_html(super().markdown2html(context, source))
+            return firewall.sanitize_html(str(super().markdown2html(context, source)))
 
-    return ReviewHTMLExporter(
-        template_name="lab", template_file="codeact_review.html.j2",
-        extra_loaders=[DictLoader({"codeact_review.html.j2": _EXPORT_TEMPLATE})],
+    loader = DictLoader({"codeact_review.html.j2": _EXPORT_TEMPLATE})
+    return ReviewHTMLExporter(  # type: ignore[no-untyped-call]
+        template_name="lab", template_file="codeact_review.html.j2", extra_loaders=[loader],
     )

@@ -39,7 +39,7 @@ class _Finder(HTMLParser):
         for name, value in attrs:
             name = name.lower()
             text = "".join((value or "").split()).lower()
-            if name.startswith("on") or name == "srcdoc" or name == "style" and "url(" in text:
+            if name.startswith("on") or name == "srcdoc" or (name == "style" and "url(" in text):
                 self.found.append(f"<{tag} {name}=...>")
             elif tag == "img" and name == "src" and text.startswith("data:image/"):
                 continue  # an image document never runs script, SVG included

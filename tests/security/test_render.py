@@ -19,10 +19,10 @@ import pytest
 from IPython.testing.globalipapp import start_ipython
 from IPython.utils.capture import capture_output
 
-from codeact_kernel.report import export_html
+from codeact_kernel.trace.report import export_html
 
+from ..helpers import fence, make_agent
 from ..scripted_llm import ScriptedLLMServer
-from ..test_agent import fence, make_agent
 from .active import active_in_bundle, active_in_html
 
 # A 1x1 PNG.

