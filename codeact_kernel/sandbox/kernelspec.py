@@ -21,15 +21,23 @@ from jupyter_client.kernelspec import KernelSpecManager
 
 KERNEL_NAME = "codeact-sandbox"
 DISPLAY_NAME = "Python 3 (CodeAct sandbox)"
+# For re-running traces: the launcher's --review mode keeps the frontend's HMAC key out of
+# the sandbox and passes every output through the output firewall. Traces name it.
+REVIEW_KERNEL_NAME = "codeact-review"
+REVIEW_DISPLAY_NAME = "Python 3 (CodeAct review, outputs filtered)"
 
 
 def kernel_json(
     python: str = sys.executable,
     display_name: str = DISPLAY_NAME,
     launcher_args: list[str] | None = None,
+    review: bool = False,
 ) -> dict[str, Any]:
-    """The kernel.json contents for a sandboxed kernel run by ``python``."""
+    """The kernel.json contents for a sandboxed kernel run by ``python`` (``review``: the
+    filtering, re-signing launcher mode, for re-running traces)."""
     argv = [python, "-m", "codeact_kernel.sandbox.launcher", "-f", "{connection_file}"]
+    if review:
+        argv.append("--review")
     return {
         "argv": [*argv, *(launcher_args or [])],
         "display_name": display_name,
@@ -45,21 +53,26 @@ def install_kernelspec(
     sys_prefix: bool = False,
     prefix: str | None = None,
     *,
-    name: str = KERNEL_NAME,
-    display_name: str = DISPLAY_NAME,
+    name: str | None = None,
+    display_name: str | None = None,
     python: str | None = None,
     launcher_args: list[str] | None = None,
+    review: bool = False,
 ) -> str:
     """Install the sandboxed kernelspec and return the folder it was installed to.
 
     ``launcher_args`` are baked into the argv, e.g.
     ``["--SandboxConfig.memory_limit=4294967296"]`` or ``["--runtime-dir=/run/codeact"]``.
+    ``review`` installs the review kernelspec (``codeact-review`` by default) instead.
     """
     if sum([user, sys_prefix, prefix is not None]) > 1:
         raise ValueError("choose at most one of user, sys_prefix and prefix")
     if sys_prefix:
         prefix = sys.prefix
-    spec = kernel_json(str(Path(python or sys.executable).absolute()), display_name, launcher_args)
+    name = name or (REVIEW_KERNEL_NAME if review else KERNEL_NAME)
+    display_name = display_name or (REVIEW_DISPLAY_NAME if review else DISPLAY_NAME)
+    spec = kernel_json(str(Path(python or sys.executable).absolute()), display_name,
+                       launcher_args, review)
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / name
         source.mkdir()
@@ -89,15 +102,20 @@ def main(argv: list[str] | None = None) -> int:
         prog="codeact kernelspec", description="Manage the sandboxed Jupyter kernelspec."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    install = sub.add_parser("install", help="Install the codeact-sandbox kernelspec.")
+    install = sub.add_parser(
+        "install", help="Install the codeact-sandbox kernelspec (or with --review, the "
+        "codeact-review one, for re-running traces).")
     where = install.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="Install for the current user.")
     where.add_argument(
         "--sys-prefix", action="store_true", help="Install into this Python's prefix (venv)."
     )
     where.add_argument("--prefix", help="Install under PREFIX/share/jupyter/kernels.")
-    install.add_argument("--name", default=KERNEL_NAME, help="Kernelspec name.")
-    install.add_argument("--display-name", default=DISPLAY_NAME, help="Name shown in Jupyter.")
+    install.add_argument("--review", action="store_true",
+                         help="Install the review kernelspec (outputs filtered, messages "
+                         "re-signed), which trace notebooks name.")
+    install.add_argument("--name", default=None, help="Kernelspec name.")
+    install.add_argument("--display-name", default=None, help="Name shown in Jupyter.")
     install.add_argument(
         "launcher_args", nargs="*",
         help="Options baked into the kernelspec, e.g. --SandboxConfig.memory_limit=4294967296 "
@@ -111,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         name=args.name,
         display_name=args.display_name,
         launcher_args=args.launcher_args,
+        review=args.review,
     )
-    print(f"Installed kernelspec {args.name} in {path}")
+    print(f"Installed kernelspec {Path(path).name} in {path}")
     return 0
 
 

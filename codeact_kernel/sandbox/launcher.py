@@ -10,6 +10,11 @@ kernelspec with a TCP connection file.  This wrapper, run as
 3. copies bytes between the frontend's five TCP ports and the five unix
    sockets.  ZMTP is the same on both transports, so the copy is transparent.
 
+With ``--review`` (the ``codeact-review`` kernelspec, for re-running traces) the kernel
+gets an HMAC key of its own instead of the frontend's, and step 3 is the re-signing relay
+of :mod:`.relay`: every message is checked and re-signed, and the kernel's MIME bundles
+pass the output firewall, so neither the frontend's key nor active content crosses.
+
 It needs no provisioner, so it works whichever environment the frontend runs
 from: the kernelspec names this interpreter by absolute path.
 """
@@ -20,20 +25,25 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_core.paths import jupyter_config_path
-from traitlets import Float, Instance, List, Unicode, default
+from traitlets import Bool, Float, Instance, List, Unicode, default
 from traitlets.config import Application
 
 from ..errors import SandboxUnavailable
+from ..trace.firewall import OutputFirewall
 from .bridge import SocketBridge
 from .config import SandboxConfig
 from .dirs import default_runtime_dir, make_session_dir, release_cgroups, sweep_stale_sessions
+
+if TYPE_CHECKING:
+    from .relay import SigningRelay
 
 # jupyter_client and zmq are imported only where they are used, after the
 # kernel has been spawned: they would add about 0.12 s to every kernel start.
@@ -53,7 +63,7 @@ class SandboxLauncher(Application):
         "bubblewrap over ipc sockets, and its frontend's TCP ports are bridged to them."
     )
     # Class-level tables are how traitlets Applications declare their CLI.
-    classes = [SandboxConfig]  # noqa: RUF012
+    classes = [SandboxConfig, OutputFirewall]  # noqa: RUF012
     aliases: dict[str, Any] = {  # noqa: RUF012
         "f": "SandboxLauncher.connection_file",
         "runtime-dir": "SandboxLauncher.runtime_dir",
@@ -66,6 +76,10 @@ class SandboxLauncher(Application):
         "unsafe-no-sandbox": (
             {"SandboxConfig": {"mode": "none"}},
             "Run the kernel WITHOUT the OS sandbox (explicit, loudly-warned opt-in).",
+        ),
+        "review": (
+            {"SandboxLauncher": {"review": True}},
+            "Filter the kernel's outputs and re-sign every message (for re-running traces).",
         ),
     }
 
@@ -109,6 +123,13 @@ class SandboxLauncher(Application):
         "folders (`jupyter --paths`). The current folder is deliberately not searched: it "
         "is the notebook's folder, and must not be able to weaken the sandbox.",
     ).tag(config=True)
+    review = Bool(
+        False,
+        help="Relay messages by re-signing them instead of copying bytes: the kernel gets "
+        "an HMAC key of its own (the frontend's never enters the sandbox), and its outputs "
+        "pass the output firewall (OutputFirewall) before the frontend renders them. For "
+        "re-running traces, whose outputs a frontend would otherwise trust.",
+    ).tag(config=True)
     sandbox = Instance(SandboxConfig, help="Isolation and limits of the kernel.")
 
     @default("sandbox")
@@ -126,6 +147,7 @@ class SandboxLauncher(Application):
         self._info: dict[str, Any] = {}
         self._stopping: asyncio.Future[None] | None = None
         self._terminating = False
+        self._kernel_key = ""
 
     def initialize(self, argv: list[str] | None = None) -> None:
         self.parse_command_line(argv)
@@ -152,11 +174,14 @@ class SandboxLauncher(Application):
 
     async def _run(self) -> int:
         self._info = _read_connection_file(self.connection_file)
+        self._kernel_key = (secrets.token_hex(32) if self.review
+                            else str(self._info.get("key", "")))
         runtime = Path(self.runtime_dir)
         self.session_dir = make_session_dir(runtime)
         self._install_signal_handlers()
         cgroups: list[Path] = []
         bridge = SocketBridge(self.kernel_connect_timeout)
+        relay: SigningRelay | None = None
         try:
             # Only the socket and work folders are writable inside: the kernel
             # cannot rewrite its connection file.
@@ -168,7 +193,7 @@ class SandboxLauncher(Application):
             plan = self.sandbox.plan(cmd, self.session_dir, work, sockets)
             cgroups = plan.cgroups
             self.log.info("kernel isolation: %s", "; ".join(plan.isolation))
-            await self._listen(bridge, sockets)
+            relay = await self._listen(bridge, sockets)
             env = dict(plan.env)
             if self.sandbox.mode == "none":
                 # No bwrap --die-with-parent here: let ipykernel watch this process.
@@ -185,6 +210,8 @@ class SandboxLauncher(Application):
             status = await self._proc.wait()
         finally:
             await bridge.close()
+            if relay is not None:
+                await relay.close()
             await self._stop_kernel()
             release_cgroups(cgroups)
             shutil.rmtree(self.session_dir, ignore_errors=True)
@@ -208,7 +235,7 @@ class SandboxLauncher(Application):
         info: dict[str, Any] = {f"{c}_port": i for i, c in enumerate(CHANNELS, start=1)}
         info.update(
             ip=ip,
-            key=self._info.get("key", ""),
+            key=self._kernel_key,
             transport="ipc",
             signature_scheme=self._info.get("signature_scheme", "hmac-sha256"),
             kernel_name=self._info.get("kernel_name", ""),
@@ -227,14 +254,35 @@ class SandboxLauncher(Application):
         work.mkdir(mode=0o755, parents=True, exist_ok=True)
         return work
 
-    async def _listen(self, bridge: SocketBridge, sockets: Path) -> None:
+    async def _listen(self, bridge: SocketBridge, sockets: Path) -> SigningRelay | None:
+        """Serve the frontend's endpoints: all five by the byte bridge, or in review mode
+        the heartbeat (unsigned) by the bridge and the rest by the re-signing relay."""
         transport = self._info.get("transport", "tcp")
         ip = self._info.get("ip") or "127.0.0.1"
         if transport == "tcp" and ip == "*":
             ip = "0.0.0.0"  # ZMQ's spelling of every interface
+        relayed = [c for c in CHANNELS if c != "hb"] if self.review else []
         for i, name in enumerate(CHANNELS, start=1):
-            port = int(self._info[f"{name}_port"])
-            await bridge.listen(transport, ip, port, sockets / f"kernel-{i}")
+            if name not in relayed:
+                port = int(self._info[f"{name}_port"])
+                await bridge.listen(transport, ip, port, sockets / f"kernel-{i}")
+        if not relayed:
+            return None
+        from .relay import Signer, SigningRelay
+
+        scheme = self._info.get("signature_scheme", "hmac-sha256")
+        firewall = OutputFirewall(parent=self)
+        if firewall.trusted:
+            self.log.warning("OutputFirewall.trusted is ignored by the review relay")
+            firewall.trusted = False
+        relay = SigningRelay(Signer(str(self._info.get("key", "")).encode(), scheme),
+                             Signer(self._kernel_key.encode(), scheme), firewall, self.log)
+        sep = ":" if transport == "tcp" else "-"
+        await relay.start(
+            {c: f"{transport}://{ip}{sep}{self._info[f'{c}_port']}" for c in relayed},
+            {c: f"ipc://{sockets}/kernel-{CHANNELS.index(c) + 1}" for c in relayed},
+        )
+        return relay
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -253,7 +301,7 @@ class SandboxLauncher(Application):
         if self._proc is None or self.session_dir is None:
             return  # nothing to interrupt yet
         endpoint = f"ipc://{self.session_dir / 'ipc' / 'kernel'}-{CHANNELS.index('control') + 1}"
-        key = str(self._info.get("key", "")).encode()
+        key = self._kernel_key.encode()
         scheme = self._info.get("signature_scheme", "hmac-sha256")
         loop = asyncio.get_running_loop()
         loop.run_in_executor(

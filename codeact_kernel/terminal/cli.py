@@ -106,9 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "this OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318.")
     export.add_argument("--otlp-file", default=None, metavar="OUT.json",
                         help="Write the run's spans as an OTLP/JSON request to a file.")
-    ks = sub.add_parser("kernelspec", help="Manage the codeact-sandbox Jupyter kernelspec.")
+    ks = sub.add_parser("kernelspec", help="Manage the codeact-sandbox and codeact-review "
+                        "Jupyter kernelspecs.")
     ks_sub = ks.add_subparsers(dest="ks_command", required=True)
-    install = ks_sub.add_parser("install", help="Install the kernelspec for Jupyter frontends.")
+    install = ks_sub.add_parser("install", help="Install both kernelspecs for Jupyter frontends: "
+                                "codeact-sandbox, and codeact-review for re-running traces.")
     where = install.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="Install for the current user.")
     where.add_argument("--sys-prefix", action="store_true", help="Install into sys.prefix.")
@@ -196,9 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "kernelspec":
             from ..sandbox.kernelspec import install_kernelspec
 
-            path = install_kernelspec(user=args.user, sys_prefix=args.sys_prefix,
-                                      prefix=args.prefix)
-            print(f"Installed kernelspec codeact-sandbox in {path}")
+            for review in (False, True):
+                path = install_kernelspec(user=args.user, sys_prefix=args.sys_prefix,
+                                          prefix=args.prefix, review=review)
+                print(f"Installed kernelspec {Path(path).name} in {path}")
             return 0
     except (CodeActError, TraitError) as exc:
         print(f"codeact: error: {escape_terminal(str(exc))}", file=sys.stderr)

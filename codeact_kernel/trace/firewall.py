@@ -23,11 +23,16 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nbformat import NotebookNode, from_dict
 from traitlets import Bool, List, TraitError, Unicode, validate
 from traitlets.config import Configurable
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
+
+# nbformat is imported where notebooks are handled: the review kernel's launcher uses
+# this module at every kernel start, and nbformat's import can take seconds.
 
 # Never let through without OutputFirewall.trusted, whatever the allow-list says.
 ACTIVE_MARKERS = ("javascript", "ecmascript", "widget")
@@ -242,6 +247,8 @@ class OutputFirewall(Configurable):
     def filter_output(self, output: Mapping[str, Any]) -> NotebookNode:
         """A copy of one nbformat output with its bundle filtered (streams and errors are
         text, which every renderer escapes)."""
+        from nbformat import from_dict
+
         node: NotebookNode = from_dict(copy.deepcopy(dict(output)))
         if node.get("output_type") in ("display_data", "execute_result"):
             filtered = self.filter_bundle(node.get("data", {}), node.get("metadata", {}))

@@ -26,9 +26,12 @@ from ..errors import TraceError
 from .validate import TraceLimits, check_trace, read_trace_text
 
 TRACE_FORMAT_VERSION = 1
+# Traces name the review kernelspec: Run All on a trace re-runs the agent's code, and
+# a frontend trusts what a running cell outputs, so the outputs pass the output firewall
+# and the frontend's key stays out of the sandbox (`codeact kernelspec install`).
 KERNELSPEC = {
-    "name": "codeact-sandbox",
-    "display_name": "Python 3 (CodeAct sandbox)",
+    "name": "codeact-review",
+    "display_name": "Python 3 (CodeAct review, outputs filtered)",
     "language": "python",
 }
 BLOCKED_TAG = "blocked"

@@ -18,14 +18,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
 import zmq
 from jupyter_client.manager import KernelManager
 from jupyter_client.session import Session
+from nbclient import NotebookClient
 
-from codeact_kernel.sandbox.kernelspec import REVIEW_KERNEL_NAME, install_kernelspec
+from codeact_kernel.sandbox.kernelspec import (
+    REVIEW_DISPLAY_NAME,
+    REVIEW_KERNEL_NAME,
+    install_kernelspec,
+    kernel_json,
+)
 
+from ..helpers import fence, make_agent
+from ..scripted_llm import ScriptedLLMServer
 from .active import active_in_bundle
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -48,6 +59,14 @@ k.session.send(k.iopub_socket, 'comm_open',
                 'data': {'state': {'_model_module': 'https://evil.example/x.js'}}},
                parent=parent)
 pd.DataFrame({'a': [1, 2], 'b': ['<script>alert(3)</script>', 'y']})
+"""
+# What the agent's step did (policy-clean); Run All re-runs it on the trace's kernelspec.
+AGENT_STEP = """\
+from IPython.display import HTML, Javascript, display
+import pandas as pd
+display(Javascript("alert('js')"))
+display(HTML("<script>alert('html')</script><b>kept</b>"))
+pd.DataFrame({'a': [1, 2]})
 """
 
 
@@ -117,7 +136,7 @@ def test_replies_with_bundles_are_filtered(kernel: tuple[KernelManager, Any]) ->
     for payload in reply["content"].get("payload", []):
         assert not active_in_bundle(payload.get("data", {})), payload
     inspected = kc.inspect("k", reply=True, timeout=10)["content"]
-    assert inspected["data"].get("text/plain") == "doc"
+    assert inspected["data"]["text/plain"].startswith("doc\n[codeact: removed")
     assert not active_in_bundle(inspected["data"]), inspected
     info = kc.kernel_info(reply=True, timeout=10)["content"]
     assert [link["url"] for link in info["help_links"]] == ["https://docs.python.org"]
@@ -190,3 +209,29 @@ def test_forged_and_replayed_requests_are_dropped(kernel: tuple[KernelManager, A
         ctx.destroy(linger=0)
     _, seen = execute(kc, "print('still fine')")
     assert stdout(seen) == "still fine\n"
+
+
+def test_run_all_on_a_trace_uses_the_review_kernel(tmp_path: Path) -> None:
+    """The reviewer's path: a trace names the review kernelspec, and Run All (nbclient, as
+    JupyterLab would) gets the re-run outputs filtered."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    with ScriptedLLMServer([fence(AGENT_STEP), fence("final_answer(1)")]) as llm:
+        result = make_agent(llm, tmp_path, runtime).run("hostile outputs")
+    assert result.status == "answered", result.reason
+    nb = nbformat.read(result.trace_path, as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == KERNEL
+    recorded = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert any("application/javascript" in o.get("data", {}) for o in recorded)  # the record
+    NotebookClient(nb, timeout=120, startup_timeout=60, allow_errors=True).execute()
+    rerun = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    bundles = [o["data"] for o in rerun if "data" in o]
+    assert any("<table" in d.get("text/html", "") for d in bundles)
+    for data in bundles:
+        assert not active_in_bundle(data), data
+
+
+def test_repository_review_kernelspec_matches_the_installer() -> None:
+    shipped = json.loads((REPO / "kernelspec" / KERNEL / "kernel.json").read_text())
+    assert shipped == kernel_json("python", REVIEW_DISPLAY_NAME, review=True)
+    assert shipped["argv"][-1] == "--review"

@@ -35,7 +35,7 @@ def test_trace_cells_metadata_and_validity(tmp_path: Path) -> None:
     meta = nb.metadata["codeact"]
     assert meta["status"] == "answered" and meta["final_answer"] == {"x": 1}
     assert meta["format_version"] == 1 and meta["task"] == "do it"
-    assert nb.metadata["kernelspec"]["name"] == "codeact-sandbox"
+    assert nb.metadata["kernelspec"]["name"] == "codeact-review"
     raw = [c for c in nb.cells if c.cell_type == "raw"]
     assert raw[0].metadata["tags"] == [BLOCKED_TAG] and raw[0].source == "import os"
     setup, *code = [c for c in nb.cells if c.cell_type == "code"]

@@ -15,7 +15,7 @@ import pytest
 from nbclient import NotebookClient
 
 from codeact_kernel.errors import TraceError
-from codeact_kernel.sandbox.kernelspec import KERNEL_NAME, install_kernelspec
+from codeact_kernel.sandbox.kernelspec import REVIEW_KERNEL_NAME, install_kernelspec
 from codeact_kernel.terminal.cli import main as cli_main
 from codeact_kernel.trace.notebook import SETUP_TAG, load_trace
 from codeact_kernel.trace.replay import Replayer, normalize, render_outputs
@@ -115,7 +115,8 @@ def test_normalization_ignores_addresses_timings_and_ids() -> None:
 def sandbox_kernelspec() -> Iterator[None]:
     runtime = Path(tempfile.mkdtemp(prefix="ckr-"))
     prefix = Path(tempfile.mkdtemp(prefix="ckr-prefix-"))
-    install_kernelspec(prefix=str(prefix), launcher_args=[f"--runtime-dir={runtime}"])
+    install_kernelspec(prefix=str(prefix), launcher_args=[f"--runtime-dir={runtime}"],
+                       review=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
         yield
@@ -126,7 +127,7 @@ def test_run_all_with_nbclient_reproduces_outputs(trace_path: Path,
                                                   sandbox_kernelspec: None) -> None:
     recorded = nbformat.read(trace_path, as_version=4)
     nb = nbformat.read(trace_path, as_version=4)
-    assert nb.metadata["kernelspec"]["name"] == KERNEL_NAME
+    assert nb.metadata["kernelspec"]["name"] == REVIEW_KERNEL_NAME
     NotebookClient(nb, timeout=120, allow_errors=True).execute()
     pairs = [(old, new) for old, new in zip(recorded.cells, nb.cells, strict=True)
              if new.cell_type == "code" and SETUP_TAG not in new.metadata.get("tags", [])]
