@@ -1,0 +1,34 @@
+"""The ``%%agent`` magic in IPython's own testing shell, on a scripted model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from IPython.testing.globalipapp import start_ipython
+
+from ..scripted_llm import ScriptedLLMServer
+
+
+@pytest.fixture(scope="module")
+def ip() -> Any:
+    shell = start_ipython()
+    assert shell is not None
+    shell.run_line_magic("load_ext", "codeact_kernel")
+    return shell
+
+
+@pytest.fixture
+def magic_llm(ip: Any, tmp_path: Path) -> Iterator[ScriptedLLMServer]:
+    with ScriptedLLMServer() as server:
+        ip.run_line_magic("config", "AgentMagics.model = 'openai/scripted'")
+        ip.run_line_magic("config", f"AgentMagics.api_base = {server.api_base!r}")
+        ip.run_line_magic("config", f"AgentMagics.trace_dir = {str(tmp_path)!r}")
+        yield server
+    ip.magics_manager.registry["AgentMagics"].close()
+
+
+def agent_cell(ip: Any, line: str, task: str) -> None:
+    ip.run_cell_magic("agent", line, task)
