@@ -55,10 +55,11 @@ def test_planted_symlinks_cannot_steer_the_handoff(ip: Any, magic_llm: ScriptedL
     ip.user_ns["data"] = {"amount": 12, "to": "Ada"}
     ip.user_ns["frame"] = pd.DataFrame({"x": [1, 2, 3]})
     magic_llm.enqueue(fence("final_answer([data, int(frame['x'].sum())])"))
-    agent_cell(ip, "--in data,frame -o got", "use the data")
-
-    assert secret.read_text() == "root only"
-    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    try:
+        agent_cell(ip, "--in data,frame -o got", "use the data")
+    finally:
+        assert secret.read_text() == "root only"
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     assert ip.user_ns["got"] == [{"amount": 12, "to": "Ada"}, 6]
 
 
@@ -70,7 +71,8 @@ def test_handoff_writes_nothing_into_the_work_folder(ip: Any, magic_llm: Scripte
     work = magics.current.session.work_path
     before = set(os.listdir(work))
     ip.user_ns["numbers"] = [1, 2, 3]
-    magic_llm.enqueue(fence("import os\nfinal_answer([numbers, sorted(os.listdir('.'))])"))
+    magic_llm.enqueue(fence(
+        "import pathlib\nfinal_answer([numbers, sorted(p.name for p in pathlib.Path('.').iterdir())])"))
     agent_cell(ip, "--in numbers -o seen", "look around")
     numbers, listing = ip.user_ns["seen"]
     assert numbers == [1, 2, 3]
@@ -91,6 +93,7 @@ def test_handoff_failure_says_what_failed(ip: Any, magic_llm: ScriptedLLMServer)
 
 
 def test_handoff_of_a_missing_package_names_it(ip: Any, magic_llm: ScriptedLLMServer) -> None:
+    ip.run_line_magic("config", "Policy.authorized_imports = ['sys']")
     magic_llm.enqueue(fence("import sys\nsys.modules['pandas'] = None\nfinal_answer(1)"))
     agent_cell(ip, "--new", "hide pandas")
     ip.user_ns["table"] = pd.DataFrame({"x": [1]})

@@ -110,7 +110,6 @@ def test_forged_end_of_step_does_not_move_calls_to_the_next_step(
 ) -> None:
     llm.enqueue(fence(FORGED_END), fence("final_answer('next')"))
     agent = make_agent(llm, tmp_path, runtime, bank)
-    agent.policy.authorized_imports = ["*"]
     result = agent.run("forge the end of the step")
     nb = read_trace(result.trace_path)
     assert bank.amounts == [42]
@@ -123,6 +122,7 @@ def test_kept_open_magic_session_refuses_calls_between_cells(
 ) -> None:
     bank = Bank()
     ip.user_ns["transfer_money"] = bank.tool().fn
+    ip.run_line_magic("config", "Policy.authorized_imports = ['*']")
     magic_llm.enqueue(fence(BACKGROUND))
     agent_cell(ip, "--new --tools transfer_money -o first", "pay from a thread")
     assert ip.user_ns["first"] == "done"

@@ -55,7 +55,6 @@ def test_malformed_iopub_message_after_a_tool_call(
         fence("final_answer('done')"),
     )
     agent = make_agent(llm, tmp_path, runtime, bank)
-    agent.policy.authorized_imports = ["*"]
     result, crashed = run_attack(agent, "pay, then send a malformed message")
     nb = assert_finished_with_the_call(agent, bank, crashed, 5)
     assert result.status == "answered", result.reason
@@ -99,7 +98,6 @@ def test_tampered_private_probe_is_flagged_not_fatal(
             "transfer_money(9)")
     llm.enqueue(fence(code), fence("final_answer(1)"))
     agent = make_agent(llm, tmp_path, runtime, bank)
-    agent.policy.authorized_imports = ["*"]
     result, crashed = run_attack(agent, "tamper with the probe")
     nb = assert_finished_with_the_call(agent, bank, crashed, 9)
     assert result.status == "answered"

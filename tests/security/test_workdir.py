@@ -60,14 +60,15 @@ print(os.getcwd())
 """
 
 
+@pytest.mark.parametrize("mode", [0o755, 0o700], ids=oct)
 @pytest.mark.parametrize("owner", ["host user", "another user"])
 def test_user_workdir_keeps_its_owner_and_gets_its_mode_back(
-    tmp_path: Path, runtime_dir: Path, owner: str
+    tmp_path: Path, runtime_dir: Path, owner: str, mode: int
 ) -> None:
     if owner == "another user" and os.geteuid() != 0:
         pytest.skip("only root can hand a folder to another user")
     uid = os.getuid() if owner == "host user" else 4321
-    work = user_folder(tmp_path, uid, 0o700)
+    work = user_folder(tmp_path, uid, mode)
     before = snapshot(work)
     with KernelSession(runtime_dir=str(runtime_dir), work_dir=str(work), timeout=30) as s:
         result = s.execute(ATTACK)
@@ -114,7 +115,7 @@ time.sleep(600)
 def test_work_folder_of_a_killed_owner_is_given_back_by_the_next_session(
     tmp_path: Path, runtime_dir: Path
 ) -> None:
-    work = user_folder(tmp_path, os.getuid(), 0o750)
+    work = user_folder(tmp_path, os.getuid(), 0o755)
     before = snapshot(work)
     env = {k: v for k, v in os.environ.items() if k != "JPY_PARENT_PID"}
     owner = subprocess.Popen([sys.executable, "-c", OWNER, str(runtime_dir), str(work)],
