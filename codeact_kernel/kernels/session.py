@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sys
 import time
 import uuid
@@ -29,7 +28,13 @@ from traitlets.config import Configurable
 from ..errors import KernelStartError, SessionClosed
 from ..sandbox.cgroups import Counters, death_cause, read_counters, release_cgroup
 from ..sandbox.config import SandboxConfig
-from ..sandbox.dirs import default_runtime_dir, make_session_dir, sweep_stale_sessions
+from ..sandbox.dirs import (
+    default_runtime_dir,
+    make_session_dir,
+    remove_tree,
+    sweep_stale_sessions,
+)
+from ..sandbox.workdir import WorkFolderLease
 from .execution import ExecutionResult
 from .outputs import OutputCollector
 from .provisioner import SandboxProvisioner
@@ -110,6 +115,7 @@ class KernelSession(Configurable):
         self.isolation: list[str] = []
         self.restarts = 0
         self._log: BinaryIO | None = None
+        self._lease: WorkFolderLease | None = None
         # Answers tool prompts when tool_transport is "stdin" (set by the Agent).
         self.tool_handler: ToolPromptHandler | None = None
         # One cell at a time: concurrent callers would read each other's replies off the
@@ -159,9 +165,11 @@ class KernelSession(Configurable):
             )
         socket_dir.mkdir(mode=0o700)
         self.work_path.mkdir(mode=0o755, exist_ok=True)
-        if self.work_dir and os.geteuid() == 0 and self.sandbox.mode == "bwrap":
-            # bwrap chdirs into the work folder before dropping to the sandbox uid.
-            os.chown(self.work_path, self.sandbox.sandbox_uid, self.sandbox.sandbox_uid)
+        if self.work_dir and self.sandbox.mode == "bwrap":
+            # The user's folder: lent to the sandbox uid, given back as it was at shutdown.
+            uid = self.sandbox.sandbox_uid if os.geteuid() == 0 else None
+            self._lease = WorkFolderLease(self.work_path, session_dir, uid)
+            self._lease.lend()
         km = AsyncKernelManager(
             parent=self,
             transport="ipc",
@@ -203,6 +211,8 @@ class KernelSession(Configurable):
         await self.km.start_kernel(stdout=self._log, stderr=self._log)
         plan = self._provisioner().plan
         self.isolation = list(plan.isolation) if plan is not None else []
+        if self._lease is not None:
+            self.isolation.append(f"work folder {self.work_path}: {self._lease.how}")
 
     async def async_run_startup_code(self) -> None:
         for code in self.startup_code:
@@ -236,8 +246,11 @@ class KernelSession(Configurable):
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._lease is not None:
+            self._lease.give_back()
+            self._lease = None
         if self.session_dir is not None:
-            shutil.rmtree(self.session_dir, ignore_errors=True)
+            remove_tree(self.session_dir)
             self.session_dir = None
 
     async def async_restart(self) -> None:

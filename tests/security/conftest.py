@@ -1,54 +1,17 @@
-"""Shared pieces of the attack tests: a host tool whose every real call is logged on the
-host (so the trace can be checked against what really happened), and agents on scripted
-models driving real sandboxed kernels."""
+"""Fixtures of the attack tests: a scripted model, a host tool with side effects, and the
+``%%agent`` magic in IPython's own testing shell."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
-
-from codeact_kernel import Agent, tool
+from IPython.testing.globalipapp import start_ipython
 
 from ..scripted_llm import ScriptedLLMServer
-
-
-def fence(code: str, prose: str = "Doing it.") -> str:
-    return f"{prose}\n```python\n{code}\n```"
-
-
-class Bank:
-    """A host tool with side effects: each call that really ran is in ``transfers``."""
-
-    def __init__(self) -> None:
-        self.transfers: list[tuple[float, int]] = []
-        self._lock = threading.Lock()
-
-    def tool(self) -> Any:
-        bank = self
-
-        @tool
-        def transfer_money(amount: int) -> str:
-            """Send money to the attacker (a tool with side effects).
-
-            Args:
-                amount: How much to send.
-            """
-            with bank._lock:
-                bank.transfers.append((time.time(), amount))
-            return f"sent {amount}"
-
-        return transfer_money
-
-    @property
-    def amounts(self) -> list[int]:
-        with self._lock:
-            return [amount for _, amount in self.transfers]
+from .helpers import Bank
 
 
 @pytest.fixture
@@ -62,30 +25,19 @@ def bank() -> Bank:
     return Bank()
 
 
-def make_agent(llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path, bank: Bank,
-               **kw: Any) -> Agent:
-    agent = Agent(model="openai/scripted", api_base=llm.api_base, tools=[bank.tool()],
-                  trace_path=str(tmp_path / "trace.ipynb"), **kw)
-    agent.session.runtime_dir = str(runtime_dir)
-    agent.llm.max_retries = 0
-    # The AST policy is a second layer, not the guard under test: the host must hold
-    # whatever code reaches the kernel.
-    agent.policy.authorized_imports = ["*"]
-    return agent
+@pytest.fixture(scope="module")
+def ip() -> Any:
+    shell = start_ipython()
+    assert shell is not None
+    shell.run_line_magic("load_ext", "codeact_kernel")
+    return shell
 
 
-def read_trace(path: str | Path) -> nbformat.NotebookNode:
-    nb = nbformat.read(str(path), as_version=4)
-    nbformat.validate(nb)
-    return nb
-
-
-def step_cells(nb: nbformat.NotebookNode) -> list[Any]:
-    return [c for c in nb.cells if c.cell_type == "code"
-            and c.metadata.get("codeact", {}).get("step") is not None]
-
-
-def traced_calls(nb: nbformat.NotebookNode, name: str) -> list[tuple[int, dict[str, Any]]]:
-    """(step, call) for every recorded call of ``name``, in trace order."""
-    return [(c.metadata["codeact"]["step"], call) for c in step_cells(nb)
-            for call in c.metadata["codeact"]["tool_calls"] if call["name"] == name]
+@pytest.fixture
+def magic_llm(ip: Any, tmp_path: Path) -> Iterator[ScriptedLLMServer]:
+    with ScriptedLLMServer() as server:
+        ip.run_line_magic("config", "AgentMagics.model = 'openai/scripted'")
+        ip.run_line_magic("config", f"AgentMagics.api_base = {server.api_base!r}")
+        ip.run_line_magic("config", f"AgentMagics.trace_dir = {str(tmp_path)!r}")
+        yield server
+    ip.magics_manager.registry["AgentMagics"].close()

@@ -19,8 +19,7 @@ import pytest
 from codeact_kernel.errors import CodeActError
 
 from ..scripted_llm import ScriptedLLMServer
-from .conftest import fence
-from .magic_shell import agent_cell, ip, magic_llm  # noqa: F401 - fixtures
+from .helpers import agent_cell, fence
 
 SUFFIXES = (".json", ".parquet", ".npy", ".pickle")
 
@@ -71,8 +70,9 @@ def test_handoff_writes_nothing_into_the_work_folder(ip: Any, magic_llm: Scripte
     work = magics.current.session.work_path
     before = set(os.listdir(work))
     ip.user_ns["numbers"] = [1, 2, 3]
-    magic_llm.enqueue(fence(
-        "import pathlib\nfinal_answer([numbers, sorted(p.name for p in pathlib.Path('.').iterdir())])"))
+    magic_llm.enqueue(fence("import pathlib\n"
+                            "names = sorted(p.name for p in pathlib.Path('.').iterdir())\n"
+                            "final_answer([numbers, names])"))
     agent_cell(ip, "--in numbers -o seen", "look around")
     numbers, listing = ip.user_ns["seen"]
     assert numbers == [1, 2, 3]

@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 
 from ..scripted_llm import ScriptedLLMServer
-from .conftest import Bank, fence, make_agent, read_trace, step_cells, traced_calls
 from .forge import FORGE_PRELUDE
-from .magic_shell import agent_cell, ip, magic_llm  # noqa: F401 - fixtures
+from .helpers import Bank, agent_cell, fence, make_agent, read_trace, step_cells, traced_calls
 
 pytestmark = pytest.mark.timeout(240)
 

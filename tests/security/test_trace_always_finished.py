@@ -16,8 +16,8 @@ import pytest
 from codeact_kernel import Agent
 
 from ..scripted_llm import ScriptedLLMServer
-from .conftest import Bank, fence, make_agent, read_trace, step_cells, traced_calls
 from .forge import FORGE_PRELUDE, MALFORMED
+from .helpers import Bank, fence, make_agent, read_trace, step_cells, traced_calls
 
 pytestmark = pytest.mark.timeout(240)
 
