@@ -132,8 +132,18 @@ class KernelSession(Configurable):
 
     @property
     def shares_work_folder(self) -> bool:
-        """Whether the kernel sees ``work_path`` (so the host can hand it files there)."""
+        """Whether the kernel sees ``work_path`` (the same filesystem as the host)."""
         return True
+
+    @property
+    def handoff_dir(self) -> Path | None:
+        """Where the host hands the kernel files: a folder in the session folder, which the
+        sandbox binds read-only, so the kernel reads what the host wrote there but can plant
+        nothing in it. None (values then travel inline) for a kernel on another filesystem,
+        or one not sandboxed, which could write anywhere the host can."""
+        if not self.shares_work_folder or self.sandbox.mode != "bwrap":
+            return None
+        return None if self.session_dir is None else self.session_dir / "handoff"
 
     @property
     def kernel_work_dir(self) -> str:
