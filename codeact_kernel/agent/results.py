@@ -34,6 +34,9 @@ class StepRecord:
     state_lost: bool = False
     timed_out: bool = False
     reason: str = ""
+    # What the host noticed for the auditor: malformed kernel messages, hooks or threads
+    # the step's code left behind, a late or forged end of step, an unreadable probe.
+    flags: list[str] = field(default_factory=list)
 
     @property
     def blocked(self) -> bool:

@@ -54,6 +54,13 @@ class ExecutionResult:
     state_lost: bool = False
     reason: str = ""
     user_expressions: dict[str, Any] = field(default_factory=dict)
+    msg_id: str = ""  # of the execute_request
+    # Messages for this execution that the host could not use (malformed or forged):
+    # their count, and the first reasons.
+    rejected: list[str] = field(default_factory=list)
+    rejected_count: int = 0
+    # Messages answering other requests that arrived meanwhile, by request id.
+    foreign: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

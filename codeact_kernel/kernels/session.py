@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
+import zmq
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
@@ -454,14 +455,25 @@ class KernelSession(Configurable):
 
     async def _pump_iopub(self, collector: OutputCollector) -> None:
         while not collector.idle:
-            msg = await self.kc.get_iopub_msg()
+            try:
+                msg = await self.kc.get_iopub_msg()
+            except zmq.ZMQError:
+                raise  # the channel itself broke: a host failure, not a bad message
+            except Exception as exc:  # a signed frame that does not parse (deep JSON...)
+                collector.reject(f"unreadable iopub message: {type(exc).__name__}: {exc}")
+                continue
             collector.handle(msg)
 
     async def _await_reply(self, msg_id: str, collector: OutputCollector) -> None:
         while True:
-            msg = await self.kc.get_shell_msg()
-            if msg["parent_header"].get("msg_id") == msg_id:
-                collector.reply = msg["content"]
+            try:
+                msg = await self.kc.get_shell_msg()
+            except zmq.ZMQError:
+                raise
+            except Exception as exc:
+                collector.reject(f"unreadable shell message: {type(exc).__name__}: {exc}")
+                continue
+            if collector.take_reply(msg):
                 return
 
     @property

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from IPython import get_ipython
 from IPython.testing.globalipapp import start_ipython
 
 from ..scripted_llm import ScriptedLLMServer
@@ -27,7 +28,8 @@ def bank() -> Bank:
 
 @pytest.fixture(scope="module")
 def ip() -> Any:
-    shell = start_ipython()
+    # IPython's testing shell is one per process: a module that ran before started it.
+    shell = start_ipython() or get_ipython()
     assert shell is not None
     shell.run_line_magic("load_ext", "codeact_kernel")
     return shell

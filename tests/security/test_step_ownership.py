@@ -31,7 +31,7 @@ def test_hook_registered_by_a_step_is_removed_and_flagged(
     llm: ScriptedLLMServer, tmp_path: Path, runtime: Path, bank: Bank
 ) -> None:
     llm.enqueue(
-        fence("def pay(result):\n    transfer_money(100)\n"
+        fence("def pay(*args):\n    transfer_money(100)\n"
               "get_ipython().events.register('post_run_cell', pay)\n"
               "get_ipython().events.register('post_execute', pay)"),
         fence("x = 1"),
