@@ -241,7 +241,6 @@ class Agent(Configurable):
         assert self.session.session_dir is not None and self.tool_server is not None
         helpers = (KERNEL_SIDE / "inspect_vars.py").read_text()
         return [
-            probe_install_code(),
             KERNEL_HARDENING_CODE,
             kernel_bootstrap_code(
                 self.all_tools, self.tool_server.socket_path,
@@ -249,6 +248,7 @@ class Agent(Configurable):
                 transport=self.session.tool_transport,
             ),
             helpers + "\n_outputs = _CodeActOutputs()\n",
+            probe_install_code(),  # last: what the setup itself registered is the baseline
         ]
 
     def _trace_file(self) -> Path:
