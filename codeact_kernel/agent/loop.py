@@ -51,7 +51,7 @@ from .prompt import (
     strip_code,
 )
 from .results import AgentEvent, RunResult, StepRecord
-from .steps import execute_step, probe_install_code, variables_now
+from .steps import execute_step, probe_install_code, record_refused, variables_now
 
 EventCallback = Callable[[AgentEvent], Any]
 KERNEL_SIDE = Path(__file__).parents[1] / "kernel_side"
@@ -227,7 +227,7 @@ class Agent(Configurable):
             await self.session.async_shutdown()
         finally:
             if self.tool_server is not None:
-                self._record_refused()  # the kernel is gone: nothing more can come
+                record_refused(self.trace, self.tool_server)  # the kernel is gone now
                 self.tool_server.stop()
                 self.tool_server = None
             if self._local is not None:
@@ -302,7 +302,7 @@ class Agent(Configurable):
         assert self.trace is not None and self.tool_server is not None
         started = time.monotonic()
         result = RunResult(status="running", trace_path=str(self.trace.path))
-        self._record_refused()  # calls refused since the last run: that run's record
+        record_refused(self.trace, self.tool_server)  # between runs: the last run
         self.trace.add_task(task)
         self.tool_server.reset_final_answer()
         await self._open_conversation(task)
@@ -348,7 +348,7 @@ class Agent(Configurable):
     def _close_run(self, result: RunResult, started: float) -> None:
         assert self.trace is not None and self.tool_server is not None
         result.duration = time.monotonic() - started
-        self._record_refused()
+        record_refused(self.trace, self.tool_server)
         answer = self.tool_server.final_answer
         self.trace.finish(
             result.status,
@@ -432,7 +432,7 @@ class Agent(Configurable):
             )
         finally:  # every call that ran is the step's, even when the step failed
             record.tool_calls = [tool_call_record(c) for c in self.tool_server.drain_calls()]
-            self._record_refused()
+            record_refused(self.trace, self.tool_server)
         if result.timed_out or result.kernel_died:
             await cancel_children(self.managed_tools)
         link_child_runs(record.tool_calls, self.managed_tools, self.trace.path.parent)
@@ -478,11 +478,6 @@ class Agent(Configurable):
         """A summary of the variables alive in the kernel, without touching its history."""
         return (await variables_now(self.session)).variables
 
-    def _record_refused(self) -> None:
-        """Put the tool calls refused since the last call in the trace (of the latest run)."""
-        if self.trace is not None and self.tool_server is not None:
-            calls, count = self.tool_server.window.drain_refused()
-            self.trace.add_refused([asdict(c) for c in calls], count)
 
     async def apropose(self, task: str) -> str | None:
         """One model call for ``task``; return its code without running it (%%agent --code)."""

@@ -19,7 +19,7 @@ here, capped, and flagged when unreadable; it never raises into the host.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from ..kernels.session import KernelSession
 
 if TYPE_CHECKING:
     from ..tools.server import ToolServer
+    from ..trace.notebook import TraceWriter
 
 PROBE_SOURCE = Path(__file__).parents[1] / "kernel_side" / "probe.py"
 REPORT_KEY = "codeact"
@@ -152,6 +153,13 @@ def merge_barrier(result: ExecutionResult, barrier: ExecutionResult) -> None:
         result.state_lost = result.state_lost or barrier.state_lost
         result.status = "died" if barrier.kernel_died else "timeout"
         result.reason = f"the kernel was still busy after the step's reply; {barrier.reason}"
+
+
+def record_refused(trace: TraceWriter | None, server: ToolServer | None) -> None:
+    """Put the tool calls refused since the last call in the trace (of the latest run)."""
+    if trace is not None and server is not None:
+        calls, count = server.window.drain_refused()
+        trace.add_refused([asdict(c) for c in calls], count)
 
 
 def _row(row: dict[str, Any]) -> dict[str, str]:
