@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     CodeActError,
     GatewayError,
+    HandoffError,
     KernelLost,
     KernelStartError,
     ModelError,
@@ -54,6 +55,7 @@ __all__ = [
     "ExecutionResult",
     "GatewayError",
     "GatewaySession",
+    "HandoffError",
     "KernelLost",
     "KernelSession",
     "KernelStartError",

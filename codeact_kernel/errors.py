@@ -27,6 +27,11 @@ class KernelStartError(CodeActError):
         self.log_tail = log_tail
 
 
+class HandoffError(CodeActError):
+    """A notebook variable could not be sent into the sandbox; the message says which and
+    why (a package the kernel lacks, or what failed while the kernel rebuilt it)."""
+
+
 class SessionClosed(CodeActError):
     """The session was shut down; start a new one."""
 

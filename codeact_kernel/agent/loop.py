@@ -38,12 +38,10 @@ from .managed import (
     link_child_runs,
 )
 from .observation import (
-    VARS_EXPRESSION,
     failure_note,
     format_variables,
     keep_full_output,
     model_view,
-    parse_variables,
 )
 from .prompt import (
     DEFAULT_SYSTEM_PROMPT,
@@ -53,6 +51,7 @@ from .prompt import (
     strip_code,
 )
 from .results import AgentEvent, RunResult, StepRecord
+from .steps import execute_step, probe_install_code, record_refused, variables_now
 
 EventCallback = Callable[[AgentEvent], Any]
 KERNEL_SIDE = Path(__file__).parents[1] / "kernel_side"
@@ -188,6 +187,7 @@ class Agent(Configurable):
             self.tool_server = ToolServer(
                 self.all_tools, self.session.session_dir / "tools.sock",
                 call_timeout=self.tool_call_timeout, token=secrets.token_hex(16),
+                require_step=True,
             )
             self.tool_server.start()
             self.session.tool_handler = StdinToolChannel(self.tool_server).answer
@@ -227,6 +227,7 @@ class Agent(Configurable):
             await self.session.async_shutdown()
         finally:
             if self.tool_server is not None:
+                record_refused(self.trace, self.tool_server)  # the kernel is gone now
                 self.tool_server.stop()
                 self.tool_server = None
             if self._local is not None:
@@ -247,6 +248,7 @@ class Agent(Configurable):
                 transport=self.session.tool_transport,
             ),
             helpers + "\n_outputs = _CodeActOutputs()\n",
+            probe_install_code(),  # last: what the setup itself registered is the baseline
         ]
 
     def _trace_file(self) -> Path:
@@ -300,6 +302,7 @@ class Agent(Configurable):
         assert self.trace is not None and self.tool_server is not None
         started = time.monotonic()
         result = RunResult(status="running", trace_path=str(self.trace.path))
+        record_refused(self.trace, self.tool_server)  # between runs: the last run
         self.trace.add_task(task)
         self.tool_server.reset_final_answer()
         await self._open_conversation(task)
@@ -332,6 +335,11 @@ class Agent(Configurable):
             result.status, result.reason = "interrupted", "interrupted by the user"
             self._close_run(result, started)
             raise
+        except Exception as exc:
+            # A failure of the host itself: the trace still ends, with the reason.
+            result.status, result.reason = "error", f"internal error: {type(exc).__name__}: {exc}"
+            self._close_run(result, started)
+            raise
         self._close_run(result, started)
         if on_event is not None:
             on_event(AgentEvent("final", len(result.steps), result))
@@ -340,6 +348,7 @@ class Agent(Configurable):
     def _close_run(self, result: RunResult, started: float) -> None:
         assert self.trace is not None and self.tool_server is not None
         result.duration = time.monotonic() - started
+        record_refused(self.trace, self.tool_server)
         answer = self.tool_server.final_answer
         self.trace.finish(
             result.status,
@@ -371,19 +380,21 @@ class Agent(Configurable):
         code = extract_code(completion.text)
         record = _new_record(step, completion, code)
         assert self.trace is not None
-        if code is None:
-            record.status = "no-code"
-            self.messages.append({"role": "user", "content": NO_CODE_MESSAGE})
-        else:
-            try:
+        try:
+            if code is None:
+                record.status = "no-code"
+                self.messages.append({"role": "user", "content": NO_CODE_MESSAGE})
+            else:
                 await self._act(record, code, emit, stdin)
-            except CodeActError as exc:
-                # The kernel was lost mid-step: keep the step (its code and reason) in the
-                # trace before the run ends with this error.
-                record.status, record.reason = "error", f"{type(exc).__name__}: {exc}"
-                self.trace.add_step(record)
-                raise
-        self.trace.add_step(record)
+        except BaseException as exc:
+            # The kernel was lost mid-step, or the host failed: the step (its code, its
+            # tool calls, the reason) is in the trace before the run ends.
+            interrupted = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+            record.status = "interrupted" if interrupted else "error"
+            record.reason = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.trace.add_step(record)
         emit("step_end", record)
         return record
 
@@ -414,18 +425,21 @@ class Agent(Configurable):
         bound_children(self.managed_tools, timeout, self.max_steps,
                        self.trace.path.parent / f"{self.trace.path.stem}.subagents",
                        self._otel_context())
-        result = await self.session.async_execute(
-            code, timeout=timeout, on_output=lambda o: emit("output", o),
-            stdin_handler=stdin, user_expressions={VARS_EXPRESSION: VARS_EXPRESSION},
-        )
+        try:
+            result, end = await execute_step(
+                self.session, self.tool_server, record.step, code, timeout,
+                on_output=lambda o: emit("output", o), stdin_handler=stdin,
+            )
+        finally:  # every call that ran is the step's, even when the step failed
+            record.tool_calls = [tool_call_record(c) for c in self.tool_server.drain_calls()]
+            record_refused(self.trace, self.tool_server)
         if result.timed_out or result.kernel_died:
             await cancel_children(self.managed_tools)
-        record.tool_calls = [tool_call_record(c) for c in self.tool_server.drain_calls()]
-        if self.trace is not None:
-            link_child_runs(record.tool_calls, self.managed_tools, self.trace.path.parent)
+        link_child_runs(record.tool_calls, self.managed_tools, self.trace.path.parent)
         record.record_execution(result)
-        variables = parse_variables(result) if result.ok else await self.variables()
-        observation = model_view(result, self.step_counter, variables, self.max_output_chars)
+        record.flags = end.flags
+        observation = model_view(result, self.step_counter, end.variables,
+                                 self.max_output_chars)
         if observation.truncated:
             record.outputs_key = self.step_counter
             observation.text += await self._keep_full_output(observation.full_text)
@@ -462,11 +476,8 @@ class Agent(Configurable):
 
     async def variables(self) -> list[dict[str, str]]:
         """A summary of the variables alive in the kernel, without touching its history."""
-        result = await self.session.async_execute(
-            "", silent=True, store_history=False,
-            user_expressions={VARS_EXPRESSION: VARS_EXPRESSION}, timeout=10,
-        )
-        return parse_variables(result)
+        return (await variables_now(self.session)).variables
+
 
     async def apropose(self, task: str) -> str | None:
         """One model call for ``task``; return its code without running it (%%agent --code)."""

@@ -8,8 +8,6 @@ The auditor view is the ExecutionResult's outputs, kept whole in the trace.
 
 from __future__ import annotations
 
-import ast
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +19,6 @@ if TYPE_CHECKING:
     from ..kernels.session import KernelSession
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
-VARS_EXPRESSION = "_codeact_vars()"
 
 
 @dataclass
@@ -42,19 +39,6 @@ class Observation:
         for mime, data in self.images:
             parts.append({"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}})
         return {"role": "user", "content": parts}
-
-
-def parse_variables(result: ExecutionResult) -> list[dict[str, str]]:
-    """Decode the variables summary returned through user_expressions (no pickle)."""
-    entry = result.user_expressions.get(VARS_EXPRESSION, {})
-    if entry.get("status") != "ok":
-        return []
-    try:
-        text = ast.literal_eval(entry["data"]["text/plain"])
-        rows = json.loads(text)
-    except (KeyError, ValueError, SyntaxError, TypeError):
-        return []
-    return [r for r in rows if isinstance(r, dict)]
 
 
 def format_variables(rows: list[dict[str, str]]) -> str:

@@ -36,6 +36,9 @@ class StepRecord:
     reason: str = ""
     cleared_outputs: list[NotebookNode] = field(default_factory=list)
     cleared_outputs_dropped: int = 0
+    # What the host noticed for the auditor: malformed kernel messages, hooks or threads
+    # the step's code left behind, a late or forged end of step, an unreadable probe.
+    flags: list[str] = field(default_factory=list)
 
     @property
     def blocked(self) -> bool:

@@ -57,6 +57,13 @@ class ExecutionResult:
     # Outputs that clear_output() removed after they were shown, and how many more were.
     cleared_outputs: list[NotebookNode] = field(default_factory=list)
     cleared_dropped: int = 0
+    msg_id: str = ""  # of the execute_request
+    # Messages for this execution that the host could not use (malformed or forged):
+    # their count, and the first reasons.
+    rejected: list[str] = field(default_factory=list)
+    rejected_count: int = 0
+    # Messages answering other requests that arrived meanwhile, by request id.
+    foreign: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -8,9 +8,17 @@ from collections.abc import Callable
 from typing import Any
 
 from nbformat import NotebookNode, from_dict
-from nbformat.v4 import output_from_msg
+from nbformat.v4 import new_output, output_from_msg
 
 from .execution import ErrorInfo, ExecutionResult, strip_ansi
+from .messages import (
+    MAX_REASONS,
+    Malformed,
+    check_iopub,
+    clean_reply,
+    invalid_output,
+    parent_id,
+)
 
 OUTPUT_TYPES = {"stream", "display_data", "execute_result", "error"}
 
@@ -40,10 +48,49 @@ class OutputCollector:
         self.idle = False
         self.execution_count: int | None = None
         self.reply: dict[str, Any] | None = None
+        self.rejected: list[str] = []
+        self.rejected_count = 0
+        self.foreign: dict[str, int] = {}
 
     def handle(self, msg: dict[str, Any]) -> None:
-        if msg.get("parent_header", {}).get("msg_id") != self.msg_id:
+        if not isinstance(msg.get("parent_header"), dict):
+            self.reject(f"{str(msg.get('msg_type'))[:40]}: the parent header is not an object")
             return
+        parent = parent_id(msg)
+        if parent != self.msg_id:
+            self.note_foreign(parent)
+            return
+        try:
+            check_iopub(msg)
+            self._handle(msg)
+        except Exception as exc:  # whatever the kernel sent, the host carries on
+            self.reject(f"{str(msg.get('msg_type'))[:40]}: {type(exc).__name__}: {exc}")
+
+    def take_reply(self, msg: dict[str, Any]) -> bool:
+        """Keep ``msg`` as this execution's reply if it is one the host can use."""
+        parent = parent_id(msg)
+        if parent != self.msg_id:
+            self.note_foreign(parent)
+            return False
+        try:
+            self.reply = clean_reply(msg.get("content"))
+        except Malformed as exc:
+            self.reject(str(exc))
+            return False
+        return True
+
+    def reject(self, reason: str) -> None:
+        """Count a message that was malformed, keeping the first reasons."""
+        self.rejected_count += 1
+        if len(self.rejected) < MAX_REASONS:
+            self.rejected.append(reason[:300])
+
+    def note_foreign(self, parent: str | None) -> None:
+        """Count a message answering another request (say, a step that should be over)."""
+        if parent is not None and (parent in self.foreign or len(self.foreign) < 64):
+            self.foreign[parent] = self.foreign.get(parent, 0) + 1
+
+    def _handle(self, msg: dict[str, Any]) -> None:
         kind = msg["msg_type"]
         content = msg["content"]
         if kind == "status":
@@ -72,6 +119,10 @@ class OutputCollector:
         if self.clear_pending:
             self._clear()
         output = output_from_msg(msg)
+        if output.output_type != "stream":  # streams: check_iopub has checked both fields
+            problem = invalid_output(output)
+            if problem is not None:
+                raise Malformed(f"not a valid nbformat output: {problem}")
         if output.output_type == "stream" and self.outputs:
             last = self.outputs[-1]
             if last.output_type == "stream" and last.name == output.name:
@@ -86,7 +137,13 @@ class OutputCollector:
 
     def _update_display(self, content: dict[str, Any]) -> None:
         display_id = content.get("transient", {}).get("display_id")
-        for index in self.display_ids.get(display_id or "", []):
+        targets = self.display_ids.get(display_id, []) if isinstance(display_id, str) else []
+        if targets:
+            problem = invalid_output(new_output("display_data", data=content.get("data", {}),
+                                                metadata=content.get("metadata", {})))
+            if problem is not None:
+                raise Malformed(f"not a valid nbformat output: {problem}")
+        for index in targets:
             self.outputs[index].data = from_dict(content.get("data", {}))
             self.outputs[index].metadata = from_dict(content.get("metadata", {}))
 
@@ -105,6 +162,10 @@ class OutputCollector:
             user_expressions=reply.get("user_expressions", {}),
             cleared_outputs=self.cleared,
             cleared_dropped=self.cleared_dropped,
+            msg_id=self.msg_id,
+            rejected=self.rejected,
+            rejected_count=self.rejected_count,
+            foreign=self.foreign,
         )
         for output in self.outputs:
             if output.output_type == "stream":

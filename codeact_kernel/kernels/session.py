@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import shutil
 import sys
 import time
 import uuid
@@ -20,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
+import zmq
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
@@ -30,7 +30,13 @@ from traitlets.config import Configurable
 from ..errors import KernelStartError, SessionClosed
 from ..sandbox.cgroups import Counters, death_cause, read_counters, release_cgroup
 from ..sandbox.config import SandboxConfig
-from ..sandbox.dirs import default_runtime_dir, make_session_dir, sweep_stale_sessions
+from ..sandbox.dirs import (
+    default_runtime_dir,
+    make_session_dir,
+    remove_tree,
+    sweep_stale_sessions,
+)
+from ..sandbox.workdir import WorkFolderLease
 from .execution import ExecutionResult
 from .outputs import OutputCollector
 from .provisioner import SandboxProvisioner
@@ -117,6 +123,7 @@ class KernelSession(Configurable):
         self.isolation: list[str] = []
         self.restarts = 0
         self._log: BinaryIO | None = None
+        self._lease: WorkFolderLease | None = None
         # Answers tool prompts when tool_transport is "stdin" (set by the Agent).
         self.tool_handler: ToolPromptHandler | None = None
         # One cell at a time: concurrent callers would read each other's replies off the
@@ -133,8 +140,18 @@ class KernelSession(Configurable):
 
     @property
     def shares_work_folder(self) -> bool:
-        """Whether the kernel sees ``work_path`` (so the host can hand it files there)."""
+        """Whether the kernel sees ``work_path`` (the same filesystem as the host)."""
         return True
+
+    @property
+    def handoff_dir(self) -> Path | None:
+        """Where the host hands the kernel files: a folder in the session folder, which the
+        sandbox binds read-only, so the kernel reads what the host wrote there but can plant
+        nothing in it. None (values then travel inline) for a kernel on another filesystem,
+        or one not sandboxed, which could write anywhere the host can."""
+        if not self.shares_work_folder or self.sandbox.mode != "bwrap":
+            return None
+        return None if self.session_dir is None else self.session_dir / "handoff"
 
     @property
     def kernel_work_dir(self) -> str:
@@ -166,9 +183,11 @@ class KernelSession(Configurable):
             )
         socket_dir.mkdir(mode=0o700)
         self.work_path.mkdir(mode=0o755, exist_ok=True)
-        if self.work_dir and os.geteuid() == 0 and self.sandbox.mode == "bwrap":
-            # bwrap chdirs into the work folder before dropping to the sandbox uid.
-            os.chown(self.work_path, self.sandbox.sandbox_uid, self.sandbox.sandbox_uid)
+        if self.work_dir and self.sandbox.mode == "bwrap":
+            # The user's folder: lent to the sandbox uid, given back as it was at shutdown.
+            uid = self.sandbox.sandbox_uid if os.geteuid() == 0 else None
+            self._lease = WorkFolderLease(self.work_path, session_dir, uid)
+            self._lease.lend()
         km = AsyncKernelManager(
             parent=self,
             transport="ipc",
@@ -210,6 +229,8 @@ class KernelSession(Configurable):
         await self.km.start_kernel(stdout=self._log, stderr=self._log)
         plan = self._provisioner().plan
         self.isolation = list(plan.isolation) if plan is not None else []
+        if self._lease is not None:
+            self.isolation.append(f"work folder {self.work_path}: {self._lease.how}")
 
     async def async_run_startup_code(self) -> None:
         for code in self.startup_code:
@@ -243,8 +264,11 @@ class KernelSession(Configurable):
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._lease is not None:
+            self._lease.give_back()
+            self._lease = None
         if self.session_dir is not None:
-            shutil.rmtree(self.session_dir, ignore_errors=True)
+            remove_tree(self.session_dir)
             self.session_dir = None
 
     async def async_restart(self) -> None:
@@ -442,14 +466,25 @@ class KernelSession(Configurable):
 
     async def _pump_iopub(self, collector: OutputCollector) -> None:
         while not collector.idle:
-            msg = await self.kc.get_iopub_msg()
+            try:
+                msg = await self.kc.get_iopub_msg()
+            except zmq.ZMQError:
+                raise  # the channel itself broke: a host failure, not a bad message
+            except Exception as exc:  # a signed frame that does not parse (deep JSON...)
+                collector.reject(f"unreadable iopub message: {type(exc).__name__}: {exc}")
+                continue
             collector.handle(msg)
 
     async def _await_reply(self, msg_id: str, collector: OutputCollector) -> None:
         while True:
-            msg = await self.kc.get_shell_msg()
-            if msg["parent_header"].get("msg_id") == msg_id:
-                collector.reply = msg["content"]
+            try:
+                msg = await self.kc.get_shell_msg()
+            except zmq.ZMQError:
+                raise
+            except Exception as exc:
+                collector.reject(f"unreadable shell message: {type(exc).__name__}: {exc}")
+                continue
+            if collector.take_reply(msg):
                 return
 
     @property

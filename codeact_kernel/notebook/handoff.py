@@ -4,8 +4,12 @@ Host to sandbox, pickle would be acceptable (the host is trusted), but safe
 formats are used where they exist so the sandbox needs no pickle of host
 objects either: Parquet for DataFrames, .npy for arrays, JSON for plain data.
 Pickle is the last resort for other objects, and only in this direction.
-The bytes travel as a file in the work folder when the kernel shares it, else
-inline in the code that rebuilds them.
+
+The bytes never go where the kernel can write: a planted symlink there would steer the
+host's write onto any host file. They travel as a fresh file in the session's hand-off
+folder (the host's, bound read-only in the sandbox: ``KernelSession.handoff_dir``),
+created with ``O_EXCL | O_NOFOLLOW`` through a directory descriptor and removed once
+read, or inline in the code that rebuilds them (kernels on another filesystem).
 """
 
 from __future__ import annotations
@@ -15,10 +19,18 @@ import io
 import json
 import os
 import pickle
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from ..errors import CodeActError
+from ..errors import HandoffError
+from ..kernels.execution import ExecutionResult
 from ..kernels.session import KernelSession
+from ..sandbox.workdir import open_folder
+
+MISSING_PACKAGE = ("ModuleNotFoundError", "ImportError")
 
 
 def _encode(value: Any) -> tuple[str, bytes, str]:
@@ -47,31 +59,58 @@ def _encode(value: Any) -> tuple[str, bytes, str]:
     return ".pickle", pickle.dumps(value), "__import__('pickle').loads({data})"
 
 
-def _data_source(session: KernelSession, name: str, suffix: str, payload: bytes) -> str:
-    """Kernel code giving ``payload``'s bytes: a file in the shared work folder, or inline
-    for a kernel on another filesystem (a gateway's, a container's)."""
-    if not session.shares_work_folder:
-        return f"__import__('base64').b64decode({base64.b64encode(payload).decode()!r})"
-    folder = session.work_path / ".codeact" / "in"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o755)
-    path = folder / f"{name}{suffix}"
-    path.write_bytes(payload)
-    os.chmod(path, 0o644)  # the sandbox uid reads it
-    return f"open({str(path)!r}, 'rb').read()"
+@contextmanager
+def _handed_over(folder: Path | None, suffix: str, payload: bytes) -> Iterator[str]:
+    """Kernel code giving ``payload``'s bytes; a file in ``folder`` lives while in use."""
+    if folder is None:
+        yield f"__import__('base64').b64decode({base64.b64encode(payload).decode()!r})"
+        return
+    folder.mkdir(mode=0o711, exist_ok=True)
+    # Unguessable and never listed (0711): other host users cannot find it either.
+    name = secrets.token_hex(16) + suffix
+    dir_fd = open_folder(folder)
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644, dir_fd=dir_fd)
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o644)  # whatever the umask: the sandbox uid reads it
+            fh.write(payload)
+        try:
+            yield f"open({str(folder / name)!r}, 'rb').read()"
+        finally:
+            os.unlink(name, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 async def push_variables(session: KernelSession, variables: dict[str, Any]) -> list[str]:
     """Define each variable in the sandbox kernel under the same name."""
-    lines = []
-    for name, value in variables.items():
+    for name in variables:
         if not name.isidentifier():
-            raise CodeActError(f"--in: {name!r} is not a variable name")
-        suffix, payload, load = _encode(value)
-        lines.append(f"{name} = " + load.format(data=_data_source(session, name, suffix, payload)))
-    result = await session.async_execute("\n".join(lines), silent=True, store_history=False)
-    if not result.ok:
-        raise CodeActError(
-            f"could not send {', '.join(variables)} into the sandbox: {result.reason}. "
-            "The sandbox's Python may lack the package the value needs (e.g. pandas)."
-        )
+            raise HandoffError(f"--in: {name!r} is not a variable name")
+    for name, value in variables.items():
+        try:
+            suffix, payload, load = _encode(value)
+        except Exception as exc:
+            raise HandoffError(f"could not send {name} into the sandbox: encoding its "
+                               f"{type(value).__name__} failed: {type(exc).__name__}: {exc}"
+                               ) from exc
+        with _handed_over(session.handoff_dir, suffix, payload) as data:
+            result = await session.async_execute(f"{name} = " + load.format(data=data),
+                                                 silent=True, store_history=False)
+        if not result.ok:
+            raise HandoffError(_failure(name, type(value).__name__, result))
     return list(variables)
+
+
+def _failure(name: str, kind: str, result: ExecutionResult) -> str:
+    head = f"could not send {name} ({kind}) into the sandbox: "
+    if result.error is not None and result.error.ename in MISSING_PACKAGE:
+        return (head + f"{result.reason}. The sandbox's Python lacks a package this value "
+                "needs: install it for KernelSession.kernel_python, or send a plain "
+                "type (e.g. df.to_dict('records')).")
+    if result.error is not None:
+        return (head + f"the kernel failed to rebuild it: {result.reason}. Code run earlier "
+                "in this session may have replaced what the loader uses; start a fresh "
+                "session with --new and send it again.")
+    return head + (result.reason or f"the kernel answered {result.status!r}")

@@ -191,7 +191,7 @@ class SandboxConfig(Configurable):
         ]
         inner = list(kernel_cmd)
         if root:
-            _chown_for_sandbox(session_dir, work_dir, self.sandbox_uid)
+            _chown_for_sandbox(session_dir, work_dir, socket_dir, self.sandbox_uid)
             inner = [
                 "/usr/bin/setpriv",
                 f"--reuid={self.sandbox_uid}",
@@ -201,6 +201,10 @@ class SandboxConfig(Configurable):
                 "--bounding-set=-all",
                 "--inh-caps=-all",
                 "--",
+                # Enter the work folder only as the sandbox uid: bwrap (root without
+                # DAC capabilities) could not enter a user's 0700 folder, and the
+                # sandbox uid reaches it through its ACL entry, without owning it.
+                "/bin/sh", "-c", 'cd -- "$0" && exec "$@"', str(work_dir),
                 *inner,
             ]
             isolation.append(f"uid {self.sandbox_uid}, no-new-privs, empty bounding set")
@@ -259,7 +263,9 @@ class SandboxConfig(Configurable):
         # Bound after the session folder, so it stays writable when it lives inside it.
         if work_dir.resolve() != session_dir.resolve():
             args += ["--bind", str(work_dir), str(work_dir)]
-        args += ["--chdir", str(work_dir), "--remount-ro", "/", "--cap-drop", "ALL"]
+        # As root, the command itself enters the work folder after the uid drop (plan).
+        args += ["--chdir", "/" if root else str(work_dir)]
+        args += ["--remount-ro", "/", "--cap-drop", "ALL"]
         if root:
             # Only what setpriv needs to switch to the sandbox uid and empty the
             # bounding set; the uid switch itself clears these capabilities.
@@ -355,12 +361,20 @@ class SandboxConfig(Configurable):
         return found
 
 
-def _chown_for_sandbox(session_dir: Path, work_dir: Path, uid: int) -> None:
-    # The connection file is 0600 and the socket and work folders must be
-    # writable by the sandbox uid.  Only the top level is changed: never the
-    # contents of the work folder, whose files may be the host's.
-    for item in [session_dir, *session_dir.iterdir(), work_dir]:
-        os.chown(item, uid, uid, follow_symlinks=False)
+def _chown_for_sandbox(
+    session_dir: Path, work_dir: Path, socket_dir: Path | None, uid: int
+) -> None:
+    # The connection file is 0600, and the socket folder and a work folder made inside
+    # the session folder must be writable by the sandbox uid. Nothing else changes hands:
+    # the session folder stays the host's (read-only inside), a user's work folder is
+    # lent by WorkFolderLease, and contents are never touched.
+    items = [session_dir / "kernel.json"]
+    items.append(socket_dir if socket_dir is not None else session_dir)
+    if _is_within(work_dir, session_dir) and work_dir.resolve() != session_dir.resolve():
+        items.append(work_dir)
+    for item in items:
+        if os.path.lexists(item):
+            os.chown(item, uid, uid, follow_symlinks=False)
 
 
 def _is_within(path: Path, parent: Path) -> bool:

@@ -10,6 +10,7 @@ after it, stale once that owner is gone.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -18,6 +19,9 @@ from pathlib import Path
 
 from .cgroups import release_cgroup
 from .config import SandboxConfig
+from .workdir import RECORD_NAME, give_back_recorded
+
+log = logging.getLogger(__name__)
 
 
 def default_runtime_dir() -> str:
@@ -33,6 +37,19 @@ def make_session_dir(runtime_dir: Path) -> Path:
     # the work folder inside before it switches to the sandbox uid.
     path.chmod(0o711)
     return path
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder the kernel could write into, never following a link it planted.
+
+    shutil.rmtree walks with directory descriptors and O_NOFOLLOW where the platform
+    allows (Linux does); where it cannot, the folder is left in place rather than risk
+    deleting through a symlink into the host.
+    """
+    if not shutil.rmtree.avoids_symlink_attacks:
+        log.warning("not removing %s: this platform's rmtree could follow symlinks", path)
+        return
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def owner_alive(name: str) -> bool:
@@ -59,7 +76,9 @@ def sweep_stale_sessions(runtime_dir: Path, sandbox: SandboxConfig) -> list[str]
     if runtime_dir.is_dir():
         for path in runtime_dir.iterdir():
             if path.name.startswith("s") and not owner_alive(path.name):
-                shutil.rmtree(path, ignore_errors=True)
+                # A work folder lent by the killed owner goes back to its user first.
+                give_back_recorded(path / RECORD_NAME)
+                remove_tree(path)
                 swept.append(path.name)
     release_cgroups(c for c in sandbox.stale_cgroups() if not owner_alive(c.name))
     return swept

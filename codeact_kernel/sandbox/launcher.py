@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import sys
 from pathlib import Path
@@ -40,7 +39,14 @@ from ..errors import SandboxUnavailable
 from ..trace.firewall import OutputFirewall
 from .bridge import SocketBridge
 from .config import SandboxConfig
-from .dirs import default_runtime_dir, make_session_dir, release_cgroups, sweep_stale_sessions
+from .dirs import (
+    default_runtime_dir,
+    make_session_dir,
+    release_cgroups,
+    remove_tree,
+    sweep_stale_sessions,
+)
+from .workdir import WorkFolderLease
 
 if TYPE_CHECKING:
     from .relay import SigningRelay
@@ -148,6 +154,7 @@ class SandboxLauncher(Application):
         self._stopping: asyncio.Future[None] | None = None
         self._terminating = False
         self._kernel_key = ""
+        self._lease: WorkFolderLease | None = None
 
     def initialize(self, argv: list[str] | None = None) -> None:
         self.parse_command_line(argv)
@@ -214,7 +221,9 @@ class SandboxLauncher(Application):
                 await relay.close()
             await self._stop_kernel()
             release_cgroups(cgroups)
-            shutil.rmtree(self.session_dir, ignore_errors=True)
+            if self._lease is not None:
+                self._lease.give_back()
+            remove_tree(self.session_dir)
         self.log.info("kernel exited with status %s", status)
         return status if status >= 0 else 128 - status
 
@@ -250,8 +259,13 @@ class SandboxLauncher(Application):
 
     def _prepare_work_dir(self, session_dir: Path) -> Path:
         work = Path(self.work_dir).resolve() if self.work_dir else session_dir / "work"
-        # SandboxConfig.plan hands it to the sandbox uid when we are root.
+        # SandboxConfig.plan hands a folder made here to the sandbox uid when we are
+        # root; a user's folder is only lent, and given back as it was.
         work.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if self.work_dir and self.sandbox.mode == "bwrap":
+            uid = self.sandbox.sandbox_uid if os.geteuid() == 0 else None
+            self._lease = WorkFolderLease(work, session_dir, uid)
+            self.log.info("work folder %s: %s", work, self._lease.lend())
         return work
 
     async def _listen(self, bridge: SocketBridge, sockets: Path) -> SigningRelay | None:

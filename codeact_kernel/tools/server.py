@@ -29,6 +29,7 @@ import zmq
 from ..errors import ToolError
 from .bootstrap import kernel_bootstrap_code
 from .serialize import FINAL_ANSWER, FinalAnswer, decode_final_answer, encode_value, summarize
+from .window import REFUSED_MESSAGE, StepWindow
 
 if TYPE_CHECKING:
     from .tool import Tool
@@ -50,6 +51,7 @@ class ToolCall:
     duration: float
     # The result itself (not only its summary), so the trace can record it for replay.
     value: Any = field(default=None, repr=False)
+    step: int | None = None  # the agent step that was running when the call arrived
 
 
 @dataclass
@@ -59,6 +61,7 @@ class _Request:
     header: dict[str, Any]
     blobs: list[bytes]
     deadline: float
+    step: int | None = None
 
 
 class ToolServer:
@@ -75,6 +78,7 @@ class ToolServer:
         max_pending: int = 256,
         max_pending_per_peer: int = 8,
         max_message_bytes: int = 64 * 1024 * 1024,
+        require_step: bool = False,
     ) -> None:
         names = [t.name for t in tools]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -96,6 +100,9 @@ class ToolServer:
         self.max_pending_per_peer = max_pending_per_peer
         self.max_message_bytes = max_message_bytes
         self.calls: list[ToolCall] = []
+        # With require_step, calls are served only between open_step and close_step.
+        self.window = StepWindow(enforce=require_step)
+        self._worker = threading.local()  # the step of the request a worker is running
         self.rejected_messages = 0
         self._drained = 0
         self._final: FinalAnswer | None = None
@@ -160,15 +167,27 @@ class ToolServer:
         if header is None:
             self.rejected_messages += 1
             return _error("ProtocolError", problem, "protocol")
+        served, step = self.window.admit(header["tool"])
+        if not served:
+            return _error("PermissionError", REFUSED_MESSAGE, "refused")
         request = _Request(next(self._seq), b"", header, frames[1:],
-                           time.monotonic() + self.call_timeout)
+                           time.monotonic() + self.call_timeout, step)
         try:
+            self._worker.step = step
             return self._dispatch(request)
         except Exception as exc:  # the kernel is waiting: always answer
             log.exception("tool server failure")
             return _error("InternalError", f"{type(exc).__name__}: {exc}", "protocol")
 
     # ---- results for the agent -------------------------------------------------------
+
+    def open_step(self, step: int) -> None:
+        """Serve tool calls, as calls of ``step`` (with require_step)."""
+        self.window.open(step)
+
+    def close_step(self) -> None:
+        """Refuse (and record) every call until the next open_step (with require_step)."""
+        self.window.close()
 
     def drain_calls(self) -> list[ToolCall]:
         """The calls recorded since the previous drain."""
@@ -297,6 +316,10 @@ class ToolServer:
             return
         # Per-peer and global caps: a flooding peer only starves itself (a REQ
         # socket, one per kernel thread, never has more than one call in flight).
+        served, step = self.window.admit(header["tool"])
+        if not served:
+            _send(router, ident, _error("PermissionError", REFUSED_MESSAGE, "refused"))
+            return
         mine = sum(1 for r in pending.values() if r.ident == ident)
         if mine >= self.max_pending_per_peer or len(pending) >= self.max_pending:
             _send(router, ident, _error(
@@ -304,7 +327,7 @@ class ToolServer:
                 "busy"))
             return
         request = _Request(next(self._seq), ident, header, frames[3:],
-                           time.monotonic() + self.call_timeout)
+                           time.monotonic() + self.call_timeout, step)
         pending[request.key] = request
         pool.submit(lambda: self._run(request))
 
@@ -328,6 +351,7 @@ class ToolServer:
 
     def _run(self, request: _Request) -> None:
         try:
+            self._worker.step = request.step
             reply = self._dispatch(request)
         except BaseException as exc:  # never lose a reply: the kernel is waiting for it
             log.exception("tool server failure")
@@ -394,7 +418,8 @@ class ToolServer:
         self, name: str, arguments: dict[str, Any], result: str | None, error: str | None,
         started: float, t0: float, value: Any = None,
     ) -> None:
-        call = ToolCall(name, arguments, result, error, started, time.perf_counter() - t0, value)
+        call = ToolCall(name, arguments, result, error, started, time.perf_counter() - t0, value,
+                        getattr(self._worker, "step", None))
         with self._lock:
             self.calls.append(call)
 

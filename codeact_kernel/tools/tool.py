@@ -15,7 +15,8 @@ header, further frames are binary blobs referenced by index.
   value (below) and may reference blobs.
 * reply:    ``{"ok": true, "result": VALUE, "notes": [...]}`` or
   ``{"ok": false, "error": {"type": NAME, "message": TEXT, "category": C}}``
-  with C one of tool, arguments, unknown_tool, timeout, busy, protocol.
+  with C one of tool, arguments, unknown_tool, timeout, busy, protocol, refused
+  (no agent step is running: see tools/window.py).
 * encoded value: JSON, where ``{"$codeact": KIND, ...}`` marks what JSON cannot
   hold: ``dataframe``/``series`` (Parquet blob, or "split" JSON), ``ndarray``
   (.npy blob, never pickled), ``png``, ``bytes``, ``text`` (a repr), ``float``

@@ -18,11 +18,12 @@ from typing import Any
 
 import nbformat
 from nbformat import NotebookNode
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_raw_cell
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output, new_raw_cell
 from nbformat.v4.nbjson import writes as writes_json
 
 from ..agent.results import StepRecord
 from ..errors import TraceError
+from ..kernels.messages import invalid_output
 from .validate import TraceLimits, check_trace, read_trace_text
 
 TRACE_FORMAT_VERSION = 1
@@ -36,6 +37,7 @@ KERNELSPEC = {
 }
 BLOCKED_TAG = "blocked"
 SETUP_TAG = "codeact-setup"
+KEEP_REFUSED = 100  # refused tool calls kept with their details per run (all are counted)
 SETUP_TEMPLATE = Path(__file__).parents[1] / "kernel_side" / "replay_setup.py"
 
 
@@ -130,8 +132,26 @@ class TraceWriter:
         if final_answer is not None:
             summary += "\n\n```\n" + _answer_text(final_answer) + "\n```"
         self.nb.cells.append(new_markdown_cell(summary, metadata={"codeact": {"role": "result"}}))
-        nbformat.validate(self.nb)
+        try:
+            nbformat.validate(self.nb)
+        except nbformat.ValidationError:
+            # The collector checks every output as it arrives, so this is a safety net:
+            # the run still ends with a finished trace, without what would not validate.
+            meta["dropped_invalid_outputs"] = _drop_invalid_outputs(self.nb)
+            nbformat.validate(self.nb)
         self.save(durable=True)
+
+    def add_refused(self, calls: list[dict[str, Any]], count: int) -> None:
+        """Record tool calls refused while no step ran, in the latest run (or the notebook
+        before any run): their count, and the first ``calls`` (name, time)."""
+        if not count:
+            return
+        meta = self.nb.metadata["codeact"]
+        target = meta["runs"][-1] if meta["runs"] else meta
+        entry = target.setdefault("refused_tool_calls", {"count": 0, "calls": []})
+        entry["count"] += count
+        entry["calls"].extend(calls[: max(0, KEEP_REFUSED - len(entry["calls"]))])
+        self.save(durable=meta["status"] != "running")
 
     def save(self, durable: bool = False) -> None:
         """Write to a temporary file in the same folder, then rename over it.
@@ -165,9 +185,27 @@ def tool_call_record(call: Any) -> dict[str, Any]:
         "name": call.name, "arguments": call.arguments, "result": call.result,
         "error": call.error, "started": call.started, "duration": round(call.duration, 6),
     }
+    if getattr(call, "step", None) is not None:
+        record["step"] = call.step  # the step running when the call arrived
     if call.error is None and call.name != "final_answer":
         record["value"], record["value_kind"] = _replayable(call.value)
     return record
+
+
+def _drop_invalid_outputs(nb: NotebookNode) -> int:
+    dropped = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for index, output in enumerate(cell.outputs):
+            problem = invalid_output(output)
+            if problem is not None:
+                cell.outputs[index] = new_output(
+                    "stream", name="stderr",
+                    text=f"[codeact: an output that is not valid nbformat was dropped: "
+                         f"{problem}]\n")
+                dropped += 1
+    return dropped
 
 
 def _replayable(value: Any) -> tuple[Any, str]:
