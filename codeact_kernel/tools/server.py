@@ -31,7 +31,10 @@ from .bootstrap import kernel_bootstrap_code
 from .serialize import FINAL_ANSWER, FinalAnswer, decode_final_answer, encode_value, summarize
 
 if TYPE_CHECKING:
+    from .approval import GateVerdict
     from .tool import Tool
+
+    Gate = Callable[[Tool, dict[str, Any], dict[str, Any]], GateVerdict | None]
 
 log = logging.getLogger(__name__)
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
@@ -96,6 +99,8 @@ class ToolServer:
         self.max_pending_per_peer = max_pending_per_peer
         self.max_message_bytes = max_message_bytes
         self.calls: list[ToolCall] = []
+        # Decides on calls of tools that need approval (tools/approval.py); None runs all.
+        self.gate: Gate | None = None
         self.rejected_messages = 0
         self._drained = 0
         self._final: FinalAnswer | None = None
@@ -353,6 +358,11 @@ class ToolServer:
         except ToolError as exc:
             self._record(name, _raw_arguments(args, kwargs), None, str(exc), started, t0)
             return _error("TypeError", str(exc), "arguments")
+        verdict = self.gate(tool, arguments, header) if self.gate is not None else None
+        if verdict is not None:
+            if verdict.category == "denied":
+                self._record(name, arguments, None, f"ToolDenied: {verdict.message}", started, t0)
+            return _error("ToolDenied", verdict.message, verdict.category, ticket=verdict.ticket)
         try:
             value = tool.invoke(arguments)
         except Exception as exc:
@@ -458,8 +468,8 @@ def _send(router: zmq.Socket[bytes], ident: bytes, frames: list[bytes]) -> None:
         pass
 
 
-def _error(type_name: str, message: str, category: str) -> list[bytes]:
-    error = {"type": type_name, "message": message, "category": category}
+def _error(type_name: str, message: str, category: str, **extra: str) -> list[bytes]:
+    error = {"type": type_name, "message": message, "category": category, **extra}
     return [json.dumps({"ok": False, "error": error}).encode()]
 
 
