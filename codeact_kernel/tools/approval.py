@@ -103,7 +103,9 @@ class ApprovalGate:
                 if held is None or held.tool != tool.name or held.key != key:
                     return GateVerdict("denied", f"{call}: no approval was given for this call "
                                        "(an approval is good for the one call it was asked for)")
-                return None if held.state == "approved" else GateVerdict("denied", held.reason)
+                if held.state == "approved":
+                    return None
+                return GateVerdict("denied", held.reason or f"{call}: no human approved it")
             if self.mode in ("allow", "deny"):
                 return self._by_policy(tool.name, arguments, self.mode == "allow", (
                     f"{call} needs approval and Agent.approval is {self.mode!r}"))

@@ -239,6 +239,11 @@ class MCPConnection:
             raise
 
     async def _connect(self, stack: AsyncExitStack) -> Any:
+        try:
+            import mcp  # noqa: F401
+        except ImportError:
+            raise MCPServerError("MCP servers need the mcp SDK on the host: "
+                                 "pip install 'codeact-kernel[mcp]'") from None
         from mcp import Client, StdioServerParameters
         from mcp.client.stdio import stdio_client
         from mcp.client.streamable_http import streamable_http_client

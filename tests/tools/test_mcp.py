@@ -175,3 +175,39 @@ def test_entries_names_and_schemas_are_checked() -> None:
     assert str(sig.signature()) == ("(q: str, from_: Optional[Literal['a', 'b']] = None, "
                                     "n: int | None = 5, tags: list[str] | None = None) -> Any")
     assert sig.renamed == {"from_": "from"}
+
+
+def test_index_listing_search_tools_and_help(llm: ScriptedLLMServer, tmp_path: Path,
+                                             runtime_dir: Path) -> None:
+    llm.enqueue(fence(
+        "print(search_tools('delete a note'))\n"
+        "print('---')\n"
+        "print(search_tools('population', limit=2))\n"
+        "help(files)\n"
+        "try:\n"
+        "    files.read_notes\n"
+        "except AttributeError as exc:\n"
+        "    print('NOPE', exc)\n"
+        "final_answer(files.read_note(name='todo'))"
+    ))
+    agent = make_agent(llm, tmp_path, runtime_dir, mcp_servers=[stdio_entry()],
+                       tool_listing="index")
+    result = agent.run("Read the todo note")
+    assert result.answer == "buy milk", result.reason
+    system = llm.requests[0]["messages"][0]["content"]
+    # Names and one-line summaries only; the docs stay in the kernel.
+    assert "10 tools; each line gives a tool's name and what it does" in system
+    assert "- files.delete_note: Delete a note for good" in system
+    assert "- get_population: " in system  # native tools are listed too
+    assert "def files.city" not in system and "Args:" not in system
+    out = result.steps[0].outputs[0]["text"]
+    first, second = out.split("---")
+    assert first.splitlines()[0] == "files.delete_note(name: str) -> str"
+    assert "Delete a note for good." in first
+    assert "get_population(city: str) -> int" in second.splitlines()[1]
+    assert "FUNCTIONS" in out and "read_note(name: 'str') -> 'str'" in out  # help(files)
+    assert "NOPE files has no tool 'read_notes'; its tools are: read_note, list_notes" in out
+    # The same listing in full below the threshold, as an index above it ('auto').
+    assert agent.hub.prompt_docs(agent.all_tools)[0].startswith("10 tools")
+    agent.tool_listing, agent.tool_index_threshold = "auto", 10
+    assert agent.hub.prompt_docs(agent.all_tools)[0].startswith("def search_cities")
