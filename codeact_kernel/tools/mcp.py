@@ -205,9 +205,10 @@ class MCPConnection:
         if not self._ready.wait(self.startup_timeout):
             self.failure = f"it did not start within {self.startup_timeout:g}s"
         if self.failure is not None:
+            message = self._describe(f"MCP server {self.name!r} ({self.spec.where}) failed "
+                                     f"to start: {self.failure}")
             self.close()
-            raise MCPServerError(self._describe(f"MCP server {self.name!r} ({self.spec.where}) "
-                                                f"failed to start: {self.failure}"))
+            raise MCPServerError(message)
         return self
 
     def _run(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from codeact_kernel.errors import MCPServerError, ToolError
-from codeact_kernel.tools.mcp import MCPServerSpec
+from codeact_kernel.tools.mcp import MCPConnection, MCPServerSpec, make_tools
 from codeact_kernel.tools.mcp_schema import identifier, read_schemas
 from codeact_kernel.trace.replay import Replayer
 
@@ -211,3 +212,21 @@ def test_index_listing_search_tools_and_help(llm: ScriptedLLMServer, tmp_path: P
     assert agent.hub.prompt_docs(agent.all_tools)[0].startswith("10 tools")
     agent.tool_listing, agent.tool_index_threshold = "auto", 10
     assert agent.hub.prompt_docs(agent.all_tools)[0].startswith("def search_cities")
+
+
+def test_the_readme_example_server_runs(tmp_path: Path) -> None:
+    example = Path(__file__).parents[2] / "examples" / "mcp_notes_server.py"
+    spec = MCPServerSpec.from_entry({
+        "name": "notes", "command": [sys.executable, str(example)],
+        "env": {"NOTES_FILE": str(tmp_path / "notes.json")}, "startup_timeout": 90})
+    connection = MCPConnection(spec, startup_timeout=90, call_timeout=30).start()
+    try:
+        tools = {t.attr: t for t in make_tools(connection)[0]}
+        assert [tools[n].requires_approval for n in ("search", "add", "delete")] == [
+            False, False, True]
+        assert tools["search"].invoke({"query": "milk"}) == [
+            {"title": "groceries", "text": "milk, eggs, coffee"}]
+        assert tools["delete"].invoke({"title": "groceries"}) == "deleted groceries"
+        assert [n["title"] for n in tools["search"].invoke({"query": ""})] == ["ideas"]
+    finally:
+        connection.close()
