@@ -194,3 +194,28 @@ def test_answers_and_marks() -> None:
     assert parse_answer("") == (False, "")
     rpc = (ROOT / "codeact_kernel" / "kernel_side" / "rpc.py").read_text()
     assert f"APPROVAL_PROMPT_MARK = {APPROVAL_PROMPT_MARK!r}".replace("'", '"') in rpc
+
+
+def test_confirm_code_denies_then_runs_the_humans_edit(llm: ScriptedLLMServer, tmp_path: Path,
+                                                       runtime_dir: Path) -> None:
+    llm.enqueue(fence("final_answer(1)"), fence("final_answer(2)"))
+    answers = iter(["no, not that", "e", "final_answer(40 + 2)", "."])
+    prompts: list[str] = []
+
+    async def human(prompt: str, password: bool) -> str:
+        prompts.append(prompt)
+        return next(answers)
+
+    agent = make_agent(llm, tmp_path, runtime_dir, tools=[], confirm_code=True)
+    result = agent.run("answer", stdin_handler=human)
+    assert result.status == "answered" and result.answer == 42, result.reason
+    denied, edited = result.steps
+    assert "step 1: run this code?" in prompts[0] and "final_answer(1)" in prompts[0]
+    assert denied.status == "blocked"
+    assert [(d["decision"], d["by"], d["reason"]) for d in denied.approvals] == [
+        ("denied", "human", "not that")]
+    assert "NOT run, denied by the human: not that" in llm.requests[1]["messages"][-1]["content"]
+    assert edited.code == "final_answer(40 + 2)"
+    assert [d["decision"] for d in edited.approvals] == ["edited"]
+    [cell] = code_cells(load_trace(result.trace_path))
+    assert cell.source == "final_answer(40 + 2)"  # the trace holds the code that ran
