@@ -66,3 +66,11 @@ class GatewayError(CodeActError):
 class KernelLost(CodeActError):
     """A kernel the session did not start stopped answering, or is stuck in a cell, and
     cannot be restarted from here; the message says what to do."""
+
+
+class MCPServerError(ToolError):
+    """An MCP server failed to start, died, or did not answer in time; the message names it."""
+
+
+class MCPToolError(ToolError):
+    """An MCP tool answered with an error (``isError``); the message is the server's."""

@@ -19,7 +19,6 @@ from typing import Any
 
 from jupyter_core.utils import run_sync
 from traitlets import Bool, Dict, Float, Instance, Int, List, Unicode, default
-from traitlets.config import Configurable
 
 from ..errors import CodeActError
 from ..kernels.connection import make_session
@@ -28,7 +27,9 @@ from ..kernels.stdin import StdinHandler, StdinToolChannel
 from ..models.llm import LLM, Completion
 from ..policy.rules import KERNEL_HARDENING_CODE, Policy
 from ..telemetry.config import Telemetry, env_configured
-from ..tools.tool import FINAL_ANSWER, Tool, ToolServer, kernel_bootstrap_code, tool
+from ..tools.hub import ToolHub, ToolOptions
+from ..tools.listing import kernel_names, tool_meta
+from ..tools.tool import Tool, ToolServer, kernel_bootstrap_code, tool
 from ..trace.notebook import TraceWriter, answer_for_trace, tool_call_record
 from .managed import (
     ManagedAgentTool,
@@ -57,8 +58,11 @@ EventCallback = Callable[[AgentEvent], Any]
 KERNEL_SIDE = Path(__file__).parents[1] / "kernel_side"
 
 
-class Agent(Configurable):
-    """A CodeAct agent: the model acts by writing Python run in a sandboxed kernel."""
+class Agent(ToolOptions):
+    """A CodeAct agent: the model acts by writing Python run in a sandboxed kernel.
+
+    Its MCP servers, approval and tool-listing traits come from ToolOptions.
+    """
 
     name = Unicode("", help="Name of the agent (used when it is managed by another).").tag(
         config=True
@@ -154,6 +158,7 @@ class Agent(Configurable):
         self.tools = [t if isinstance(t, Tool) else tool(t) for t in tools]
         children = [*managed_agents, *(from_config(c, self) for c in self.managed_agents_config)]
         self.managed_tools = [ManagedAgentTool(child) for child in children]
+        self.hub = ToolHub(self)  # MCP servers, the approval gate, the tool listing
         self.tool_server: ToolServer | None = None
         self.trace: TraceWriter | None = None
         self.messages: list[dict[str, Any]] = []
@@ -168,8 +173,8 @@ class Agent(Configurable):
 
     @property
     def all_tools(self) -> list[Tool]:
-        """Host tools, then managed agents (which are tools too)."""
-        return [*self.tools, *self.managed_tools]
+        """Host tools, managed agents (which are tools too), then MCP servers' tools."""
+        return [*self.tools, *self.managed_tools, *self.hub.tools]
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -182,6 +187,7 @@ class Agent(Configurable):
         await self.session.async_start()
         assert self.session.session_dir is not None
         try:
+            await self.hub.astart([t.name for t in [*self.tools, *self.managed_tools]])
             # The socket is reachable by other host users (the sandbox uid must
             # connect), so calls carry a per-session token only the kernel knows.
             self.tool_server = ToolServer(
@@ -189,8 +195,10 @@ class Agent(Configurable):
                 call_timeout=self.tool_call_timeout, token=secrets.token_hex(16),
                 require_step=True,
             )
+            self.tool_server.gate = self.hub.gate.check
             self.tool_server.start()
             self.session.tool_handler = StdinToolChannel(self.tool_server).answer
+            self.session.approval_handler = self.hub.gate.answer
             self.session.startup_code = self._kernel_setup_code()
             await self.session.async_run_startup_code()
         except BaseException:
@@ -230,6 +238,7 @@ class Agent(Configurable):
                 record_refused(self.trace, self.tool_server)  # the kernel is gone now
                 self.tool_server.stop()
                 self.tool_server = None
+            self.hub.close()
             if self._local is not None:
                 self._local.stop()
                 self._local = None
@@ -268,7 +277,8 @@ class Agent(Configurable):
                 "max_output_chars": self.max_output_chars,
                 "authorized_imports": sorted(self.policy.effective_imports()),
             },
-            "tools": [{"name": t.name, "signature": t.header()} for t in self.all_tools],
+            "tools": [tool_meta(t) for t in self.all_tools],
+            **({"mcp": self.hub.meta()} if self.mcp_servers else {}),
             "sandbox": self.session.isolation,
         }
 
@@ -360,7 +370,7 @@ class Agent(Configurable):
         variables = format_variables(await self.variables())
         system = render_system_prompt(
             self.system_prompt_template,
-            [t.prompt_doc() for t in self.all_tools],
+            self.hub.prompt_docs(self.all_tools),
             sorted(self.policy.effective_imports()),
             variables,
         )
@@ -403,10 +413,14 @@ class Agent(Configurable):
         stdin: StdinHandler | None,
     ) -> None:
         assert self.tool_server is not None
-        verdict = self.policy.check(
-            code, tool_names=[t.name for t in self.all_tools] + [FINAL_ANSWER],
-            work_dir=self.session.kernel_work_dir,
-        )
+        if self.confirm_code and await self.hub.confirm_step(record, stdin) is None:
+            emit("blocked", record.policy["violations"][0]["message"])
+            self.messages.append({"role": "user", "content": f"Step {record.step}: your code "
+                                  f"was NOT run, {record.policy['violations'][0]['message']}."})
+            return
+        code = record.code or code  # as the human may have edited it
+        verdict = self.policy.check(code, tool_names=kernel_names(self.all_tools),
+                                    work_dir=self.session.kernel_work_dir)
         record.policy = {
             "allowed": verdict.allowed,
             "violations": [asdict(v) for v in verdict.violations],
@@ -425,6 +439,7 @@ class Agent(Configurable):
         bound_children(self.managed_tools, timeout, self.max_steps,
                        self.trace.path.parent / f"{self.trace.path.stem}.subagents",
                        self._otel_context())
+        self.hub.begin_step(record.step, code, human=stdin is not None)
         try:
             result, end = await execute_step(
                 self.session, self.tool_server, record.step, code, timeout,
@@ -433,6 +448,7 @@ class Agent(Configurable):
         finally:  # every call that ran is the step's, even when the step failed
             record.tool_calls = [tool_call_record(c) for c in self.tool_server.drain_calls()]
             record_refused(self.trace, self.tool_server)
+            record.approvals += self.hub.gate.end_step()
         if result.timed_out or result.kernel_died:
             await cancel_children(self.managed_tools)
         link_child_runs(record.tool_calls, self.managed_tools, self.trace.path.parent)
@@ -449,6 +465,7 @@ class Agent(Configurable):
         record.observation_truncated = observation.truncated
         emit("observation", observation.text)
         self.messages.append(observation.message(self.vision))
+        self.hub.check_servers()  # a server whose failure stops the run ends it here
 
     def _otel_context(self) -> dict[str, Any] | None:
         context = self._otel.context() if self._otel is not None else None

@@ -28,6 +28,7 @@ class StepRecord:
     outputs: list[NotebookNode] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     policy: dict[str, Any] = field(default_factory=lambda: {"allowed": True, "violations": []})
+    approvals: list[dict[str, Any]] = field(default_factory=list)  # decisions on held calls
     observation_truncated: bool = False
     outputs_key: int | None = None  # _outputs[key] holds the whole text the model saw cut
     recovery: str = "none"

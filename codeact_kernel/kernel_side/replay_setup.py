@@ -13,6 +13,10 @@ class ToolCallError(Exception):
     """A tool's recorded exception, raised again on replay."""
 
 
+class ToolDenied(ToolCallError):
+    """A recorded call that was denied approval, denied again on replay."""
+
+
 def _codeact_rebuild(value, kind):
     if kind == "dataframe":
         import pandas as pd
@@ -23,6 +27,23 @@ def _codeact_rebuild(value, kind):
 
         return np.array(value["data"], dtype=value["dtype"])
     return value
+
+
+def _codeact_error(name, error):
+    # As the live stub raises it: a builtin type stays catchable as itself.
+    import builtins
+
+    type_name, _, message = error.partition(": ")
+    if type_name == "ToolDenied":
+        return ToolDenied(message)
+    base = getattr(builtins, type_name, None)
+    if isinstance(base, type) and issubclass(base, Exception) and base is not Exception:
+        try:
+            made = type(type_name, (ToolCallError, base), {"__module__": "builtins"})
+            return made(f"{message} (raised by host tool {name})")
+        except Exception:
+            pass
+    return ToolCallError(f"{error} (raised by host tool {name})")
 
 
 def _codeact_replay_call(name, arguments):
@@ -42,7 +63,7 @@ def _codeact_replay_call(name, arguments):
             f"{recorded!r}"
         )
     if call.get("error"):
-        raise ToolCallError(call["error"])
+        raise _codeact_error(name, call["error"])
     if "value" not in call:
         raise RuntimeError(f"the trace did not record the result of {name}(); use --live-tools")
     return _codeact_rebuild(call["value"], call.get("value_kind", "json"))

@@ -12,11 +12,14 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # inside the kernel these names come from codec.py's text
+if TYPE_CHECKING:  # inside the kernel these names come from codec.py's and toolspace.py's text
     from .codec import MARK, Decoder, Encoder, local_accept
+    from .toolspace import TOOL_CATALOG, add_to_namespace, make_namespace, search_tools
 
 CONNECT_TIMEOUT = 5.0
 PROTOCOL_VERSION = 1
+# Equal to codeact_kernel.kernels.stdin.APPROVAL_PROMPT_MARK (a test checks it).
+APPROVAL_PROMPT_MARK = "\x00codeact-approval:1\x00"
 
 
 class ToolCallError(Exception):
@@ -41,6 +44,50 @@ class ToolCallError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class ToolDenied(ToolCallError):
+    """A call that needs approval was denied (by the human, or by the configured default).
+
+    The message says who denied it and why; the tool did not run.
+    """
+
+    __module__ = "__main__"
+
+
+class _ApprovalNeeded(Exception):
+    """The host holds the call until a human decides: ask, then send it again."""
+
+    def __init__(self, ticket: str) -> None:
+        super().__init__(ticket)
+        self.ticket = ticket
+
+
+def _ask_host(prompt: str) -> str:
+    # Straight to ipykernel's request, not builtins.input: that one refuses when
+    # the execute_request had allow_stdin=False, which is how the agent runs
+    # cells without a human to answer input().
+    kernel = getattr(get_ipython(), "kernel", None)  # type: ignore[name-defined]  # noqa: F821
+    if kernel is None or not hasattr(kernel, "_input_request"):
+        raise ToolCallError("this needs an ipykernel kernel (its stdin channel)",
+                            category="unreachable")
+    try:
+        ident = kernel._parent_ident["shell"]
+        parent = kernel.get_parent("shell")
+    except (AttributeError, KeyError, TypeError):  # ipykernel before 6.x's per-channel parents
+        ident, parent = kernel._parent_ident, kernel._parent_header
+    return str(kernel._input_request(prompt, ident, parent, password=False))
+
+
+def ask_approval(ticket: str, tool: str) -> None:
+    """Block until the human has decided on the held call (the host keeps the decision)."""
+    if threading.current_thread() is not threading.main_thread():
+        raise ToolDenied(
+            f"{tool}() needs a human's approval, which can only be asked from the main "
+            "thread; call it outside threads", tool=tool, type_name="ToolDenied",
+            category="denied",
+        )
+    _ask_host(APPROVAL_PROMPT_MARK + ticket)
 
 
 class HostDefault:
@@ -99,6 +146,10 @@ def make_error(error: Any, tool: str) -> ToolCallError:
         message += f" (raised by host tool {tool})"
     elif category == "arguments":
         cls = _error_class("TypeError")
+    elif category == "approval" and isinstance(error.get("ticket"), str):
+        return _ApprovalNeeded(error["ticket"])  # type: ignore[return-value]
+    elif category == "denied":
+        cls = ToolDenied
     else:
         cls = ToolCallError
     return cls(message, tool=tool, type_name=type_name, category=category)
@@ -209,7 +260,14 @@ class Client:
             payload = json.dumps(header, default=_json_default).encode()
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{tool}(): {exc}") from None
-        return self._roundtrip(tool, [payload])
+        try:
+            return self._roundtrip(tool, [payload])
+        except _ApprovalNeeded as held:
+            # The host decides; whatever the answer, the call is sent again with the
+            # ticket, so the host runs it or records the denial like any call.
+            ask_approval(held.ticket, tool)
+            header["approval"] = held.ticket
+            return self._roundtrip(tool, [json.dumps(header, default=_json_default).encode()])
 
     def final_answer(self, value: Any) -> None:
         encoder = Encoder(self.host_accept)
@@ -297,17 +355,36 @@ def close() -> None:
         _client.close()
 
 
-def install(namespace: "dict[str, Any]", hidden: Any, stubs: str, names: "list[str]") -> None:
-    """Define the stubs in a private namespace, then publish them to the user's."""
+def install(
+    namespace: "dict[str, Any]", hidden: Any, stubs: str, names: "list[Any]",
+    spaces: "dict[str, str] | None" = None,
+) -> None:
+    """Define the stubs in a private namespace, then publish them to the user's.
+
+    ``names`` holds a tool's name, or a pair [stub name, "space.attr"] for a tool of an
+    MCP server, published as an attribute of the namespace ``space`` (``spaces`` maps
+    each namespace to its doc).
+    """
     import sys
 
     private: dict[str, Any] = {"__name__": "__main__", "_codeact_rpc": sys.modules[__name__]}
     exec(compile(stubs, "<codeact tool stubs>", "exec"), private)
-    published: dict[str, Any] = {"ToolCallError": ToolCallError}
-    for name in names:
-        stub = private[name]
+    published: dict[str, Any] = {"ToolCallError": ToolCallError, "ToolDenied": ToolDenied,
+                                 "search_tools": search_tools}
+    TOOL_CATALOG.clear()
+    for space, doc in (spaces or {}).items():
+        published[space] = make_namespace(space, doc)
+    for entry in names:
+        private_name, public = (entry, entry) if isinstance(entry, str) else entry
+        stub = private[private_name]
         stub.__codeact_tool__ = True
-        published[name] = stub
+        if "." in public:
+            space, attr = public.split(".", 1)
+            add_to_namespace(published[space], attr, stub)
+        else:
+            published[public] = stub
+            if public != "final_answer":
+                TOOL_CATALOG[public] = stub
     namespace.update(published)
     if isinstance(hidden, dict):  # IPython's user_ns_hidden: %who and summaries skip these
         hidden.update(published)

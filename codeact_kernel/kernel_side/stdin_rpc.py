@@ -11,26 +11,10 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # inside the kernel these names come from rpc.py's text
-    from .rpc import CLIENT_CLASSES, Client, ToolCallError
+    from .rpc import CLIENT_CLASSES, Client, ToolCallError, _ask_host
 
 # Equal to codeact_kernel.kernels.stdin.TOOL_PROMPT_MARK (a test checks it).
 TOOL_PROMPT_MARK = "\x00codeact-tool:1\x00"
-
-
-def _ask_host(prompt: str) -> str:
-    # Straight to ipykernel's request, not builtins.input: that one refuses when
-    # the execute_request had allow_stdin=False, which is how the agent runs
-    # cells without a human to answer input().
-    kernel = getattr(get_ipython(), "kernel", None)  # type: ignore[name-defined]  # noqa: F821
-    if kernel is None or not hasattr(kernel, "_input_request"):
-        raise ToolCallError("tools over the stdin channel need an ipykernel kernel",
-                            category="unreachable")
-    try:
-        ident = kernel._parent_ident["shell"]
-        parent = kernel.get_parent("shell")
-    except (AttributeError, KeyError, TypeError):  # ipykernel before 6.x's per-channel parents
-        ident, parent = kernel._parent_ident, kernel._parent_header
-    return str(kernel._input_request(prompt, ident, parent, password=False))
 
 
 class StdinClient(Client):

@@ -40,7 +40,14 @@ from ..sandbox.workdir import WorkFolderLease
 from .execution import ExecutionResult
 from .outputs import OutputCollector
 from .provisioner import SandboxProvisioner
-from .stdin import InputClock, StdinAnswers, StdinHandler, ToolPromptHandler, pump_stdin
+from .stdin import (
+    ApprovalHandler,
+    InputClock,
+    StdinAnswers,
+    StdinHandler,
+    ToolPromptHandler,
+    pump_stdin,
+)
 
 OutputCallback = Callable[[NotebookNode], Any]
 POLL_INTERVAL = 0.1
@@ -126,6 +133,8 @@ class KernelSession(Configurable):
         self._lease: WorkFolderLease | None = None
         # Answers tool prompts when tool_transport is "stdin" (set by the Agent).
         self.tool_handler: ToolPromptHandler | None = None
+        # Decides on tool calls held for a human's approval (set by the Agent).
+        self.approval_handler: ApprovalHandler | None = None
         # One cell at a time: concurrent callers would read each other's replies off the
         # shared channels, so they queue here, like cells queued in a notebook.
         self._execute_lock = asyncio.Lock()
@@ -371,7 +380,9 @@ class KernelSession(Configurable):
         if stdin_handler is not None or self._tools_over_stdin:
             tools = self.tool_handler if self._tools_over_stdin else None
             tasks.append(asyncio.ensure_future(pump_stdin(
-                self.kc, msg_id, StdinAnswers(stdin_handler, tools, self.async_interrupt), clock
+                self.kc, msg_id,
+                StdinAnswers(stdin_handler, tools, self.async_interrupt, self.approval_handler),
+                clock,
             )))
         try:
             verdict = await self._supervise(tasks[:2], started + limit, clock)

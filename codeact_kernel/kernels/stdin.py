@@ -32,6 +32,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..tools.approval import APPROVAL_PROMPT_MARK
+
 if TYPE_CHECKING:
     from ..tools.server import ToolServer
 
@@ -44,6 +46,8 @@ MAX_REPLY_CHARS = 8 * 1024 * 1024
 ToolPromptHandler = Callable[[str], Awaitable[str]]
 # Answers input() in the agent's code: (prompt, password) -> the line typed.
 StdinHandler = Callable[[str, bool], "str | Awaitable[str]"]
+# Decides on a tool call held for approval: (ticket, the human or None) -> the decision.
+ApprovalHandler = Callable[[str, "StdinHandler | None"], Awaitable[str]]
 
 
 def is_tool_prompt(prompt: str) -> bool:
@@ -187,6 +191,7 @@ class StdinAnswers:
     human: StdinHandler | None
     tools: ToolPromptHandler | None
     interrupt: Callable[[], Awaitable[None]]
+    approvals: ApprovalHandler | None = None
 
 
 async def pump_stdin(kc: Any, msg_id: str, answers: StdinAnswers, clock: InputClock) -> None:
@@ -200,6 +205,18 @@ async def pump_stdin(kc: Any, msg_id: str, answers: StdinAnswers, clock: InputCl
         if answers.tools is not None and is_tool_prompt(prompt):
             # Not paused on the clock: tool time counts against the cell, as over ipc.
             kc.input(await answers.tools(prompt))
+            continue
+        if answers.approvals is not None and prompt.startswith(APPROVAL_PROMPT_MARK):
+            # A human decides on a held tool call: waiting for them, like input(), is
+            # not the cell's time.
+            clock.since = time.monotonic()
+            try:
+                reply = await answers.approvals(prompt[len(APPROVAL_PROMPT_MARK):],
+                                                answers.human)
+            finally:
+                clock.waited += time.monotonic() - clock.since
+                clock.since = None
+            kc.input(reply)
             continue
         if answers.human is None:  # only a direct _input_request can get here
             kc.input("")

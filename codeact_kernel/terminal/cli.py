@@ -19,6 +19,9 @@ from traitlets.config.loader import KVArgParseConfigLoader, PyFileConfigLoader
 from ..errors import CodeActError
 from ..trace.escape import escape_terminal
 
+# --approve's words -> Agent.approval.
+APPROVE_FLAG = {"ask": "ask", "all": "allow", "none": "deny"}
+
 # flag -> (Class, trait). The help text is taken from the trait itself.
 RUN_OPTIONS: dict[str, tuple[str, str]] = {
     "model": ("LLM", "model"),
@@ -28,6 +31,7 @@ RUN_OPTIONS: dict[str, tuple[str, str]] = {
     "step-timeout": ("Agent", "step_timeout"),
     "max-output-chars": ("Agent", "max_output_chars"),
     "trace": ("Agent", "trace_path"),
+    "tool-listing": ("Agent", "tool_listing"),
     "otlp": ("Agent", "otel_endpoint"),
     "workdir": ("KernelSession", "work_dir"),
     "memory-limit": ("SandboxConfig", "memory_limit"),
@@ -76,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="A sub-agent callable from the code, as JSON: {\"name\": ..., "
                      "\"description\": ..., \"model\": ..., \"tools\": [\"pkg.mod:fn\"]}. "
                      "Repeatable. (config: Agent.managed_agents_config)")
+    run.add_argument("--mcp", action="append", default=[], metavar="JSON",
+                     help="An MCP server whose tools the code can call, as JSON: {\"name\": "
+                     "\"files\", \"command\": [\"python\", \"server.py\"]} or {\"name\": "
+                     "\"gh\", \"url\": \"http://...\"}. Repeatable. (config: Agent.mcp_servers)")
+    run.add_argument("--approve", choices=sorted(APPROVE_FLAG), default=None,
+                     help="Calls of tools that need approval: ask a human (without one, "
+                     "Agent.approval_headless decides), allow all, or deny all. "
+                     "(config: Agent.approval = ask|allow|deny)")
+    run.add_argument("--confirm-code", action="store_true",
+                     help=_trait_help("Agent", "confirm_code"))
     run.add_argument("--config", default=None, help="A traitlets config file (.py or .json).")
     run.add_argument("--demo", action="store_true",
                      help="Run the built-in demo task (cities and populations, host tools).")
@@ -149,6 +163,12 @@ def load_config(args: argparse.Namespace, extra: list[str]) -> Config:
         ]
     if getattr(args, "managed_agent", None):
         config.Agent.managed_agents_config = [_json_arg(a) for a in args.managed_agent]
+    if getattr(args, "mcp", None):
+        config.Agent.mcp_servers = [_json_arg(a, "--mcp") for a in args.mcp]
+    if getattr(args, "approve", None):
+        config.Agent.approval = APPROVE_FLAG[args.approve]
+    if getattr(args, "confirm_code", False):
+        config.Agent.confirm_code = True
     if getattr(args, "unsafe_no_sandbox", False):
         config.SandboxConfig.mode = "none"
     return config
@@ -162,15 +182,15 @@ def _convert(flag: str, cls_name: str, trait: str, value: str) -> Any:
         raise CodeActError(f"--{flag}: {value!r} is not valid: {exc}") from None
 
 
-def _json_arg(text: str) -> dict[str, Any]:
+def _json_arg(text: str, flag: str = "--managed-agent") -> dict[str, Any]:
     import json
 
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CodeActError(f"--managed-agent takes a JSON object: {exc}: {text!r}") from exc
+        raise CodeActError(f"{flag} takes a JSON object: {exc}: {text!r}") from exc
     if not isinstance(value, dict):
-        raise CodeActError(f"--managed-agent takes a JSON object, got {text!r}")
+        raise CodeActError(f"{flag} takes a JSON object, got {text!r}")
     return value
 
 

@@ -63,14 +63,18 @@ def kernel_bootstrap_code(
     codeact_kernel/kernels/stdin.py; ``socket_path`` is then unused).
 
     The client lives in ``sys.modules["_codeact_rpc"]``; the user namespace only
-    gains the tools, ``final_answer`` and ``ToolCallError`` (all in
-    ``user_ns_hidden``). Re-running it (after ``%reset``) reuses the client.
+    gains the tools (an MCP server's as one namespace), ``final_answer``,
+    ``search_tools``, ``ToolCallError`` and ``ToolDenied`` (all in ``user_ns_hidden``).
+    Re-running it (after ``%reset``) reuses the client.
     """
     if transport not in TRANSPORTS:
         raise ValueError(f"unknown tool transport {transport!r}; use one of {TRANSPORTS}")
     source = kernel_source(extra=("stdin_rpc.py",) if transport == "stdin" else ())
     stubs = "\n\n".join([*(t.render_stub() for t in tools), final_answer_stub()])
-    names = [*(t.name for t in tools), FINAL_ANSWER]
+    names: list[str | list[str]] = [
+        [getattr(t, "stub_name", t.name), t.name] if t.namespace else t.name for t in tools]
+    names.append(FINAL_ANSWER)
+    spaces = {t.namespace: t.namespace_doc for t in tools if t.namespace}
     config = {
         "socket_path": str(socket_path), "call_timeout": float(call_timeout), "token": token,
         "max_bytes": int(max_message_bytes), "host_accept": host_accept(),
@@ -94,7 +98,7 @@ def kernel_bootstrap_code(
         "        hidden = get_ipython().user_ns_hidden\n"
         "    except Exception:\n"
         "        hidden = None\n"
-        f"    mod.install(globals(), hidden, {stubs!r}, {names!r})\n"
+        f"    mod.install(globals(), hidden, {stubs!r}, {names!r}, {spaces!r})\n"
         "_codeact_bootstrap()\n"
         "del _codeact_bootstrap\n"
     )

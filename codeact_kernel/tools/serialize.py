@@ -85,8 +85,8 @@ def summarize(value: Any, width: int = 200) -> str:
 
 
 def kernel_source(extra: tuple[str, ...] = ()) -> str:
-    """The text of the kernel-side RPC client: the codec, the client, then ``extra`` files
-    of kernel_side/ (another transport's client)."""
-    names = ("codec.py", "rpc.py", *extra)
+    """The text of the kernel-side RPC client: the codec, the client, tool namespaces and
+    search (toolspace.py), then ``extra`` files of kernel_side/ (another transport's client)."""
+    names = ("codec.py", "rpc.py", "toolspace.py", *extra)
     parts = [(KERNEL_SIDE / name).read_text(encoding="utf-8") for name in names]
     return "\n\n".join(parts)

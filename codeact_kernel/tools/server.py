@@ -32,7 +32,10 @@ from .serialize import FINAL_ANSWER, FinalAnswer, decode_final_answer, encode_va
 from .window import REFUSED_MESSAGE, StepWindow
 
 if TYPE_CHECKING:
+    from .approval import GateVerdict
     from .tool import Tool
+
+    Gate = Callable[[Tool, dict[str, Any], dict[str, Any]], GateVerdict | None]
 
 log = logging.getLogger(__name__)
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
@@ -103,6 +106,8 @@ class ToolServer:
         # With require_step, calls are served only between open_step and close_step.
         self.window = StepWindow(enforce=require_step)
         self._worker = threading.local()  # the step of the request a worker is running
+        # Decides on calls of tools that need approval (tools/approval.py); None runs all.
+        self.gate: Gate | None = None
         self.rejected_messages = 0
         self._drained = 0
         self._final: FinalAnswer | None = None
@@ -377,6 +382,11 @@ class ToolServer:
         except ToolError as exc:
             self._record(name, _raw_arguments(args, kwargs), None, str(exc), started, t0)
             return _error("TypeError", str(exc), "arguments")
+        verdict = self.gate(tool, arguments, header) if self.gate is not None else None
+        if verdict is not None:
+            if verdict.category == "denied":
+                self._record(name, arguments, None, f"ToolDenied: {verdict.message}", started, t0)
+            return _error("ToolDenied", verdict.message, verdict.category, ticket=verdict.ticket)
         try:
             value = tool.invoke(arguments)
         except Exception as exc:
@@ -483,8 +493,8 @@ def _send(router: zmq.Socket[bytes], ident: bytes, frames: list[bytes]) -> None:
         pass
 
 
-def _error(type_name: str, message: str, category: str) -> list[bytes]:
-    error = {"type": type_name, "message": message, "category": category}
+def _error(type_name: str, message: str, category: str, **extra: str) -> list[bytes]:
+    error = {"type": type_name, "message": message, "category": category, **extra}
     return [json.dumps({"ok": False, "error": error}).encode()]
 
 

@@ -59,9 +59,18 @@ _ENTRY_RE = re.compile(r"^\*{0,2}(\w+)\s*(?:\(([^)]*)\))?\s*:\s*(.*)$")
 
 
 class Tool:
-    """A typed, documented host function that kernel code can call."""
+    """A typed, documented host function that kernel code can call.
 
-    def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
+    ``requires_approval``: each call waits for a human's yes (or the configured
+    default, see ``Agent.approval``) before it runs.
+    """
+
+    # An MCP server's tools live in a namespace of the kernel (``files.read_text``).
+    namespace: str | None = None
+    namespace_doc = ""
+
+    def __init__(self, fn: Callable[..., Any], name: str | None = None, *,
+                 requires_approval: bool = False) -> None:
         if not (inspect.isfunction(fn) or inspect.ismethod(fn)):
             raise ToolError(
                 f"@tool needs a function, got {type(fn).__name__} {fn!r}; wrap it in a "
@@ -69,6 +78,7 @@ class Tool:
             )
         self.fn = fn
         self.name = name or fn.__name__
+        self.requires_approval = requires_approval
         _check_name(self.name)
         raw = inspect.signature(fn)
         hints = _resolve_hints(fn)
@@ -196,18 +206,25 @@ class Tool:
 
 
 @overload
-def tool(fn: Callable[..., Any], *, name: str | None = None) -> Tool: ...
+def tool(fn: Callable[..., Any], *, name: str | None = None,
+         requires_approval: bool = False) -> Tool: ...
 @overload
-def tool(fn: None = None, *, name: str | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
+def tool(fn: None = None, *, name: str | None = None,
+         requires_approval: bool = False) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
-    fn: Callable[..., Any] | None = None, *, name: str | None = None
+    fn: Callable[..., Any] | None = None, *, name: str | None = None,
+    requires_approval: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
-    """Make a host tool from a typed, documented function: ``@tool`` or ``@tool(name=...)``."""
+    """Make a host tool from a typed, documented function: ``@tool``, ``@tool(name=...)``
+    or ``@tool(requires_approval=True)`` (a human approves each call)."""
     if fn is None:
-        return lambda f: Tool(f, name=name)
+        return lambda f: Tool(f, name=name, requires_approval=requires_approval)
     if isinstance(fn, Tool):
-        return fn if name is None or name == fn.name else Tool(fn.fn, name=name)
-    return Tool(fn, name=name)
+        if (name is None or name == fn.name) and not requires_approval:
+            return fn
+        return Tool(fn.fn, name=name or fn.name,
+                    requires_approval=requires_approval or fn.requires_approval)
+    return Tool(fn, name=name, requires_approval=requires_approval)
 
 
 def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:

@@ -24,6 +24,7 @@ from nbformat.v4.nbjson import writes as writes_json
 from ..agent.results import StepRecord
 from ..errors import TraceError
 from ..kernels.messages import invalid_output
+from ..tools.listing import replay_stubs
 from .validate import TraceLimits, check_trace, read_trace_text
 
 TRACE_FORMAT_VERSION = 1
@@ -236,16 +237,9 @@ def setup_source(nb: NotebookNode) -> str:
                     {k: call[k] for k in ("arguments", "value", "value_kind", "error")
                      if k in call}
                 )
-    stubs = []
-    for tool in nb.metadata.get("codeact", {}).get("tools", []):
-        name = tool["name"]
-        stubs.append(
-            f"def {tool['signature']}:\n"
-            f"    return _codeact_replay_call({name!r}, dict(locals()))\n"
-        )
     source = SETUP_TEMPLATE.read_text(encoding="utf-8")
     source = source.replace("__RECORDED__", repr(json.dumps(recorded, default=repr)))
-    return source + "\n\n" + "\n\n".join(stubs)
+    return source + "\n\n" + replay_stubs(nb.metadata.get("codeact", {}).get("tools", []))
 
 
 def answer_for_trace(value: Any, kind: str, type_name: str = "") -> Any:

@@ -18,6 +18,7 @@ from nbformat import NotebookNode
 from nbformat.v4 import new_markdown_cell
 
 from ..errors import CodeActError
+from ..tools.approval import safe_text
 from .escape import escape_terminal
 from .firewall import OutputFirewall
 from .notebook import BLOCKED_TAG, SETUP_TAG, load_trace
@@ -49,6 +50,17 @@ def _fmt_call(call: dict[str, Any], width: int = 90) -> str:
     outcome = f"raised {call['error']}" if call.get("error") else f"-> {call.get('result')}"
     text = f"{call.get('name')}({args}) {outcome} [{call.get('duration', 0) * 1000:.1f} ms]"
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _fmt_decision(d: dict[str, Any], width: int = 160) -> str:
+    """One approval decision: what, the decision, by whom, when, and why."""
+    args = d.get("arguments")
+    inner = ", ".join(f"{k}={v!r}" for k, v in args.items()) if isinstance(args, dict) else ""
+    call = f"{d.get('tool')}({inner})" if args is not None else str(d.get("tool"))
+    waited = f" after {d['waited']:.1f}s" if d.get("by") == "human" and d.get("waited") else ""
+    reason = f": {d['reason']}" if d.get("reason") else ""
+    text = f"{call} {d.get('decision')} by {d.get('by')} at {d.get('at')}{waited}{reason}"
+    return safe_text(text if len(text) <= width else text[: width - 3] + "...")
 
 
 def step_cells(nb: NotebookNode) -> list[NotebookNode]:
@@ -104,6 +116,8 @@ def _step_lines(cell: NotebookNode, indent: str, base: Path | None,
             lines.append(f"{indent}      policy [{v.get('rule')}] {v.get('message')}")
     if m.get("reason") and m.get("recovery", "none") != "none":
         lines.append(f"{indent}      {m['reason']}")
+    for decision in m.get("approvals", []):
+        lines.append(f"{indent}      approval {_fmt_decision(decision)}")
     for call in m.get("tool_calls", []):
         lines.append(f"{indent}      tool {_fmt_call(call)}")
         child = call.get("trace")
@@ -164,6 +178,8 @@ def _step_markdown(cell: NotebookNode) -> str:
     if not verdict.get("allowed", True):
         rows.append("policy: **blocked** — " + "; ".join(
             f"[{v.get('rule')}] {v.get('message')}" for v in verdict.get("violations", [])))
+    for decision in m.get("approvals", []):
+        rows.append(f"approval: `{_fmt_decision(decision, 300)}`")
     for call in m.get("tool_calls", []):
         rows.append(f"tool call: `{_fmt_call(call, 200)}`")
     if cell.cell_type == "raw":

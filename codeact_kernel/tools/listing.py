@@ -1,0 +1,101 @@
+"""How the tools are shown: in the model's prompt (in full, or as an index for large tool
+sets), in the trace's metadata, and in a trace's replay setup cell."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .tool import Tool
+
+LISTINGS = ("full", "index", "auto")
+TOOLSPACE_SOURCE = Path(__file__).parents[1] / "kernel_side" / "toolspace.py"
+
+INDEX_HEAD = """\
+{count} tools; each line gives a tool's name and what it does. Their signatures and docs
+are in the kernel: print(search_tools("words about the task")) shows the tools that
+match, with their signatures; help(name) shows one tool's whole documentation. Find a
+tool's signature before you call it.
+"""
+
+
+def prompt_docs(tools: Sequence[Tool], listing: str, threshold: int) -> list[str]:
+    """The ``$tools`` entries of the system prompt.
+
+    ``listing``: "full" (each tool's def line and docstring), "index" (a name and a
+    one-line summary per tool; search_tools() and help() give the rest) or "auto" (index
+    past ``threshold`` tools).
+    """
+    if listing not in LISTINGS:
+        raise ValueError(f"tool listing {listing!r}: use one of {', '.join(LISTINGS)}")
+    if listing == "index" or (listing == "auto" and len(tools) > threshold):
+        return [index_listing(tools)] if tools else []
+    docs: list[str] = []
+    seen: set[str] = set()
+    for t in tools:
+        if t.namespace and t.namespace not in seen:
+            seen.add(t.namespace)
+            docs.append(f"# MCP server {t.namespace}: its tools are attributes of "
+                        f"`{t.namespace}`, e.g. {t.name}(...)")
+        docs.append(t.prompt_doc())
+    return docs
+
+
+def index_listing(tools: Sequence[Tool]) -> str:
+    lines = [INDEX_HEAD.format(count=len(tools))]
+    for t in tools:
+        summary = t.description.split(". ")[0].strip().rstrip(".") or "(no description)"
+        lines.append(f"- {t.name}: {summary[:120]}")
+    return "\n".join(lines)
+
+
+def kernel_names(tools: Sequence[Tool]) -> list[str]:
+    """The names tools take in the kernel's namespace (for the policy to protect)."""
+    names = {t.namespace or t.name for t in tools}
+    return sorted(names | {"search_tools", "ToolCallError", "ToolDenied"})
+
+
+def tool_meta(t: Tool) -> dict[str, Any]:
+    """A tool as the trace records it (its replay stub is rebuilt from this)."""
+    meta: dict[str, Any] = {"name": t.name, "signature": t.header(), "doc": t.doc}
+    if t.namespace:
+        meta.update(namespace=t.namespace, stub=getattr(t, "stub_name", t.name),
+                    namespace_doc=t.namespace_doc)
+    if t.requires_approval:
+        meta["requires_approval"] = True
+    return meta
+
+
+def replay_stubs(tools: list[dict[str, Any]]) -> str:
+    """Replay setup code: a stub per recorded tool, serving the recorded results, and an
+    MCP server's tools gathered in its namespace as in the live kernel."""
+    stubs: list[str] = []
+    spaces: list[str] = []
+    for meta in tools:
+        name, signature = str(meta["name"]), str(meta["signature"])
+        stub = str(meta.get("stub") or name)
+        stubs.append(
+            f"def {stub}{signature[len(name):]}:\n"
+            f"    {str(meta.get('doc', ''))!r}\n"
+            f"    return _codeact_replay_call({name!r}, dict(locals()))\n"
+        )
+        space = meta.get("namespace")
+        if space:
+            if space not in spaces:
+                spaces.append(space)
+                stubs.append(f"{space} = _codeact_space.make_namespace({space!r}, "
+                             f"{str(meta.get('namespace_doc', ''))!r})\n")
+            attr = name.split(".", 1)[1]
+            stubs.append(f"_codeact_space.add_to_namespace({space}, {attr!r}, {stub})\n")
+        else:
+            stubs.append(f"_codeact_space.TOOL_CATALOG[{name!r}] = {name}\n")
+    source = TOOLSPACE_SOURCE.read_text(encoding="utf-8")
+    head = (
+        "import types as _codeact_types\n"
+        "_codeact_space = _codeact_types.ModuleType('_codeact_toolspace')\n"
+        f"exec(compile({source!r}, '<codeact toolspace>', 'exec'), _codeact_space.__dict__)\n"
+        "search_tools = _codeact_space.search_tools\n"
+    )
+    return head + "\n" + "\n".join(stubs)
+
