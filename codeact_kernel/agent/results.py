@@ -27,6 +27,7 @@ class StepRecord:
     execution_count: int | None = None
     outputs: list[NotebookNode] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    egress: list[dict[str, Any]] = field(default_factory=list)  # network requests, judged
     policy: dict[str, Any] = field(default_factory=lambda: {"allowed": True, "violations": []})
     approvals: list[dict[str, Any]] = field(default_factory=list)  # decisions on held calls
     observation_truncated: bool = False
@@ -54,6 +55,7 @@ class StepRecord:
         self.reason = result.reason
         self.cleared_outputs = result.cleared_outputs
         self.cleared_outputs_dropped = result.cleared_dropped
+        self.egress = result.egress
 
     def metadata(self) -> dict[str, Any]:
         meta = asdict(self)

@@ -64,6 +64,8 @@ class ExecutionResult:
     rejected_count: int = 0
     # Messages answering other requests that arrived meanwhile, by request id.
     foreign: dict[str, int] = field(default_factory=dict)
+    # Requests through the egress proxy since the previous execute (EgressRecord dicts).
+    egress: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -447,8 +447,10 @@ class PooledSession(KernelSession):
         assert km is not None
         self.km, self.session_dir, self._log = km, warm.session_dir, warm._log
         self._lease = warm._lease
+        self.egress = warm.egress
         # The warm shell must never clean up what this session now owns.
-        warm.km, warm.session_dir, warm._log, warm._lease = None, None, None, None
+        warm.km, warm.session_dir, warm._log = None, None, None
+        warm._lease, warm.egress = None, None
         self.isolation = list(warm.isolation)
         self.sandbox, self.work_dir = warm.sandbox, warm.work_dir
         return km

@@ -36,6 +36,7 @@ from ..sandbox.dirs import (
     remove_tree,
     sweep_stale_sessions,
 )
+from ..sandbox.egress import EgressProxy
 from ..sandbox.workdir import WorkFolderLease
 from .execution import ExecutionResult
 from .outputs import OutputCollector
@@ -131,6 +132,8 @@ class KernelSession(Configurable):
         self.restarts = 0
         self._log: BinaryIO | None = None
         self._lease: WorkFolderLease | None = None
+        # The host end of the sandbox's network egress (None without an allow-list).
+        self.egress: EgressProxy | None = None
         # Answers tool prompts when tool_transport is "stdin" (set by the Agent).
         self.tool_handler: ToolPromptHandler | None = None
         # Decides on tool calls held for a human's approval (set by the Agent).
@@ -176,6 +179,7 @@ class KernelSession(Configurable):
         sweep_stale_sessions(Path(self.runtime_dir), self.sandbox)
         self.session_dir = make_session_dir(Path(self.runtime_dir))
         try:
+            self.egress = self.sandbox.start_egress_proxy(self.session_dir)
             self.km = self._make_kernel_manager(self.session_dir)
             await self._launch()
         except BaseException:
@@ -276,6 +280,9 @@ class KernelSession(Configurable):
         if self._lease is not None:
             self._lease.give_back()
             self._lease = None
+        if self.egress is not None:
+            self.egress.stop()
+            self.egress = None
         if self.session_dir is not None:
             remove_tree(self.session_dir)
             self.session_dir = None
@@ -395,6 +402,9 @@ class KernelSession(Configurable):
         # kernel_info_reply and hang the restart.
         result = await self._conclude(verdict, collector, limit, before)
         result.duration = time.monotonic() - started
+        if self.egress is not None and not silent:
+            # Requests made while a silent cell ran are reported with the next visible one.
+            result.egress = self.egress.drain()
         if clock.error is not None:
             raise clock.error
         return result

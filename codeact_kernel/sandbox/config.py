@@ -26,6 +26,7 @@ from traitlets.config import Configurable
 from ..errors import SandboxUnavailable
 from . import seccomp
 from .cgroups import join_cgroups_lines, remove_cgroup, try_write
+from .egress.settings import EgressSettings
 
 INSTALL_HINT = (
     "install bubblewrap (`apt-get install bubblewrap` on Debian/Ubuntu, "
@@ -71,8 +72,9 @@ class LaunchPlan:
     isolation: list[str] = field(default_factory=list)
 
 
-class SandboxConfig(Configurable):
-    """How kernels are isolated from the host, and the limits they run under."""
+class SandboxConfig(EgressSettings, Configurable):
+    """How kernels are isolated from the host, the limits they run under, and the network
+    egress they get (none unless ``allowed_domains`` names some; see EgressSettings)."""
 
     mode = Enum(
         ["bwrap", "none"],
@@ -184,12 +186,14 @@ class SandboxConfig(Configurable):
         self.check()
         root = os.geteuid() == 0
         cgroups = self._make_cgroups(session_dir.name)
+        network = "loopback only" if self.egress_enabled else "no network"
         isolation = [
-            "bubblewrap: no network, private pid/ipc/uts, read-only root",
+            f"bubblewrap: {network}, private pid/ipc/uts, read-only root",
             f"/tmp tmpfs {self.tmp_size // MIB} MiB, writable work folder {work_dir}",
             "clean environment, all capabilities dropped",
+            *(self.egress_description() if self.egress_enabled else []),
         ]
-        inner = list(kernel_cmd)
+        inner = self.egress_command(list(kernel_cmd), session_dir)
         if root:
             _chown_for_sandbox(session_dir, work_dir, socket_dir, self.sandbox_uid)
             inner = [
@@ -245,7 +249,7 @@ class SandboxConfig(Configurable):
         args += ["--perms", "1777", "--size", str(self.tmp_size), "--tmpfs", "/tmp"]
         args += ["--perms", "1777", "--size", str(self.shm_size), "--tmpfs", "/dev/shm"]
         # Binds come after the tmpfs mounts so that a venv living under /tmp stays visible.
-        ro_paths = _system_ro_paths(self.extra_ro_binds)
+        ro_paths = _system_ro_paths([*self.extra_ro_binds, *self.egress_ro_paths()])
         # bwrap copies the host mode of the parent folders it creates (/root is
         # 0700), which would hide a Python under /root from the sandbox uid.
         for parent in _parents_to_create([*ro_paths, str(work_dir), str(session_dir)]):
@@ -289,6 +293,7 @@ class SandboxConfig(Configurable):
             IPYTHONDIR="/tmp/.ipython",
             OPENBLAS_NUM_THREADS="1",
         )
+        env.update(self.egress_env())
         env.update(self.extra_env)
         env.pop("JPY_PARENT_PID", None)
         return env
