@@ -186,6 +186,7 @@ class Agent(ToolOptions):
         self.llm.validate()
         await self.session.async_start()
         assert self.session.session_dir is not None
+        self.policy.egress = self.session.egress is not None  # HTTP clients follow the network
         try:
             await self.hub.astart([t.name for t in [*self.tools, *self.managed_tools]])
             # The socket is reachable by other host users (the sandbox uid must

@@ -46,7 +46,8 @@ from traitlets.config import Configurable
 
 from .walk import Checker, shell_lines
 
-__all__ = ["DEFAULT_ALLOWED_MAGICS", "DEFAULT_AUTHORIZED_IMPORTS", "KERNEL_HARDENING_CODE",
+__all__ = ["DEFAULT_ALLOWED_MAGICS", "DEFAULT_AUTHORIZED_IMPORTS", "DEFAULT_NETWORK_IMPORTS",
+           "KERNEL_HARDENING_CODE",
            "RULES", "Policy", "Verdict", "Violation"]
 
 RULES: tuple[str, ...] = (
@@ -67,6 +68,9 @@ DEFAULT_AUTHORIZED_IMPORTS: tuple[str, ...] = (
     "pandas", "plotly", "polars", "pyarrow", "pytz", "scipy", "seaborn", "sklearn",
     "statsmodels", "sympy", "tqdm",
 )
+
+# HTTP clients: importable when the sandbox has an egress allow-list, pointless otherwise.
+DEFAULT_NETWORK_IMPORTS: tuple[str, ...] = ("httpx", "requests", "urllib", "urllib3")
 
 DEFAULT_ALLOWED_MAGICS: tuple[str, ...] = (
     "time", "timeit", "capture", "matplotlib", "who", "whos", "who_ls", "pinfo", "pinfo2",
@@ -159,6 +163,20 @@ class Policy(Configurable):
         "matplotlib, math, json, ...). Turn off to allow only authorized_imports.",
     ).tag(config=True)
 
+    network_imports = List(
+        Unicode(),
+        default_value=list(DEFAULT_NETWORK_IMPORTS),
+        help="""HTTP client modules authorized when the kernel has network egress
+        (SandboxConfig.allowed_domains is set). Raw sockets stay useless either way: the
+        sandbox has no route, only the proxy.""",
+    ).tag(config=True)
+
+    egress = Bool(
+        False,
+        help="Whether the kernel checked has network egress. Set by the agent from its "
+        "session (SandboxConfig.allowed_domains is the one setting); not configured here.",
+    )
+
     allowed_magics = List(
         Unicode(),
         default_value=list(DEFAULT_ALLOWED_MAGICS),
@@ -190,6 +208,8 @@ class Policy(Configurable):
         """Every module prefix that may be imported, sorted (``("*",)`` when all may be)."""
         base = DEFAULT_AUTHORIZED_IMPORTS if self.include_default_imports else ()
         names = set(base) | set(self.authorized_imports)
+        if self.egress:
+            names |= set(self.network_imports)
         return ("*",) if "*" in names else tuple(sorted(names, key=str.lower))
 
     def import_allowed(self, module: str) -> bool:

@@ -63,6 +63,22 @@ def _fmt_decision(d: dict[str, Any], width: int = 160) -> str:
     return safe_text(text if len(text) <= width else text[: width - 3] + "...")
 
 
+def _fmt_egress(record: dict[str, Any], width: int = 110) -> str:
+    """One request through the egress proxy, as ``codeact show`` lists it."""
+    verdict = "allowed" if record.get("allowed") else "DENIED"
+    status = f" {record['status']}" if record.get("status") else ""
+    text = (f"{record.get('method') or '?'} {record.get('host')}:{record.get('port')} "
+            f"{verdict}{status} [{record.get('rule')}]")
+    if record.get("allowed"):
+        text += f" up {record.get('bytes_up', 0)} B, down {record.get('bytes_down', 0)} B"
+        text += " (still open)" if record.get("open") else ""
+    if record.get("error"):
+        text += f": {record['error']}"
+    # Traces are files anyone may hand you: no control character reaches the terminal.
+    text = escape_terminal(text).replace("\n", "\\n")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def step_cells(nb: NotebookNode) -> list[NotebookNode]:
     """The cells that carry a step's metadata: executed code and blocked code."""
     return [
@@ -123,6 +139,8 @@ def _step_lines(cell: NotebookNode, indent: str, base: Path | None,
         child = call.get("trace")
         if child and base is not None:
             lines.extend(_child_lines(base, str(child), indent + "        ", seen))
+    for record in m.get("egress", []):
+        lines.append(f"{indent}      egress {_fmt_egress(record)}")
     return lines
 
 
@@ -182,6 +200,9 @@ def _step_markdown(cell: NotebookNode) -> str:
         rows.append(f"approval: `{_fmt_decision(decision, 300)}`")
     for call in m.get("tool_calls", []):
         rows.append(f"tool call: `{_fmt_call(call, 200)}`")
+    for record in m.get("egress", []):
+        text = _fmt_egress(record, 300).replace("`", "'")  # stays one code span
+        rows.append(f"egress: `{text}`")
     if cell.cell_type == "raw":
         # nbconvert drops raw cells from HTML, and blocked code must stay visible.
         rows.append(f"blocked code (not run):\n\n```python\n{cell.source}\n```")

@@ -59,16 +59,24 @@ def host_secrets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         shutil.rmtree(files["srv"].parent, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def sandboxed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelSession]:
-    """One kernel started while the host environment holds fake secrets."""
+@pytest.fixture(scope="module", params=["no-egress", "egress"])
+def sandboxed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KernelSession]:
+    """One kernel started while the host environment holds fake secrets; every isolation
+    test runs twice: without network, and with an egress allow-list (whose proxy must
+    leave all of the isolation as it was)."""
     runtime = tmp_path_factory.mktemp("runtime")
+    sandbox = SandboxConfig()
+    if request.param == "egress":
+        sandbox = SandboxConfig(allowed_domains=["example.com", "*.pypi.org"])
     with pytest.MonkeyPatch.context() as mp:
         # Kept for the module's life: a restart re-plans the launch from os.environ.
         mp.setenv("OPENAI_API_KEY", FAKE_KEY)
         mp.setenv("CODEACT_FAKE_TOKEN", FAKE_KEY)
         mp.setenv("JPY_PARENT_PID", str(os.getpid()))
-        with KernelSession(runtime_dir=str(runtime), timeout=60) as session:
+        with KernelSession(runtime_dir=str(runtime), timeout=60, sandbox=sandbox) as session:
+            assert (session.egress is not None) == (request.param == "egress")
             yield session
 
 

@@ -71,7 +71,7 @@ def address_kind(address: str) -> str | None:
         )
         if embedded is not None:
             return address_kind(str(embedded))
-    for kind in ("loopback", "private", "link_local", "multicast", "unspecified", "reserved"):
+    for kind in ("loopback", "unspecified", "link_local", "multicast", "reserved", "private"):
         if getattr(ip, f"is_{kind}"):
             return kind.replace("_", "-")
     if not ip.is_global:
