@@ -38,6 +38,14 @@ try:
 except OSError:
     r["network"] = "none"
 r["interfaces"] = [name for _, name in socket.if_nameindex()]
+proxy = os.environ.get("HTTP_PROXY")
+if proxy:  # egress: ask the proxy for a name no allow-list holds; it must refuse
+    try:
+        with socket.create_connection(("127.0.0.1", int(proxy.rsplit(":", 1)[1])), 5) as s:
+            s.sendall(b"CONNECT codeact-doctor.invalid:443 HTTP/1.1\r\n\r\n")
+            r["egress_proxy"] = s.recv(512).split(b"\r\n")[0].decode(errors="replace")
+    except OSError as exc:
+        r["egress_proxy"] = type(exc).__name__
 try:
     open("/codeact-doctor-probe", "w").close()
     r["root_fs"] = "writable"
@@ -77,6 +85,7 @@ def doctor_report(config: SandboxConfig | None = None) -> tuple[str, bool]:
     lines = ["codeact doctor: the sandbox a kernel session will get", "", "Checks:"]
     lines += [c.render() for c in checks]
     lines += ["", "Limits:", *[f"  - {x}" for x in _limits(config)]]
+    lines += ["", "Network egress:", *[f"  - {x}" for x in config.egress_description()]]
     if isolation:
         lines += ["", "Isolation of every kernel:", *[f"  - {x}" for x in isolation]]
     if config.mode == "none":
@@ -219,7 +228,9 @@ def _check_inside(config: SandboxConfig) -> tuple[Check, list[str]]:
     work = session_dir / "work"
     work.mkdir(mode=0o755)
     cgroups: list[Path] = []
+    egress = None
     try:
+        egress = sandbox.start_egress_proxy(session_dir)
         plan = sandbox.plan([sys.executable, "-I", "-c", _INSIDE_PROBE], session_dir, work)
         cgroups = plan.cgroups
         out = _run(plan.argv, env=plan.env, cwd=str(work), check=True)
@@ -228,17 +239,22 @@ def _check_inside(config: SandboxConfig) -> tuple[Check, list[str]]:
         # The probe's own folder is no concern of the reader's.
         isolation = [x.replace(str(work), "<session folder>/work") for x in plan.isolation]
         filtered = sandbox.seccomp and seccomp.supported()
-        return _judge_inside(json.loads(out.strip().splitlines()[-1]), filtered), isolation
+        seen = json.loads(out.strip().splitlines()[-1])
+        return _judge_inside(seen, filtered, egress is not None), isolation
     except (SandboxUnavailable, ValueError, IndexError) as exc:
         return Check("inside the sandbox", "FAIL", f"probe failed: {exc}"), []
     finally:
+        if egress is not None:
+            egress.stop()
         for path in cgroups:
             remove_cgroup(path)
         shutil.rmtree(session_dir, ignore_errors=True)
 
 
-def _judge_inside(seen: dict[str, Any], filtered: bool) -> Check:
+def _judge_inside(seen: dict[str, Any], filtered: bool, egress: bool) -> Check:
     problems = []
+    if egress and not str(seen.get("egress_proxy", "")).startswith("HTTP/1.1 403"):
+        problems.append(f"the egress proxy did not answer inside ({seen.get('egress_proxy')})")
     if filtered and seen.get("Seccomp") != "2":
         problems.append("the syscall filter is not applied")
     if seen.get("CapEff") != "0000000000000000":
@@ -254,6 +270,8 @@ def _judge_inside(seen: dict[str, Any], filtered: bool) -> Check:
         f"{', '.join(seen.get('interfaces', [])) or 'none'}), root fs {seen.get('root_fs')}, "
         f"environment {', '.join(seen.get('env', []))}"
     )
+    if egress:
+        detail += f"; egress proxy refuses a name off the list: {seen.get('egress_proxy')}"
     if problems:
         return Check("inside the sandbox", "FAIL", f"{detail}; UNSAFE: {', '.join(problems)}")
     return Check("inside the sandbox", "ok", detail)

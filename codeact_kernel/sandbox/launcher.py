@@ -189,7 +189,9 @@ class SandboxLauncher(Application):
         cgroups: list[Path] = []
         bridge = SocketBridge(self.kernel_connect_timeout)
         relay: SigningRelay | None = None
+        egress = None
         try:
+            egress = self.sandbox.start_egress_proxy(self.session_dir, self.log)
             # Only the socket and work folders are writable inside: the kernel
             # cannot rewrite its connection file.
             sockets = self.session_dir / "ipc"
@@ -220,6 +222,8 @@ class SandboxLauncher(Application):
             if relay is not None:
                 await relay.close()
             await self._stop_kernel()
+            if egress is not None:
+                egress.stop()
             release_cgroups(cgroups)
             if self._lease is not None:
                 self._lease.give_back()

@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help=_trait_help(cls_name, trait))
     run.add_argument("--tools", nargs="+", default=[], metavar="PKG.MODULE:NAME",
                      help="Host-side tools, as importable 'module:function' paths.")
+    run.add_argument("--allow-domain", action="append", default=None, metavar="NAME",
+                     help=_trait_help("SandboxConfig", "allowed_domains") + " Repeatable.")
     run.add_argument("--authorized-imports", default=None, metavar="A,B",
                      help="Extra modules the code may import, comma-separated; '*' allows all. "
                      "(config: Policy.authorized_imports)")
@@ -157,6 +159,8 @@ def load_config(args: argparse.Namespace, extra: list[str]) -> Config:
         value = getattr(args, flag.replace("-", "_"), None)
         if value is not None:
             config[cls_name][trait] = _convert(flag, cls_name, trait, value)
+    if getattr(args, "allow_domain", None):
+        config.SandboxConfig.allowed_domains = list(args.allow_domain)
     if getattr(args, "authorized_imports", None):
         config.Policy.authorized_imports = [
             name.strip() for name in args.authorized_imports.split(",") if name.strip()

@@ -62,3 +62,22 @@ def test_unsandboxed_mode_is_called_out() -> None:
 def test_main_prints_and_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 0
     assert "Verdict: sandbox usable." in capsys.readouterr().out
+
+
+def test_egress_policy_is_reported_and_probed_from_inside() -> None:
+    report, usable = doctor_report()
+    assert "Network egress:\n  - egress: none (SandboxConfig.allowed_domains is empty)" in report
+    config = SandboxConfig(allowed_domains=["data.example.org", "*.cdn.example.net"],
+                           denied_domains=["bad.cdn.example.net"], egress_methods="read-only",
+                           egress_resolve={"data.example.org:80": "127.0.0.1:8080"})
+    report, usable = doctor_report(config)
+    assert usable, report
+    assert "egress: HTTP(S) through the host proxy to data.example.org, *.cdn.example.net" in (
+        report)
+    assert "methods GET/HEAD, no HTTPS" in report
+    assert "egress denied (wins): bad.cdn.example.net" in report
+    assert "egress pinned: data.example.org:80 -> 127.0.0.1:8080" in report
+    # The probe inside reached the proxy through the bridge, and the proxy said no.
+    assert "egress proxy refuses a name off the list: HTTP/1.1 403 Forbidden by codeact " \
+           "egress policy: codeact-doctor.invalid is not in SandboxConfig.allowed_domains" in report
+    assert "network none" in report  # raw sockets still have no route

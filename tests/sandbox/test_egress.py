@@ -11,15 +11,21 @@ never heard of the request.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
+from nbclient import NotebookClient
 
 from codeact_kernel import KernelSession, SandboxConfig
+from codeact_kernel.sandbox.kernelspec import install_kernelspec
+from codeact_kernel.terminal.cli import main
 from codeact_kernel.trace.report import show
 
 from ..helpers import code_cells, fence, load_trace, make_agent
@@ -382,3 +388,88 @@ def test_without_an_allow_list_http_clients_are_refused_by_policy(
     result = make_agent(llm, tmp_path, runtime_dir, tools=[]).run("Fetch data.test")
     assert result.steps[0].blocked and result.steps[0].egress == []
     assert "import of 'requests' is not allowed" in json.dumps(result.steps[0].policy)
+
+
+# ---- the kernelspec launch (JupyterLab, nbclient) ------------------------------------------
+
+
+def test_the_kernelspec_launch_applies_the_same_egress(
+    net: Net, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = Path(tempfile.mkdtemp(prefix="cke-"))  # short: unix socket paths live under it
+    config = tmp_path / "egress.json"
+    config.write_text(json.dumps({"SandboxConfig": {
+        "allowed_domains": ["data.test", "secure.test"], "ca_bundle": str(net.ca_pem),
+        "egress_resolve": {"data.test:80": f"127.0.0.1:{net.http_port}",
+                           "secure.test:443": f"127.0.0.1:{net.https_port}"},
+    }}))
+    prefix = tmp_path / "prefix"
+    install_kernelspec(prefix=str(prefix), name="codeact-egress-test",
+                       launcher_args=[f"--runtime-dir={runtime}", f"--config={config}"])
+    monkeypatch.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(textwrap.dedent("""
+        import json, requests
+        print(json.dumps([requests.get("http://data.test/lab").text,
+                          requests.get("https://secure.test/lab-tls").text,
+                          requests.get("http://evil.test/").status_code]))
+    """))])
+    try:
+        NotebookClient(nb, kernel_name="codeact-egress-test", timeout=120,
+                       startup_timeout=60).execute()
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+    assert json.loads(nb.cells[0].outputs[0]["text"]) == [
+        "hello GET /lab host=data.test body=0", "hello GET /lab-tls host=secure.test body=0",
+        403]
+
+
+def test_codeact_run_allow_domain_flag(
+    net: Net, llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "pins.json"
+    config.write_text(json.dumps({"SandboxConfig": {
+        "egress_resolve": {"data.test:80": f"127.0.0.1:{net.http_port}"}}}))
+    llm.enqueue(fence("import requests\nfinal_answer(requests.get('http://data.test/cli').text)"))
+    code = main(["run", "--model", "openai/scripted", "--api-base", llm.api_base,
+                 "--trace", str(tmp_path / "t.ipynb"), f"--KernelSession.runtime_dir={runtime_dir}",
+                 "--config", str(config), "--allow-domain", "data.test",
+                 "--allow-domain", "*.example.org", "Fetch it"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "hello GET /cli host=data.test body=0" in out
+    nb = load_trace(str(tmp_path / "t.ipynb"))
+    assert "egress: HTTP(S) through the host proxy to data.test, *.example.org" in (
+        nb.metadata["codeact"]["sandbox"])
+
+
+def test_agent_magic_takes_the_allow_list_from_config(
+    net: Net, llm: ScriptedLLMServer, tmp_path: Path
+) -> None:
+    # %config reaches SandboxConfig; the magic's warm pool hands over kernels with their proxy.
+    from IPython.testing.globalipapp import start_ipython
+
+    ip = start_ipython()
+    assert ip is not None
+    ip.run_line_magic("load_ext", "codeact_kernel")
+    settings = {
+        "AgentMagics.model": "'openai/scripted'", "AgentMagics.api_base": repr(llm.api_base),
+        "AgentMagics.trace_dir": repr(str(tmp_path)),
+        "KernelSession.runtime_dir": repr(str(tmp_path / "rt")),
+        "SandboxConfig.allowed_domains": "['data.test']",
+        "SandboxConfig.egress_resolve": repr({"data.test:80": f"127.0.0.1:{net.http_port}"}),
+    }
+    for key, value in settings.items():
+        ip.run_line_magic("config", f"{key} = {value}")
+    llm.enqueue(fence("import requests\nfinal_answer(requests.get('http://data.test/m').text)"))
+    try:
+        ip.run_cell_magic("agent", "-o got", "Fetch it")
+        assert ip.user_ns["got"] == "hello GET /m host=data.test body=0"
+        path = ip.run_line_magic("agent_trace", "")
+        egress = code_cells(load_trace(path))[0].metadata["codeact"]["egress"]
+        assert [(r["host"], r["allowed"], r["status"]) for r in egress] == [
+            ("data.test", True, 200)]
+    finally:
+        ip.magics_manager.registry["AgentMagics"].shutdown()
+        for section in ("SandboxConfig", "KernelSession", "AgentMagics"):
+            ip.config.pop(section, None)

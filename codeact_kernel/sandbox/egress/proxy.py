@@ -94,6 +94,7 @@ class EgressProxy:
         self, policy: EgressPolicy, socket_path: Path, *, byte_budget: int = 0,
         connect_timeout: float = 10.0, idle_timeout: float = 120.0, max_connections: int = 64,
         max_records: int = 1000, resolver: Resolver | None = None,
+        logger: logging.Logger | None = None,
     ) -> None:
         if len(str(socket_path)) > MAX_SOCKET_PATH:
             raise ValueError(f"egress socket path {socket_path} is too long for a unix socket; "
@@ -106,6 +107,7 @@ class EgressProxy:
         self.max_connections = max_connections
         self.max_records = max_records
         self.resolver = resolver or _resolve_dns
+        self.log = logger or log
         self.bytes_used = 0
         self.dropped_records = 0
         self._finished: list[EgressRecord] = []
@@ -406,7 +408,7 @@ class EgressProxy:
             else:
                 self._finished.append(record)
         verdict = "allowed" if record.allowed else "DENIED"
-        log.info("egress %s %s:%s %s [%s] %s", record.method, record.host, record.port,
+        self.log.info("egress %s %s:%s %s [%s] %s", record.method, record.host, record.port,
                  verdict, record.rule, record.error)
 
 

@@ -8,6 +8,7 @@ the kernel command) is a concept of its own.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -103,15 +104,18 @@ class EgressSettings(Configurable):
             self.egress_methods, self.egress_resolve,
         )
 
-    def start_egress_proxy(self, session_dir: Path) -> EgressProxy | None:
+    def start_egress_proxy(
+        self, session_dir: Path, logger: logging.Logger | None = None
+    ) -> EgressProxy | None:
         """Start the host proxy of a session whose folder is ``session_dir`` (None without
-        egress); the caller stops it when the session ends."""
+        egress); the caller stops it when the session ends. Each request is logged at
+        INFO on ``logger`` and kept for :meth:`EgressProxy.drain`."""
         if not self.egress_enabled:
             return None
         path = egress_socket_path(session_dir)
         path.parent.mkdir(mode=0o700, exist_ok=True)
         proxy = EgressProxy(self.egress_policy(), path, byte_budget=self.egress_byte_budget,
-                            idle_timeout=self.egress_idle_timeout)
+                            idle_timeout=self.egress_idle_timeout, logger=logger)
         try:
             return proxy.start()
         except (OSError, ValueError) as exc:
