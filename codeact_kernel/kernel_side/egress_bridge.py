@@ -113,6 +113,8 @@ def serve(listener: socket.socket, path: str) -> None:
                 continue
             try:
                 client, _ = listener.accept()
+                # A response head and its body are separate writes: no Nagle delay between.
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 continue
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -132,6 +134,7 @@ def main(argv: list[str]) -> None:
     if separator != "--" or not command:
         sys.exit("usage: egress_bridge PORT SOCKET -- KERNEL_CMD...")
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind(("127.0.0.1", port))
         listener.listen(128)

@@ -33,9 +33,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .channel import Channel, ChannelClosed
 from .policy import EgressPolicy
 from .wire import (
-    CHUNK,
+    MAX_HEAD,
     Target,
     WireError,
     body_length,
@@ -50,7 +51,7 @@ from .wire import (
 log = logging.getLogger(__name__)
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 MAX_SOCKET_PATH = 107
-READ_LIMIT = 2 * CHUNK
+READ_LIMIT = 256 * 1024  # buffered while a head is parsed
 STATUS_TEXT = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway",
                503: "Service Unavailable", 504: "Gateway Timeout"}
 
@@ -188,8 +189,8 @@ class EgressProxy:
     def _serve(self) -> None:
         loop = self._loop = asyncio.new_event_loop()
         try:
-            self._server = loop.run_until_complete(asyncio.start_unix_server(
-                self._handle, path=str(self.socket_path), limit=READ_LIMIT))
+            self._server = loop.run_until_complete(loop.create_unix_server(
+                lambda: Channel(READ_LIMIT, self._spawn), path=str(self.socket_path)))
             # The folder's mode decides who may connect (see egress_socket_path).
             os.chmod(self.socket_path, 0o666)
         except BaseException as exc:  # handed to start()
@@ -203,6 +204,11 @@ class EgressProxy:
         finally:
             loop.close()
 
+    def _spawn(self, channel: Channel) -> None:
+        task = asyncio.ensure_future(self._handle(channel))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _close(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -215,46 +221,44 @@ class EgressProxy:
 
     # ---- one connection from the sandbox --------------------------------------------------
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+    async def _handle(self, client: Channel) -> None:
         record = EgressRecord("", "", 0, started=time.time(), id=next(self._ids))
         with self._lock:
             self._live[record.id] = record
         began = time.monotonic()
+        upstream: list[Channel] = []
         try:
             if len(self._tasks) > self.max_connections:
                 raise _Refused(503, "connections", f"more than {self.max_connections} "
                                "connections at once through the egress proxy")
-            await self._exchange(reader, writer, record)
+            await self._exchange(client, upstream, record)
         except _Refused as refusal:
             record.allowed = record.allowed and refusal.status >= 500
             record.rule = record.rule if record.allowed else refusal.rule
             record.status, record.error = refusal.status, refusal.message
-            await _refuse(writer, refusal)
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial or record.method:  # not a client that connected and left
-                record.error = f"connection closed early: {exc}"
-        except (WireError, asyncio.LimitOverrunError) as exc:
+            await _refuse(client, refusal)
+        except ChannelClosed as exc:
+            if client.buffer or record.method:  # not a client that connected and left
+                record.error = f"closed early: {exc}"
+        except (WireError, ValueError) as exc:
             record.error = f"malformed: {exc}"
             record.rule = record.rule or "request"
         except BudgetExhausted:
             record.error = "cut: SandboxConfig.egress_byte_budget is spent"
-        except (asyncio.TimeoutError, TimeoutError):
-            record.error = f"idle for {self.idle_timeout:g}s"
+        except asyncio.TimeoutError:
+            record.error = f"no byte for {self.idle_timeout:g}s"
         except OSError as exc:
             record.error = f"{type(exc).__name__}: {exc}"
         finally:
             record.duration = round(time.monotonic() - began, 6)
-            writer.close()
-            self._tasks.discard(task)
+            client.close()
+            for channel in upstream:
+                channel.close()
             self._keep(record)
 
-    async def _exchange(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record: EgressRecord
-    ) -> None:
-        raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.connect_timeout)
+    async def _exchange(self, client: Channel, upstream: list[Channel],
+                        record: EgressRecord) -> None:
+        raw = await client.read_until(b"\r\n\r\n", MAX_HEAD, self.connect_timeout)
         head = parse_head(raw, request=True)
         record.method = head.start[0][:32]
         try:
@@ -278,19 +282,13 @@ class EgressProxy:
                 forwarded, body = forwarded_request(head, target), body_length(head, request=True)
             except WireError as exc:
                 raise _Refused(400, "request", str(exc)) from None
-        up_reader, up_writer = await self._connect(target, record)
-        try:
-            if target.tunnel:
-                await self._tunnel(reader, writer, up_reader, up_writer, target, record)
-            else:
-                await self._forward(reader, writer, up_reader, up_writer, (forwarded, body),
-                                    record)
-        finally:
-            up_writer.close()
+        upstream.append(await self._connect(target, record))
+        if target.tunnel:
+            await self._tunnel(client, upstream[0], target, record)
+        else:
+            await self._forward(client, upstream[0], (forwarded, body), record)
 
-    async def _connect(
-        self, target: Target, record: EgressRecord
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connect(self, target: Target, record: EgressRecord) -> Channel:
         pinned = self.policy.pinned(target.host, target.port)
         if pinned is not None:
             address, port = pinned
@@ -305,89 +303,72 @@ class EgressProxy:
                 record.allowed = False
                 raise _Refused(403, verdict.rule, verdict.message or "no address")
             address, port = addresses[0], target.port
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(
-                asyncio.open_connection(address, port, limit=READ_LIMIT), self.connect_timeout)
+            _, channel = await asyncio.wait_for(
+                loop.create_connection(lambda: Channel(READ_LIMIT), address, port),
+                self.connect_timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
             raise _Refused(502, record.rule, f"cannot connect to {target.host}:{target.port} "
                            f"({address}:{port}): {reason}") from None
+        return channel
 
     async def _tunnel(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-        up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter,
-        target: Target, record: EgressRecord,
+        self, client: Channel, upstream: Channel, target: Target, record: EgressRecord
     ) -> None:
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        await writer.drain()
+        client.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         record.status = 200
-        hello, sni = await read_client_hello(reader, self.connect_timeout)
+        hello, sni = await read_client_hello(client, self.connect_timeout)
         if sni.lower().rstrip(".") != target.host.lower().rstrip("."):
             record.allowed, record.rule = False, "sni"
             record.error = (f"the TLS handshake names {_printable(sni) or 'no server'}, not the "
                             f"CONNECT target {target.host}")
             return
         self._count(record, up=len(hello))
-        up_writer.write(hello)
-        await self._relay(reader, writer, up_reader, up_writer, record)
+        upstream.write(hello)
+        up = asyncio.ensure_future(client.relay_to(
+            upstream, None, lambda n: self._count(record, up=n), self.idle_timeout))
+        down = asyncio.ensure_future(upstream.relay_to(
+            client, None, lambda n: self._count(record, down=n), self.idle_timeout))
+        try:
+            pending: set[asyncio.Future[None]] = {up, down}
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
+                    # One side said all it will: pass that on, and stop at once if the
+                    # other side is gone altogether.
+                    (upstream if task is up else client).write_eof()
+                    if client.lost or upstream.lost:
+                        return
+        finally:
+            for task in (up, down):
+                task.cancel()
+            await asyncio.gather(up, down, return_exceptions=True)
 
     async def _forward(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-        up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter,
-        request: tuple[bytes, int | None], record: EgressRecord,
+        self, client: Channel, upstream: Channel, request: tuple[bytes, int | None],
+        record: EgressRecord,
     ) -> None:
         forwarded, request_body = request
         self._count(record, up=len(forwarded))
-        up_writer.write(forwarded)
-        await copy_body(reader, up_writer, request_body, lambda n: self._count(record, up=n),
+        upstream.write(forwarded)
+        await copy_body(client, upstream, request_body, lambda n: self._count(record, up=n),
                         self.idle_timeout)
         while True:  # 1xx interim responses come before the real one
-            raw = await asyncio.wait_for(up_reader.readuntil(b"\r\n\r\n"), self.idle_timeout)
+            raw = await upstream.read_until(b"\r\n\r\n", MAX_HEAD, self.idle_timeout)
             response = parse_head(raw, request=False)
             record.status = int(response.start[1])
             self._count(record, down=len(raw))
             if record.status >= 200 or record.status == 101:
                 break
-            writer.write(raw)
-        writer.write(forwarded_response(response))
+            client.write(raw)
+        client.write(forwarded_response(response))
         length = body_length(response, request=False, method=record.method)
-        await copy_body(up_reader, writer, length, lambda n: self._count(record, down=n),
+        await copy_body(upstream, client, length, lambda n: self._count(record, down=n),
                         self.idle_timeout)
-        await writer.drain()
-
-    async def _relay(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-        up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter, record: EgressRecord,
-    ) -> None:
-        last = [time.monotonic()]
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool) -> None:
-            while True:
-                try:
-                    data = await asyncio.wait_for(src.read(CHUNK), self.idle_timeout)
-                except asyncio.TimeoutError:
-                    if time.monotonic() - last[0] < self.idle_timeout:
-                        continue  # the other direction is busy
-                    raise
-                if not data:
-                    if dst.can_write_eof():
-                        dst.write_eof()
-                    return
-                last[0] = time.monotonic()
-                self._count(record, up=len(data)) if up else self._count(record, down=len(data))
-                dst.write(data)
-                await dst.drain()
-
-        tasks = [asyncio.ensure_future(pump(reader, up_writer, True)),
-                 asyncio.ensure_future(pump(up_reader, writer, False))]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await client.drain(self.idle_timeout)
 
     def _count(self, record: EgressRecord, up: int = 0, down: int = 0) -> None:
         record.bytes_up += up
@@ -412,7 +393,7 @@ class EgressProxy:
                  verdict, record.rule, record.error)
 
 
-async def _refuse(writer: asyncio.StreamWriter, refusal: _Refused) -> None:
+async def _refuse(client: Channel, refusal: _Refused) -> None:
     """Answer with an error whose reason phrase names the setting, since HTTP clients show
     the reason in their exceptions (requests' ProxyError, urllib's HTTPError)."""
     text = _printable(refusal.message, 400)
@@ -422,9 +403,9 @@ async def _refuse(writer: asyncio.StreamWriter, refusal: _Refused) -> None:
     head = (f"HTTP/1.1 {refusal.status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n"
             f"X-Codeact-Egress: denied; rule={refusal.rule}\r\n\r\n")
-    with contextlib.suppress(OSError):
-        writer.write(head.encode("latin-1", "replace") + body)
-        await asyncio.wait_for(writer.drain(), 5)
+    with contextlib.suppress(OSError, asyncio.TimeoutError):
+        client.write(head.encode("latin-1", "replace") + body)
+        await client.drain(5)
 
 
 async def _resolve_dns(host: str, port: int) -> list[str]:

@@ -8,15 +8,15 @@ framings at once is how requests are smuggled past a proxy).
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .channel import Channel, Counter
+
 MAX_HEAD = 64 * 1024
 MAX_HELLO = 64 * 1024
-CHUNK = 256 * 1024
+MAX_LINE = 4096
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _TARGET = re.compile(r"^[\x21-\x7e]+$")
 _FORBIDDEN_IN_VALUE = re.compile(r"[\x00\r\n]")
@@ -147,70 +147,51 @@ def body_length(head: Head, *, request: bool, method: str = "") -> int | None:
     return 0 if request else None
 
 
-Counter = Callable[[int], None]
-
-
 async def copy_body(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, length: int | None,
-    count: Counter, timeout: float,
+    src: Channel, dst: Channel, length: int | None, count: Counter, timeout: float
 ) -> None:
     """Copy one body framed by ``length`` (see body_length), counting every byte."""
     if length == -1:
-        await _copy_chunked(reader, writer, count, timeout)
-        return
-    left = length
-    while left is None or left > 0:
-        data = await asyncio.wait_for(reader.read(CHUNK if left is None else min(CHUNK, left)),
-                                      timeout)
-        if not data:
-            if left is None:
-                return
-            raise WireError("the body ended early")
-        count(len(data))
-        writer.write(data)
-        await writer.drain()
-        if left is not None:
-            left -= len(data)
+        await _copy_chunked(src, dst, count, timeout)
+    elif length != 0:
+        await src.relay_to(dst, length, count, timeout)
 
 
-async def _copy_chunked(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: Counter, timeout: float
-) -> None:
+async def _copy_chunked(src: Channel, dst: Channel, count: Counter, timeout: float) -> None:
     while True:
-        line = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout)
+        line = await src.read_until(b"\r\n", MAX_LINE, timeout)
         size_text = line.split(b";", 1)[0].strip()
         if not re.fullmatch(rb"[0-9a-fA-F]{1,16}", size_text):
             raise WireError("malformed chunk size")
         count(len(line))
-        writer.write(line)
+        dst.write(line)
         size = int(size_text, 16)
         if size == 0:
             break
-        await copy_body(reader, writer, size, count, timeout)
-        crlf = await asyncio.wait_for(reader.readexactly(2), timeout)
+        await src.relay_to(dst, size, count, timeout)
+        crlf = await src.read_exactly(2, timeout)
         if crlf != b"\r\n":
             raise WireError("chunk not followed by CRLF")
         count(2)
-        writer.write(crlf)
+        dst.write(crlf)
     while True:  # trailer fields, then the empty line
-        line = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout)
+        line = await src.read_until(b"\r\n", MAX_LINE, timeout)
         count(len(line))
-        writer.write(line)
+        dst.write(line)
         if line == b"\r\n":
-            await writer.drain()
             return
 
 
-async def read_client_hello(reader: asyncio.StreamReader, timeout: float) -> tuple[bytes, str]:
+async def read_client_hello(src: Channel, timeout: float) -> tuple[bytes, str]:
     """Read the TLS records holding the ClientHello; return them raw and the SNI name."""
     raw = bytearray()
     handshake = bytearray()
     while len(handshake) < 4 or len(handshake) < 4 + int.from_bytes(handshake[1:4], "big"):
-        header = await asyncio.wait_for(reader.readexactly(5), timeout)
+        header = await src.read_exactly(5, timeout)
         if header[0] != 22:
             raise WireError("the tunnel does not start with a TLS handshake")
         size = int.from_bytes(header[3:5], "big")
-        body = await asyncio.wait_for(reader.readexactly(size), timeout)
+        body = await src.read_exactly(size, timeout)
         raw += header + body
         handshake += body
         if len(raw) > MAX_HELLO:
