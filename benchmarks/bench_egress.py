@@ -3,10 +3,10 @@
 The same small HTTP(S) server runs twice: on the host, reached through the
 egress path (kernel -> loopback bridge -> unix socket -> host proxy -> server),
 and inside the sandbox's own network namespace, reached directly on 127.0.0.1.
-The client is the same (urllib, what pandas.read_csv uses) in the same kernel,
-and the two are measured alternately, one download at a time, so the noise of
-a shared machine falls on both sides. Every request opens a new connection, so
-a download includes its connect.
+Both are downloaded by the same clients in the same kernel (urllib, which
+pandas.read_csv uses, and requests), alternately, one download at a time, so
+the noise of a shared machine falls on both sides. Every request opens a new
+connection, so a download includes its connect.
 
     python benchmarks/bench_egress.py [--size-mb 10] [--runs 15] [--pings 60] [--json out.json]
 
@@ -62,6 +62,7 @@ server.serve_forever()
 
 KERNEL_BENCH = r"""
 import json, subprocess, sys, time, urllib.request
+import requests
 cert, key = "/tmp/bench-cert.pem", "/tmp/bench-key.pem"
 open(cert, "w").write(CERT_PEM); open(key, "w").write(KEY_PEM)
 inner = {}
@@ -69,22 +70,27 @@ for scheme, extra in (("http", []), ("https", [cert, key])):
     proc = subprocess.Popen([sys.executable, "-c", SERVER, "0", str(SIZE), *extra],
                             stdout=subprocess.PIPE, text=True)
     inner[scheme] = (proc, int(proc.stdout.readline()))
-def fetch(url):
+def fetch(url, client="urllib"):
     t0 = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=60) as response:
-        n = len(response.read())
+    if client == "requests":
+        n = len(requests.get(url, timeout=60).content)
+    else:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            n = len(response.read())
     return time.perf_counter() - t0, n
 out = {}
 pairs = {s: (f"{s}://{NAME}/", f"{s}://127.0.0.1:{inner[s][1]}/") for s in ("http", "https")}
 try:
     for scheme, (proxied, direct) in pairs.items():
         fetch(proxied + "blob"); fetch(direct + "blob")  # warm both paths
-        for kind, path, count in (("download", "blob", RUNS), ("connect", "tiny", PINGS)):
+        for kind, path, count, client in (("download", "blob", RUNS, "urllib"),
+                                          ("download requests", "blob", RUNS, "requests"),
+                                          ("connect", "tiny", PINGS, "urllib")):
             samples = {"proxy": [], "direct": []}
             for i in range(count):
                 order = [("proxy", proxied), ("direct", direct)]
                 for label, base in (order if i % 2 == 0 else order[::-1]):
-                    seconds, n = fetch(base + path)
+                    seconds, n = fetch(base + path, client)
                     assert n == (SIZE if path == "blob" else 1), n
                     samples[label].append(seconds)
             out[f"{scheme} {kind}"] = samples
@@ -166,7 +172,7 @@ def report(samples: dict[str, dict[str, list[float]]], size_mb: int, runs: int,
         entry = {"proxy_median": proxy, "direct_median": direct, "ratio": proxy / direct,
                  "added": proxy - direct,
                  "proxy_min": min(pair["proxy"]) * 1000, "direct_min": min(pair["direct"]) * 1000}
-        if name.endswith("download"):
+        if "download" in name:
             entry["proxy_mb_s"] = size_mb / (proxy / 1000)
             entry["direct_mb_s"] = size_mb / (direct / 1000)
         out[name] = entry
@@ -176,13 +182,15 @@ def report(samples: dict[str, dict[str, list[float]]], size_mb: int, runs: int,
 def table_lines(result: dict[str, Any]) -> list[str]:
     lines = []
     for scheme in ("http", "https"):
-        d, c = result[f"{scheme} download"], result[f"{scheme} connect"]
-        verdict = "ok" if d["ratio"] <= TARGET_RATIO else "MISSED"
-        lines.append(
-            f"{scheme:>5} {result['size_mb']} MB download: proxy {d['proxy_median']:.1f} ms "
-            f"({d['proxy_mb_s']:.0f} MB/s), direct {d['direct_median']:.1f} ms "
-            f"({d['direct_mb_s']:.0f} MB/s), ratio {d['ratio']:.2f}x "
-            f"(target <= {TARGET_RATIO}x: {verdict})")
+        for client in ("urllib", "requests"):
+            d = result[f"{scheme} download" + ("" if client == "urllib" else " requests")]
+            verdict = "ok" if d["ratio"] <= TARGET_RATIO else "MISSED"
+            lines.append(
+                f"{scheme:>5} {result['size_mb']} MB download, {client:<8}: proxy "
+                f"{d['proxy_median']:.1f} ms ({d['proxy_mb_s']:.0f} MB/s), direct "
+                f"{d['direct_median']:.1f} ms ({d['direct_mb_s']:.0f} MB/s), ratio "
+                f"{d['ratio']:.2f}x (target <= {TARGET_RATIO}x: {verdict})")
+        c = result[f"{scheme} connect"]
         lines.append(
             f"{scheme:>5} connect + 1-byte GET: proxy {c['proxy_median']:.2f} ms, direct "
             f"{c['direct_median']:.2f} ms, added {c['added']:.2f} ms")

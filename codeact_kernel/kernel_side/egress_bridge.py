@@ -37,6 +37,8 @@ class Link:
         self.masks = [0, 0]
         for sock in self.socks:
             sock.setblocking(False)
+            # Room for a few chunks in flight: fewer partial sends, fewer wake-ups.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * CHUNK)
         self.update()
 
     def on_event(self, side: int, events: int) -> None:

@@ -11,6 +11,7 @@ codeact_kernel/sandbox/bridge.py.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 
@@ -52,6 +53,9 @@ class Channel(asyncio.Protocol):
         # asyncio's default (64 KiB) pauses the source after every 256 KiB chunk it reads;
         # a few chunks of slack keep both sockets busy at a bounded cost per connection.
         transport.set_write_buffer_limits(high=WRITE_BUFFER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, WRITE_BUFFER)
         if self.on_connect is not None:
             self.on_connect(self)
 
