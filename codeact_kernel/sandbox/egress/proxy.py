@@ -321,7 +321,7 @@ class EgressProxy:
         record.status = 200
         hello, sni = await read_client_hello(client, self.connect_timeout)
         if sni.lower().rstrip(".") != target.host.lower().rstrip("."):
-            record.allowed, record.rule = False, "sni"
+            record.allowed, record.rule, record.status = False, "sni", None
             record.error = (f"the TLS handshake names {_printable(sni) or 'no server'}, not the "
                             f"CONNECT target {target.host}")
             return
