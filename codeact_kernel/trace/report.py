@@ -72,6 +72,7 @@ def _fmt_egress(record: dict[str, Any], width: int = 110) -> str:
     if record.get("allowed"):
         text += f" up {record.get('bytes_up', 0)} B, down {record.get('bytes_down', 0)} B"
         text += " (still open)" if record.get("open") else ""
+        text += " (an earlier step's connection)" if record.get("continued") else ""
     if record.get("error"):
         text += f": {record['error']}"
     # Traces are files anyone may hand you: no control character reaches the terminal.

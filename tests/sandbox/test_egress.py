@@ -127,8 +127,30 @@ def test_https_through_connect_with_verified_tls(egress: KernelSession, net: Net
     tunnels = [r for r in records if r["method"] == "CONNECT"]
     assert len(tunnels) == 4
     assert all(r["host"] == "secure.test" and r["port"] == 443 and r["allowed"]
-               and r["bytes_up"] > 0 and r["bytes_down"] > 0 for r in tunnels)
+               and r["bytes_up"] > 0 and r["bytes_down"] > 0 and not r["error"]
+               for r in tunnels)
     assert {p for _, p, _ in net.https_seen.requests} >= {"/tls", "/u", "/h", "/cities.csv"}
+
+
+def test_a_tunnel_kept_open_is_reported_across_steps(egress: KernelSession) -> None:
+    # A requests.Session keeps its HTTPS tunnel for the next request, possibly in a later
+    # cell: each step records the bytes it moved, and the sums stay right.
+    _, first = run(egress, """
+        import json, requests
+        keep = requests.Session()
+        print(json.dumps(keep.get("https://secure.test/first").text))
+    """)
+    _, second = run(egress, """
+        import json, time
+        print(json.dumps(keep.get("https://secure.test/second").text))
+        keep.close()
+        time.sleep(0.5)  # the proxy sees the close
+    """)
+    assert [(r["method"], r["open"], r["continued"]) for r in first] == [
+        ("CONNECT", True, False)]
+    assert [(r["id"], r["open"], r["continued"]) for r in second] == [
+        (first[0]["id"], False, True)]
+    assert second[0]["bytes_down"] > 0 and not second[0]["error"]
 
 
 def test_tls_is_verified_end_to_end(egress: KernelSession) -> None:

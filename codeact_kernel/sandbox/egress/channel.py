@@ -80,6 +80,8 @@ class Channel(asyncio.Protocol):
         self.eof = self.lost = True
         self._wake()
         self._end_relay(None)
+        if self.source is not None:  # nobody left to pass the source's bytes to
+            self.source._end_relay(ChannelClosed("the receiving side closed"))
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
 
@@ -164,12 +166,15 @@ class Channel(asyncio.Protocol):
         self._done = loop.create_future()
         self._dst, self._left, self._count = dst, length, count
         dst.source = self
+        if dst._write_blocked and self.transport is not None:
+            self.transport.pause_reading()  # dst was already full: wait for its resume
         if self.buffer:
             buffered, self.buffer = bytes(self.buffer), bytearray()
             self._pass(buffered)
         if self._paused and self.transport is not None and not self._done.done():
             self._paused = False
-            self.transport.resume_reading()
+            if not dst._write_blocked:
+                self.transport.resume_reading()
         if self.eof:
             self._end_relay(None)
         try:
@@ -191,6 +196,9 @@ class Channel(asyncio.Protocol):
 
     def _pass(self, data: bytes) -> None:
         assert self._dst is not None and self._count is not None
+        if self._dst.lost:
+            self._end_relay(ChannelClosed("the receiving side closed"))
+            return
         if self._left is not None and len(data) >= self._left:
             data, rest = data[: self._left], data[self._left:]
             self.buffer += rest  # the next message's bytes wait for parse mode

@@ -161,26 +161,26 @@ class EgressProxy:
         recorded with ``open`` and its bytes so far; its later records are
         ``continued`` and carry only the bytes since, so sums stay right.
         """
-        with self._lock:
+        out = []
+        with self._lock:  # _keep, on the proxy's thread, moves records under it too
             finished, self._finished = self._finished, []
             live = [r for r in self._live.values() if r.method or r.error]
             dropped, self.dropped_records = self.dropped_records, 0
-        out = []
-        live_ids = {r.id for r in live}
-        for record in sorted(finished + live, key=lambda r: r.id):
-            is_open = record.id in live_ids
-            seen = self._reported.get(record.id) if is_open else self._reported.pop(
-                record.id, None)
-            up, down = record.bytes_up, record.bytes_down
-            if is_open and seen == (up, down):
-                continue  # nothing new on a connection already reported
-            entry = asdict(record)
-            entry.update(open=is_open, continued=seen is not None,
-                         bytes_up=up - (seen[0] if seen else 0),
-                         bytes_down=down - (seen[1] if seen else 0))
-            if is_open:
-                self._reported[record.id] = (up, down)
-            out.append(entry)
+            live_ids = {r.id for r in live}
+            for record in sorted(finished + live, key=lambda r: r.id):
+                is_open = record.id in live_ids
+                seen = (self._reported.get(record.id) if is_open
+                        else self._reported.pop(record.id, None))
+                up, down = record.bytes_up, record.bytes_down
+                if is_open and seen == (up, down):
+                    continue  # nothing new on a connection already reported
+                entry = asdict(record)
+                entry.update(open=is_open, continued=seen is not None,
+                             bytes_up=up - (seen[0] if seen else 0),
+                             bytes_down=down - (seen[1] if seen else 0))
+                if is_open:
+                    self._reported[record.id] = (up, down)
+                out.append(entry)
         if dropped:
             out.append({"method": "", "host": "", "port": 0, "allowed": False,
                         "rule": "log-limit", "error": f"{dropped} more requests not recorded"})
@@ -215,6 +215,8 @@ class EgressProxy:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.sleep(0)  # let the closed transports release their sockets
+        await asyncio.sleep(0)
         with contextlib.suppress(OSError):
             self.socket_path.unlink()
         asyncio.get_running_loop().stop()
@@ -336,9 +338,13 @@ class EgressProxy:
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    task.result()
-                    # One side said all it will: pass that on, and stop at once if the
-                    # other side is gone altogether.
+                    try:
+                        task.result()
+                    except ChannelClosed:
+                        if not (client.lost or upstream.lost):
+                            raise
+                    # One side said all it will: pass that on, and stop at once if either
+                    # side is gone altogether (a tunnel has no length to finish).
                     (upstream if task is up else client).write_eof()
                     if client.lost or upstream.lost:
                         return
