@@ -259,8 +259,11 @@ class MCPConnection:
                                            args=self.spec.command[1:], env=self.spec.env,
                                            cwd=self.spec.cwd)
             transport = stdio_client(params, errlog=self._errlog)
+        # The SDK bounds every request, initialize included, by one read timeout; calls are
+        # bounded by call_timeout in call(), so a short call timeout must not fail start-up.
+        read_timeout = max(self.call_timeout, self.startup_timeout)
         return await stack.enter_async_context(
-            Client(transport, read_timeout_seconds=self.call_timeout, cache=None))
+            Client(transport, read_timeout_seconds=read_timeout, cache=None))
 
     def call(self, tool: str, arguments: dict[str, Any]) -> Any:
         """Call ``tool`` from any thread; the SDK's CallToolResult, or MCPServerError."""
