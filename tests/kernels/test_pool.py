@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from codeact_kernel import Agent, KernelSession, SandboxUnavailable
-from codeact_kernel.kernels.pool import KernelPool, PooledSession
+from codeact_kernel.kernels.pool import KernelPool, PooledKernelManager
 from codeact_kernel.sandbox.config import SandboxConfig
 
 pytestmark = pytest.mark.timeout(180)
@@ -25,9 +25,10 @@ def pool(runtime_dir: Path) -> Iterator[KernelPool]:
 
 
 def host_pid(session: KernelSession) -> int:
-    assert session.km is not None
-    process = session.km.provisioner.process  # type: ignore[union-attr]
-    return int(process.pid)
+    assert isinstance(session.manager, PooledKernelManager)
+    kernel = session.manager.kernel  # the started local manager the pool handed out
+    assert kernel is not None and kernel.process is not None
+    return int(kernel.process.pid)
 
 
 def processes_under(folder: Path) -> list[int]:
@@ -155,9 +156,9 @@ def test_the_agent_runs_on_pooled_kernels(pool: KernelPool, tmp_path: Path) -> N
         "```python\nleft_over = greet('pool')\nfinal_answer(left_over)\n```",
         "```python\nfinal_answer('left_over' in globals())\n```",
     ]
-    assert isinstance(agent.session, PooledSession)
+    assert isinstance(agent.session.manager, PooledKernelManager)
     first = agent.run("Greet the pool.")
     assert first.status == "answered" and first.answer == "hello pool"
-    assert agent.session.km is None  # the run owned the session and shut it down
+    assert not agent.session.manager.has_kernel  # the run shut its kernel down
     second = agent.run("Is anything left over?")
     assert second.status == "answered" and second.answer is False  # a fresh kernel
