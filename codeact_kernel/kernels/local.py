@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -63,12 +64,21 @@ class SandboxKernelManager(SessionKernelManager):
 
     sandbox = Instance(SandboxConfig, help="Isolation and limits of the kernel.")
     kernel_python = Unicode(
-        sys.executable, help="Python interpreter that runs ipykernel inside the sandbox."
+        help="Python interpreter that runs ipykernel inside the sandbox."
     ).tag(config=True)
 
     @default("sandbox")
     def _default_sandbox(self) -> SandboxConfig:
         return SandboxConfig(parent=self)
+
+    @default("kernel_python")
+    def _default_kernel_python(self) -> str:
+        legacy = self.config.get("KernelSession", {}).get("kernel_python")
+        if isinstance(legacy, str):
+            warnings.warn("KernelSession.kernel_python is now SandboxKernelManager.kernel_python "
+                          "(the setting of the local sandbox)", DeprecationWarning, stacklevel=2)
+            return legacy
+        return sys.executable
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

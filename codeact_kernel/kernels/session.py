@@ -195,6 +195,7 @@ class KernelSession(Configurable):
         """Start the kernel (fails with an error naming the fix), then the startup code."""
         if self.manager.has_kernel:
             return self
+        self._kernel_cwd = None
         try:
             await self.manager.start_kernel(runtime_dir=Path(self.runtime_dir),
                                             work_dir=self.work_dir,
@@ -230,7 +231,6 @@ class KernelSession(Configurable):
 
     async def async_shutdown(self) -> None:
         """Stop the kernel and remove what its manager made (session folder, cgroups)."""
-        self._kernel_cwd = None
         await self.manager.shutdown_kernel()
 
     async def async_restart(self) -> None:

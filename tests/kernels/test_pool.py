@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -95,7 +96,10 @@ def test_a_dead_pooled_kernel_is_replaced(pool: KernelPool, runtime_dir: Path) -
     victims = processes_under(runtime_dir)
     assert victims
     for pid in victims:
-        os.kill(pid, signal.SIGKILL)
+        # Killing bwrap takes its sandbox's processes with it (--die-with-parent), so a
+        # later pid in the list may be gone already.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: pool.replaced >= 1)
     with pool.acquire() as session:
         assert host_pid(session) not in victims
@@ -108,7 +112,8 @@ def test_a_kernel_that_dies_just_before_it_is_taken_is_skipped(runtime_dir: Path
         assert pool.wait_filled(60)
         sessions = [d for d in runtime_dir.iterdir()]
         for pid in processes_under(sessions[0]):
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # gone with bwrap already
+                os.kill(pid, signal.SIGKILL)
         with pool.acquire() as first, pool.acquire() as second:
             assert first.execute("1").ok and second.execute("2").ok
             assert sessions[0] not in (first.session_dir, second.session_dir)
