@@ -10,8 +10,10 @@ pool can launch on its own event loop and a session open the channels on its own
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import sys
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -31,6 +33,9 @@ from .provisioner import SandboxProvisioner
 
 # sun_path is 108 bytes with the terminating NUL.
 MAX_SOCKET_PATH = 107
+# ipykernel greets each new iopub subscriber within milliseconds; a kernel that
+# does not (older ipykernel) falls back to jupyter_client's readiness check.
+WELCOME_WAIT = 1.0
 
 
 class SpecKernelManager(AsyncKernelManager):
@@ -150,6 +155,70 @@ class SandboxKernelManager(SessionKernelManager):
         self.isolation = list(plan.isolation) if plan is not None else []
         if self._lease is not None:
             self.isolation.append(f"work folder {self.work_path}: {self._lease.how}")
+
+    async def prestart(self, *, runtime_dir: Path, work_dir: str, timeout: float) -> None:
+        """Launch ahead of demand (a warm pool's loop): the process, proven to answer on
+        shell, with nothing left bound to this event loop; ``attach`` on the taker's."""
+        await self.launch(runtime_dir=runtime_dir, work_dir=work_dir)
+        await self._answer_on_shell(timeout)
+        assert self.km is not None
+        self.km.release_loop_sockets()
+
+    async def attach(self, timeout: float) -> None:
+        """Open channels on this loop to a kernel ``prestart`` launched, once its iopub
+        is live (so that no output of the first cell is lost)."""
+        # No heartbeat thread: death is seen by polling the process we own. Its start
+        # races a quick stop_channels in jupyter_client (it then spins opening sockets
+        # until EMFILE).
+        self.open_channels(heartbeat=False)
+        deadline = time.monotonic() + WELCOME_WAIT
+        while time.monotonic() < deadline:
+            try:
+                # The greeting (iopub_welcome) proves the subscription reached the kernel.
+                await self._kc.get_iopub_msg(timeout=0.05)
+                return
+            except queue.Empty:
+                if not await self.is_alive():
+                    raise KernelStartError(
+                        "the pooled kernel died before it was taken", self.log_tail()
+                    ) from None
+        await wait_until_ready(self.channels, timeout, "start", self.log_tail)
+
+    async def _answer_on_shell(self, timeout: float) -> None:
+        """Wait for a kernel_info_reply on a shell-only client.
+
+        No iopub subscription is made here: ipykernel's XPUB greets a subscriber
+        only when it is the first, and the taker's greeting is how it knows its
+        own subscription is live.
+        """
+        assert self.km is not None
+        kc = self.km.client()
+        kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                kc.kernel_info()
+                resend = time.monotonic() + 2.0
+                while time.monotonic() < min(resend, deadline):
+                    try:
+                        msg = await kc.get_shell_msg(timeout=0.25)
+                    except queue.Empty:
+                        if not await self.is_alive():
+                            raise KernelStartError(
+                                "the kernel exited while starting", self.log_tail()
+                            ) from None
+                        continue
+                    if msg["msg_type"] == "kernel_info_reply":
+                        return
+            raise KernelStartError(f"kernel did not answer within {timeout:g}s",
+                                   self.log_tail())
+        finally:
+            kc.stop_channels()
+
+    def process_running(self) -> bool:
+        """Whether the launched process still runs (a cheap check, no event loop)."""
+        process = self.process
+        return process is not None and process.poll() is None
 
     def open_channels(self, heartbeat: bool = True) -> None:
         """A client on the current event loop: jupyter_client's async sockets belong to

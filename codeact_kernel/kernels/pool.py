@@ -12,6 +12,9 @@ it. So the pool, on its own thread and loop, only launches the kernel process
 and proves it answers on the shell channel, then closes that client; the
 session that takes the kernel opens its own channels on its own loop.
 
+Each waiting kernel is a started SandboxKernelManager (``prestart`` on the pool's
+loop); a session takes one through a PooledKernelManager, which ``attach``es it.
+
 The pool's thread outlives ``close()`` while a kernel it launched still runs:
 bwrap's ``--die-with-parent`` is a PR_SET_PDEATHSIG, which fires when the
 *thread* that forked the process exits, so the thread must not end under a
@@ -23,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
-import queue
 import subprocess
 import threading
 import time
@@ -41,68 +43,12 @@ from ..errors import KernelStartError, SessionClosed
 from ..sandbox.cgroups import Counters
 from ..sandbox.config import SandboxConfig
 from .local import SandboxKernelManager
-from .manager import KernelChannels, SessionKernelManager, wait_until_ready
+from .manager import KernelChannels, SessionKernelManager
 from .session import KernelSession
 
 T = TypeVar("T")
-# ipykernel greets each new iopub subscriber within milliseconds; a kernel that
-# does not (older ipykernel) falls back to jupyter_client's readiness check.
-WELCOME_WAIT = 1.0
 TAKE_ATTEMPTS = 3
 LINGER_POLL = 0.5
-
-
-def process_alive(kernel: SandboxKernelManager) -> bool:
-    process = kernel.process
-    return process is not None and process.poll() is None
-
-
-async def answer_on_shell(kernel: SandboxKernelManager, timeout: float) -> None:
-    """Wait for a kernel_info_reply on a shell-only client.
-
-    No iopub subscription is made here: ipykernel's XPUB greets a subscriber
-    only when it is the first, and the taker's greeting is how it knows its
-    own subscription is live.
-    """
-    assert kernel.km is not None
-    kc = kernel.km.client()
-    kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            kc.kernel_info()
-            resend = time.monotonic() + 2.0
-            while time.monotonic() < min(resend, deadline):
-                try:
-                    msg = await kc.get_shell_msg(timeout=0.25)
-                except queue.Empty:
-                    if not await kernel.is_alive():
-                        raise KernelStartError(
-                            "the kernel exited while starting", kernel.log_tail()
-                        ) from None
-                    continue
-                if msg["msg_type"] == "kernel_info_reply":
-                    return
-        raise KernelStartError(f"kernel did not answer within {timeout:g}s", kernel.log_tail())
-    finally:
-        kc.stop_channels()
-
-
-async def wait_subscribed(kernel: SandboxKernelManager, timeout: float) -> None:
-    """Return once iopub is live, so that no output of the first cell is lost."""
-    kc: Any = kernel.channels
-    deadline = time.monotonic() + WELCOME_WAIT
-    while time.monotonic() < deadline:
-        try:
-            # The greeting (iopub_welcome) proves the subscription reached the kernel.
-            await kc.get_iopub_msg(timeout=0.05)
-            return
-        except queue.Empty:
-            if not await kernel.is_alive():
-                raise KernelStartError(
-                    "the pooled kernel died before it was taken", kernel.log_tail()
-                ) from None
-    await wait_until_ready(kc, timeout, "start", kernel.log_tail)
 
 
 class KernelPool(Configurable):
@@ -324,12 +270,8 @@ class KernelPool(Configurable):
         settings = KernelSession(parent=self)
         kernel = SandboxKernelManager(parent=self, sandbox=self.sandbox)
         try:
-            await kernel.launch(runtime_dir=Path(self.runtime_dir or settings.runtime_dir),
-                                work_dir=settings.work_dir)
-            await answer_on_shell(kernel, settings.startup_timeout)
-            # Made on this loop by start_kernel; the taker's loop makes its own on demand.
-            assert kernel.km is not None
-            kernel.km.release_loop_sockets()
+            await kernel.prestart(runtime_dir=Path(self.runtime_dir or settings.runtime_dir),
+                                  work_dir=settings.work_dir, timeout=settings.startup_timeout)
         except Exception as exc:  # handed to a taker, and kept as last_error
             await kernel.shutdown_kernel()
             self.last_error = exc
@@ -364,7 +306,7 @@ class KernelPool(Configurable):
             raise SessionClosed("the kernel pool is closed")
         while self._ready:
             kernel = self._ready.popleft()
-            if process_alive(kernel):
+            if kernel.process_running():
                 asyncio.get_running_loop().call_later(self.refill_delay, self._fill)
                 return kernel
             self._replace(kernel)
@@ -394,7 +336,7 @@ class KernelPool(Configurable):
     async def _watch(self) -> None:
         while not self._closed:
             await asyncio.sleep(self.check_interval)
-            for kernel in [k for k in self._ready if not process_alive(k)]:
+            for kernel in [k for k in self._ready if not k.process_running()]:
                 self._ready.remove(kernel)
                 self._replace(kernel)
             self._forked = [p for p in self._forked if p.poll() is None]
@@ -477,11 +419,7 @@ class PooledKernelManager(SessionKernelManager):
         kernel = self.kernel = await self.pool.async_take()
         self.session_dir, self.work_path = kernel.session_dir, kernel.work_path
         self.isolation, self.egress = list(kernel.isolation), kernel.egress
-        # On this loop: the sockets belong to it. No heartbeat thread: death is seen
-        # by polling the process we own. Its start races a quick stop_channels in
-        # jupyter_client (it then spins opening sockets until EMFILE).
-        kernel.open_channels(heartbeat=False)
-        await wait_subscribed(kernel, timeout)
+        await kernel.attach(timeout)  # on this loop: the sockets belong to it
 
     async def is_alive(self) -> bool:
         return self.kernel is not None and await self.kernel.is_alive()
