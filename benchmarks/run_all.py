@@ -273,7 +273,7 @@ async def bench_concurrency(suite: Suite, sizes: tuple[int, ...]) -> None:
         live = [a for a, o in zip(agents, outcomes, strict=True)
                 if not isinstance(o, BaseException)]
         await asyncio.sleep(1.0)  # idle: let start-up garbage settle
-        memory = [tree_memory(a.session.km.provisioner.process.pid) for a in live]  # type: ignore
+        memory = [tree_memory(a.session.manager.process.pid) for a in live]  # type: ignore
         throughput: list[float] = []
         for _ in range(suite.reps(3)):
             started = time.perf_counter()

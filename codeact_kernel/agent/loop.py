@@ -21,7 +21,7 @@ from jupyter_core.utils import run_sync
 from traitlets import Bool, Dict, Float, Instance, Int, List, Unicode, default
 
 from ..errors import CodeActError
-from ..kernels.connection import make_session
+from ..kernels.factory import make_session
 from ..kernels.session import KernelSession
 from ..kernels.stdin import StdinHandler, StdinToolChannel
 from ..models.llm import LLM, Completion
@@ -133,10 +133,7 @@ class Agent(ToolOptions):
     def _default_session(self) -> KernelSession:
         # A local sandbox, or a kernel by connection file or from a gateway, per config;
         # the warm pool serves local sandboxes only, so a configured remote kernel wins.
-        session = make_session(self)
-        if self.pool is not None and type(session) is KernelSession:
-            return self.pool.session(parent=self)  # type: ignore[no-any-return]
-        return session
+        return make_session(self, pool=self.pool)
 
     def __init__(
         self,
@@ -186,7 +183,8 @@ class Agent(ToolOptions):
         self.llm.validate()
         await self.session.async_start()
         assert self.session.session_dir is not None
-        self.policy.egress = self.session.egress is not None  # HTTP clients follow the network
+        # HTTP clients follow the network.
+        self.policy.egress = self.session.manager.egress is not None
         try:
             await self.hub.astart([t.name for t in [*self.tools, *self.managed_tools]])
             # The socket is reachable by other host users (the sandbox uid must

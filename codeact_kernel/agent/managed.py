@@ -184,8 +184,7 @@ def spawn(template: Agent) -> Agent:
     for part in ("llm", "policy", "session"):
         for name, value in _config_values(getattr(template, part)).items():
             setattr(getattr(child, part), name, value)
-    for name, value in _config_values(template.session.sandbox).items():
-        setattr(child.session.sandbox, name, value)
+    child.session.manager = template.session.manager.clone(parent=child.session)
     child.managed_tools = [ManagedAgentTool(t.template) for t in template.managed_tools]
     return child
 

@@ -1,129 +1,44 @@
-"""Kernels the agent did not start: attached by connection file, or from a Jupyter gateway.
+"""A running kernel the agent did not start, attached by its connection file.
 
-Both keep KernelSession's API and its execute loop (outputs, timeouts, the
-interrupt, death detection, startup code); what differs is how the kernel is
-reached, interrupted and "restarted":
+:class:`ConnectionFileKernelManager` talks ZMQ to a running kernel (a container, a
+kernel started by someone else). It interrupts with ``interrupt_request`` on the
+control channel and notices death by the heartbeat and by the kernel's session id
+(a relaunched kernel answers with another). It cannot relaunch a process it does not
+own: after a death it waits ``restart_wait`` seconds for whatever supervises the
+kernel to bring it back on the same connection file; a cell that ignores the
+interrupt raises KernelLost (ipykernel honours ``shutdown_request`` only once the
+cell returns). The kernel is left running at the end unless ``shutdown_on_close``.
 
-* :class:`ConnectionFileSession` talks ZMQ to a running kernel (a container,
-  a kernel started by someone else). It interrupts with ``interrupt_request``
-  on the control channel and notices death by the heartbeat. It cannot
-  relaunch a process it does not own: after a death it waits ``restart_wait``
-  seconds for whatever supervises the kernel to bring it back on the same
-  connection file; a cell that ignores the interrupt raises KernelLost
-  (ipykernel honours ``shutdown_request`` only once the cell returns).
-* :class:`GatewaySession` starts its kernel on a Jupyter Server, Kernel
-  Gateway or Enterprise Gateway, and uses the gateway's REST API to interrupt,
-  restart (or replace a kernel the gateway lost) and delete it.
-
-Host tools reach both through the Jupyter stdin channel by default (see
-kernels/stdin.py): it crosses the gateway's websocket and needs no shared folder.
+Host tools reach it through the Jupyter stdin channel by default (kernels/stdin.py):
+it needs no shared folder. The host's session folder holds the session's own files
+only; the kernel's working folder is what the kernel reports, never written to from
+the host, since a path a remote kernel names must not steer host writes.
 """
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import json
-import os
 import queue
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from jupyter_client.asynchronous.client import AsyncKernelClient
-from traitlets import Bool, Float, Unicode, default
-from traitlets.config import Configurable
+from traitlets import Bool, Float, Unicode
 
-from ..errors import CodeActError, KernelLost, KernelStartError, SessionClosed
-from .session import KernelSession
+from ..errors import KernelLost, KernelStartError, SessionClosed
+from ..sandbox.cgroups import Counters
+from .manager import KernelChannels, SessionKernelManager
+from .session import SessionFactory
 
-_CWD = "__import__('os').getcwd()"
 
+class ConnectionFileKernelManager(SessionKernelManager):
+    """A running kernel, attached by its connection file; it is left running at the end.
 
-class RemoteSession(KernelSession):
-    """What the kernels we do not start have in common: no cgroups, and a host folder for
-    the session's own files only.
-
-    ``work_path`` stays a host folder: the kernel's own working folder is only reported
-    (``kernel_work_dir``), never written to from the host, since a path a remote kernel
-    names must not steer host writes.
+    Configured under ``ConnectionFileKernelManager`` or, as before managers were passed
+    in, ``ConnectionFileSession`` (``c.ConnectionFileSession.connection_file = ...``).
     """
-
-    @default("tool_transport")
-    def _default_tool_transport(self) -> str:
-        return "stdin"
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.kernel_cwd = ""
-
-    @property
-    def kernel_work_dir(self) -> str:
-        return self.kernel_cwd
-
-    @property
-    def shares_work_folder(self) -> bool:
-        return False
-
-    async def async_start(self) -> KernelSession:
-        if self.kc is not None:
-            return self
-        runtime = Path(self.runtime_dir)
-        runtime.mkdir(mode=0o711, parents=True, exist_ok=True)
-        # Named like local sessions' folders, so a killed owner's folder is swept too.
-        self.session_dir = Path(tempfile.mkdtemp(prefix=f"s{os.getpid()}-", dir=runtime))
-        try:
-            self.work_path.mkdir(mode=0o755, parents=True, exist_ok=True)
-            await self._connect(self.startup_timeout)
-            await self._learn_cwd()
-            await self.async_run_startup_code()
-        except BaseException:
-            await self.async_shutdown()
-            raise
-        return self
-
-    async def _connect(self, timeout: float) -> None:
-        """Reach the kernel (set ``self.kc``) and wait until it answers, within ``timeout``."""
-        raise NotImplementedError
-
-    async def _wait_ready(self, timeout: float) -> None:
-        # The outer bound guards a zmq recv that would wait after its poll said ready.
-        try:
-            await asyncio.wait_for(self.kc.wait_for_ready(timeout=timeout), timeout + 5)
-        except (RuntimeError, TimeoutError, asyncio.TimeoutError) as exc:
-            raise KernelStartError(f"the kernel did not answer within {timeout:g}s: {exc}") from exc
-
-    async def _learn_cwd(self) -> None:
-        result = await self.async_execute("", silent=True, store_history=False,
-                                          user_expressions={"cwd": _CWD}, timeout=10)
-        try:
-            text = result.user_expressions["cwd"]["data"]["text/plain"]
-            self.kernel_cwd = str(ast.literal_eval(text))
-            self.isolation.append(f"kernel working folder (kernel side): {self.kernel_cwd}")
-        except (KeyError, TypeError, ValueError, SyntaxError) as exc:
-            raise KernelStartError(
-                "the kernel did not report its working folder; is it an IPython kernel? "
-                f"({result.reason or exc})"
-            ) from None
-
-    def _remove_session_dir(self) -> None:
-        if self.session_dir is not None:
-            shutil.rmtree(self.session_dir, ignore_errors=True)
-            self.session_dir = None
-
-    def _ensure_running(self) -> None:
-        if self.kc is None:
-            raise SessionClosed("the kernel session is not running; call start() first")
-
-    def _cgroups(self) -> list[Path]:
-        return []  # the kernel's limits are its host's business
-
-
-
-class ConnectionFileSession(RemoteSession):
-    """A running kernel, attached by its connection file; it is left running at the end."""
 
     connection_file = Unicode(
         "", help="Connection file of a running kernel to use instead of starting one (e.g. a "
@@ -147,16 +62,41 @@ class ConnectionFileSession(RemoteSession):
         "it is left running: the agent did not start it)."
     ).tag(config=True)
 
+    @classmethod
+    def section_names(cls) -> list[str]:
+        # Config written before managers were passed in names the session class.
+        return ["ConnectionFileSession", *super().section_names()]
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._kc: AsyncKernelClient | None = None
         self._silent_since: float | None = None
         self._identity: str | None = None  # the kernel process's session id
         self._probe: tuple[str, float] | None = None  # (msg_id, sent at)
         self._replaced = False
 
     @property
+    def has_kernel(self) -> bool:
+        return self._kc is not None
+
+    @property
+    def channels(self) -> KernelChannels:
+        channels: KernelChannels = self._require()
+        return channels
+
+    def _require(self) -> AsyncKernelClient:
+        if self._kc is None:
+            raise SessionClosed("the kernel session is not running; call start() first")
+        return self._kc
+
+    @property
     def _path(self) -> Path:
         return Path(self.connection_file).expanduser().resolve()
+
+    async def start_kernel(self, *, runtime_dir: Path, work_dir: str, timeout: float) -> None:
+        if self._kc is None:
+            self.open_folders(runtime_dir, work_dir)
+            await self._connect(timeout)
 
     async def _connect(self, timeout: float) -> None:
         if not self.connection_file:
@@ -167,32 +107,32 @@ class ConnectionFileSession(RemoteSession):
         kc = AsyncKernelClient(parent=self)
         kc.load_connection_info(info)  # type: ignore[arg-type]  # checked keys above
         kc.start_channels()
-        self.kc, self._silent_since, self._probe, self._replaced = kc, None, None, False
+        self._kc, self._silent_since, self._probe, self._replaced = kc, None, None, False
         where = (f"ipc sockets {info.get('ip')}-*" if info.get("transport") == "ipc"
                  else f"tcp {info.get('ip')}")
-        try:
-            await self._wait_ready(max(1.0, deadline - time.monotonic()))
-        except KernelStartError as exc:
+        if not await _answers(kc, max(1.0, deadline - time.monotonic())):
             raise KernelStartError(
                 f"the kernel of {self._path} did not answer within {timeout:g}s: is it "
-                f"running, and can this process reach its {where}? ({exc})"
-            ) from None
+                f"running, and can this process reach its {where}?"
+            )
         self._identity = await self._identify(5.0)
         self.isolation = [f"attached kernel: connection file {self._path} ({where}); its "
                           "isolation is whatever runs it (a container, another host)"]
 
     def _ask_identity(self) -> None:
-        msg = self.kc.session.msg("kernel_info_request", {})
-        self.kc.control_channel.send(msg)
+        kc = self._require()
+        msg = kc.session.msg("kernel_info_request", {})
+        kc.control_channel.send(msg)
         self._probe = (msg["header"]["msg_id"], time.monotonic())
 
     async def _identities(self, timeout: float) -> list[str]:
         """Session ids in the replies to our probe (control answers while a cell runs)."""
         found: list[str] = []
         end = time.monotonic() + timeout
+        kc = self._require()
         while self._probe is not None:
             try:
-                reply = await self.kc.get_control_msg(timeout=max(0.0, end - time.monotonic()))
+                reply = await kc.get_control_msg(timeout=max(0.0, end - time.monotonic()))
             except queue.Empty:
                 break
             if reply["parent_header"].get("msg_id") == self._probe[0]:
@@ -205,8 +145,8 @@ class ConnectionFileSession(RemoteSession):
         found = await self._identities(timeout)
         return found[0] if found else None
 
-    async def async_is_alive(self) -> bool:
-        if self.kc is None or self._replaced:
+    async def is_alive(self) -> bool:
+        if self._kc is None or self._replaced:
             return False
         if self._identity is not None:
             if any(i != self._identity for i in await self._identities(0.0)):
@@ -214,7 +154,7 @@ class ConnectionFileSession(RemoteSession):
                 return False
             if self._probe is None or time.monotonic() - self._probe[1] > self.liveness_interval:
                 self._ask_identity()
-        if self.kc.hb_channel.is_beating():
+        if self._kc.hb_channel.is_beating():
             self._silent_since = None
             return True
         # One missed beat on a loaded machine is not a death: a grace period.
@@ -223,27 +163,27 @@ class ConnectionFileSession(RemoteSession):
             self._silent_since = now
         return now - self._silent_since < self.heartbeat_grace
 
-    async def async_interrupt(self) -> None:
+    async def interrupt_kernel(self) -> None:
         """An interrupt_request on the control channel (works whatever the kernelspec says)."""
-        self._ensure_running()
-        self.kc.control_channel.send(self.kc.session.msg("interrupt_request", {}))
+        kc = self._require()
+        kc.control_channel.send(kc.session.msg("interrupt_request", {}))
 
-    async def async_restart(self) -> None:
+    async def restart_kernel(self, *, timeout: float) -> None:
         """Wait for the kernel's supervisor to bring it back; KernelLost if it does not."""
-        self._ensure_running()
-        if self.kc.hb_channel.is_beating() and not self._replaced:
+        kc = self._require()
+        if kc.hb_channel.is_beating() and not self._replaced:
             identity = await self._identify(2.0)
             self._replaced = identity is not None and identity != self._identity
-        if self.kc.hb_channel.is_beating() and not self._replaced:
+        if kc.hb_channel.is_beating() and not self._replaced:
             raise KernelLost(
-                f"the cell ignored the interrupt for {self.interrupt_grace:g}s, and this kernel "
+                "the cell ignored the interrupt, and this kernel "
                 f"(attached by {self.connection_file}) was not started by codeact, so it "
                 "cannot be restarted from here; it is still running that cell. Restart it "
                 "yourself (e.g. `docker restart`, or Kernel > Restart in Jupyter), then attach "
                 "again."
             )
-        self.kc.stop_channels()
-        self.kc = None
+        kc.stop_channels()
+        self._kc = None
         try:
             if self.restart_wait <= 0:
                 raise KernelStartError("restart_wait is 0")
@@ -255,16 +195,14 @@ class ConnectionFileSession(RemoteSession):
                 "not start. Give it a supervisor that restarts it (a container restart policy), "
                 f"or start a new one and attach again. ({exc})"
             ) from None
-        self.restarts += 1
-        await self.async_run_startup_code()
 
-    def _death_cause(self, before: object) -> str:
+    def death_cause(self, before: Counters) -> str:
         if self._replaced:
             return "it was relaunched by whatever supervises it: another process answers"
         return f"its heartbeat stopped for {self.heartbeat_grace:g}s"
 
-    async def async_shutdown(self) -> None:
-        kc, self.kc = self.kc, None
+    async def shutdown_kernel(self) -> None:
+        kc, self._kc = self._kc, None
         if kc is not None:
             if self.shutdown_on_close:
                 kc.control_channel.send(kc.session.msg("shutdown_request", {"restart": False}))
@@ -273,9 +211,33 @@ class ConnectionFileSession(RemoteSession):
                 except Exception:  # queue.Empty or a timeout: the kernel is not ours to wait for
                     pass
             kc.stop_channels()
-        self.kernel_cwd = ""
-        self._remove_session_dir()
+        self.remove_folders()
 
+
+async def _answers(kc: AsyncKernelClient, timeout: float) -> bool:
+    """Whether the kernel answers kernel_info on shell, with iopub live, within ``timeout``.
+
+    Not jupyter_client's wait_for_ready: for a kernel it did not start, that takes one
+    late heartbeat for a death, and a kernel still starting on a loaded machine is late
+    (measured: "Kernel died before replying to kernel_info" at load 10 on 2 cores). A
+    death once attached is is_alive's business, with its heartbeat_grace.
+    """
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        asked = kc.kernel_info()
+        end = time.monotonic() + min(1.0, left)
+        while (wait := end - time.monotonic()) > 0:
+            try:
+                msg = await kc.get_shell_msg(timeout=wait)
+            except queue.Empty:
+                break
+            if msg["parent_header"].get("msg_id") == asked:
+                try:  # its status on iopub proves the subscription is live
+                    await kc.get_iopub_msg(timeout=0.2)
+                    return True
+                except queue.Empty:
+                    break
+    return False
 
 
 def _reroot_ipc(info: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -314,19 +276,9 @@ async def _read_connection_file(path: Path, timeout: float) -> dict[str, Any]:
         await asyncio.sleep(0.1)
 
 
-def make_session(parent: Configurable | None = None) -> KernelSession:
-    """The session the configuration asks for: a kernel by connection file, one from a
-    gateway, or (by default) a local sandboxed kernel."""
-    from .gateway import GatewaySession
+class ConnectionFileSession(SessionFactory):
+    """``ConnectionFileSession(connection_file=..., timeout=...)``: a KernelSession on a
+    :class:`ConnectionFileKernelManager` (keywords naming KernelSession traits configure
+    the session, the others the manager)."""
 
-    attached = ConnectionFileSession(parent=parent)
-    gateway = GatewaySession(parent=parent)
-    if attached.connection_file and gateway.url:
-        raise CodeActError(
-            "both a connection file and a gateway URL are configured; choose one kernel"
-        )
-    if attached.connection_file:
-        return attached
-    if gateway.url:
-        return gateway
-    return KernelSession(parent=parent)
+    manager_class = ConnectionFileKernelManager

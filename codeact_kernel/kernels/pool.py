@@ -12,6 +12,9 @@ it. So the pool, on its own thread and loop, only launches the kernel process
 and proves it answers on the shell channel, then closes that client; the
 session that takes the kernel opens its own channels on its own loop.
 
+Each waiting kernel is a started SandboxKernelManager (``prestart`` on the pool's
+loop); a session takes one through a PooledKernelManager, which ``attach``es it.
+
 The pool's thread outlives ``close()`` while a kernel it launched still runs:
 bwrap's ``--die-with-parent`` is a PR_SET_PDEATHSIG, which fires when the
 *thread* that forked the process exits, so the thread must not end under a
@@ -23,92 +26,40 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
-import queue
 import subprocess
 import threading
 import time
 from collections import deque
 from collections.abc import Coroutine
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from traitlets import Float, Instance, Int, Unicode, default
 from traitlets.config import Configurable
 
 from ..errors import KernelStartError, SessionClosed
+from ..sandbox.cgroups import Counters
 from ..sandbox.config import SandboxConfig
+from .local import SandboxKernelManager
+from .manager import KernelChannels, SessionKernelManager
 from .session import KernelSession
 
 T = TypeVar("T")
-# ipykernel greets each new iopub subscriber within milliseconds; a kernel that
-# does not (older ipykernel) falls back to jupyter_client's readiness check.
-WELCOME_WAIT = 1.0
 TAKE_ATTEMPTS = 3
 LINGER_POLL = 0.5
-
-
-class _WarmKernel(KernelSession):
-    """A kernel launched ahead of demand: no client is kept, no startup code is run."""
-
-    async def _launch(self) -> None:
-        await self._launch_process()
-        await self._answer_on_shell()
-        assert self.km is not None
-        # Made on this loop by start_kernel; the taker's loop makes its own on demand.
-        self.km._close_control_socket()
-
-    async def _answer_on_shell(self) -> None:
-        """Wait for a kernel_info_reply on a shell-only client.
-
-        No iopub subscription is made here: ipykernel's XPUB greets a subscriber
-        only when it is the first, and the taker's greeting is how it knows its
-        own subscription is live.
-        """
-        assert self.km is not None
-        kc = self.km.client()
-        kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
-        deadline = time.monotonic() + self.startup_timeout
-        try:
-            while time.monotonic() < deadline:
-                kc.kernel_info()
-                resend = time.monotonic() + 2.0
-                while time.monotonic() < min(resend, deadline):
-                    try:
-                        msg = await kc.get_shell_msg(timeout=0.25)
-                    except queue.Empty:
-                        if not await self.km.is_alive():
-                            raise KernelStartError(
-                                "the kernel exited while starting", self.log_tail()
-                            ) from None
-                        continue
-                    if msg["msg_type"] == "kernel_info_reply":
-                        return
-            raise KernelStartError(
-                f"kernel did not answer within {self.startup_timeout:g}s", self.log_tail()
-            )
-        finally:
-            kc.stop_channels()
-
-    @property
-    def process(self) -> subprocess.Popen[bytes] | None:
-        if self.km is None or self.km.provisioner is None:
-            return None
-        process: subprocess.Popen[bytes] | None = getattr(self.km.provisioner, "process", None)
-        return process
-
-    def alive(self) -> bool:
-        process = self.process
-        return process is not None and process.poll() is None
 
 
 class KernelPool(Configurable):
     """Pre-started sandboxed kernels, refilled in the background, each handed out once.
 
-    ``acquire()`` returns a started :class:`PooledSession`; ``session()`` an
-    unstarted one whose every start takes a fresh kernel (what ``Agent(pool=...)``
-    uses). Kernels are launched with the pool's ``sandbox`` and ``runtime_dir``.
+    The pool hands out started :class:`SandboxKernelManager` objects (``async_take``);
+    sessions take them through a :class:`PooledKernelManager`. ``acquire()`` returns a
+    started session; ``session()`` an unstarted one whose every start takes a fresh
+    kernel (what ``Agent(pool=...)`` uses). Kernels are launched with the pool's
+    ``sandbox`` and ``runtime_dir``, and KernelSession's configured work_dir and
+    startup_timeout.
     ``launched`` and ``replaced`` count kernels started and dead ones replaced.
     """
 
@@ -149,8 +100,8 @@ class KernelPool(Configurable):
         self._lock = threading.Lock()
         self._closed = False
         # Touched only on the pool's loop.
-        self._ready: deque[_WarmKernel] = deque()
-        self._waiters: deque[asyncio.Future[_WarmKernel]] = deque()
+        self._ready: deque[SandboxKernelManager] = deque()
+        self._waiters: deque[asyncio.Future[SandboxKernelManager]] = deque()
         self._launching: set[asyncio.Task[None]] = set()
         self._discarding: set[asyncio.Task[None]] = set()
         self._forked: list[subprocess.Popen[bytes]] = []
@@ -184,12 +135,19 @@ class KernelPool(Configurable):
                 atexit.register(self.close)
         return self
 
-    def session(self, **kwargs: Any) -> PooledSession:
-        """An unstarted session whose every start takes a fresh kernel from this pool."""
-        kwargs.setdefault("parent", self)
-        return PooledSession(pool=self, **kwargs)
+    def manager(self, parent: Any = None) -> PooledKernelManager:
+        """An unstarted kernel manager whose every start takes a fresh kernel from here."""
+        return PooledKernelManager(pool=self, parent=parent if parent is not None else self)
 
-    async def async_acquire(self, **kwargs: Any) -> PooledSession:
+    def session(self, **kwargs: Any) -> KernelSession:
+        """An unstarted session whose every start takes a fresh kernel from this pool
+        (``kwargs`` are its traits, e.g. startup_code)."""
+        kwargs.setdefault("parent", self)
+        session = KernelSession(**kwargs)
+        session.manager = self.manager(parent=session)
+        return session
+
+    async def async_acquire(self, **kwargs: Any) -> KernelSession:
         """A fresh, started session (``kwargs`` are its traits, e.g. startup_code)."""
         session = self.session(**kwargs)
         await session.async_start()
@@ -207,8 +165,8 @@ class KernelPool(Configurable):
             time.sleep(0.01)
         return True
 
-    async def async_take(self) -> _WarmKernel:
-        """A started kernel for a session to adopt (used by PooledSession)."""
+    async def async_take(self) -> SandboxKernelManager:
+        """A started kernel, channels not yet open, for a session's manager to adopt."""
         self.start()
         future = self._submit(self._take())
         try:
@@ -285,7 +243,7 @@ class KernelPool(Configurable):
         except RuntimeError:
             pass  # the loop has ended, which it does only once every kernel it forked is gone
 
-    def _give_back(self, future: concurrent.futures.Future[_WarmKernel]) -> None:
+    def _give_back(self, future: concurrent.futures.Future[SandboxKernelManager]) -> None:
         if not future.cancelled() and future.exception() is None:
             self._call_soon(self._deliver, future.result())
 
@@ -308,10 +266,14 @@ class KernelPool(Configurable):
             task.add_done_callback(self._launching.discard)
 
     async def _launch_one(self) -> None:
-        kernel = _WarmKernel(parent=self, sandbox=self.sandbox, **self._session_traits())
+        # The settings a session configured here would start its own kernel with.
+        settings = KernelSession(parent=self)
+        kernel = SandboxKernelManager(parent=self, sandbox=self.sandbox)
         try:
-            await kernel.async_start()
+            await kernel.prestart(runtime_dir=Path(self.runtime_dir or settings.runtime_dir),
+                                  work_dir=settings.work_dir, timeout=settings.startup_timeout)
         except Exception as exc:  # handed to a taker, and kept as last_error
+            await kernel.shutdown_kernel()
             self.last_error = exc
             self._paused_until = time.monotonic() + self.retry_delay
             while self._waiters:
@@ -324,14 +286,11 @@ class KernelPool(Configurable):
         if kernel.process is not None:
             self._forked.append(kernel.process)
         if self._closed:
-            await kernel.async_shutdown()
+            await kernel.shutdown_kernel()
         else:
             self._deliver(kernel)
 
-    def _session_traits(self) -> dict[str, Any]:
-        return {"runtime_dir": self.runtime_dir} if self.runtime_dir else {}
-
-    def _deliver(self, kernel: _WarmKernel) -> None:
+    def _deliver(self, kernel: SandboxKernelManager) -> None:
         if self._closed:
             self._discard(kernel)
             return
@@ -342,16 +301,16 @@ class KernelPool(Configurable):
                 return
         self._ready.append(kernel)
 
-    async def _take(self) -> _WarmKernel:
+    async def _take(self) -> SandboxKernelManager:
         if self._closed:
             raise SessionClosed("the kernel pool is closed")
         while self._ready:
             kernel = self._ready.popleft()
-            if kernel.alive():
+            if kernel.process_running():
                 asyncio.get_running_loop().call_later(self.refill_delay, self._fill)
                 return kernel
             self._replace(kernel)
-        waiter: asyncio.Future[_WarmKernel] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[SandboxKernelManager] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self._fill()
         try:
@@ -364,20 +323,20 @@ class KernelPool(Configurable):
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
 
-    def _replace(self, kernel: _WarmKernel) -> None:
+    def _replace(self, kernel: SandboxKernelManager) -> None:
         self.replaced += 1
         self._discard(kernel)
         self._fill()
 
-    def _discard(self, kernel: _WarmKernel) -> None:
-        task = asyncio.ensure_future(kernel.async_shutdown())
+    def _discard(self, kernel: SandboxKernelManager) -> None:
+        task = asyncio.ensure_future(kernel.shutdown_kernel())
         self._discarding.add(task)
         task.add_done_callback(self._discarding.discard)
 
     async def _watch(self) -> None:
         while not self._closed:
             await asyncio.sleep(self.check_interval)
-            for kernel in [k for k in self._ready if not k.alive()]:
+            for kernel in [k for k in self._ready if not k.process_running()]:
                 self._ready.remove(kernel)
                 self._replace(kernel)
             self._forked = [p for p in self._forked if p.poll() is None]
@@ -403,70 +362,88 @@ class KernelPool(Configurable):
         asyncio.get_running_loop().stop()
 
 
-class PooledSession(KernelSession):
-    """A KernelSession that takes an already-started kernel from a :class:`KernelPool`.
+class PooledKernelManager(SessionKernelManager):
+    """A local sandbox taken, already started, from a :class:`KernelPool`.
 
-    Every start takes a fresh kernel, and shutdown kills it: kernels never go
-    back to the pool. How the kernel is launched (sandbox, work folder, Python)
-    is the pool's configuration; timeouts and startup code are this session's.
+    Every start takes a fresh kernel, and shutdown kills it: kernels never go back
+    to the pool. How the kernel is launched (sandbox, work folder, Python) is the
+    pool's configuration; the session's runtime_dir and work_dir do not apply.
     """
+
+    shares_work_folder = True
+    tools_over_stdin = False
 
     pool = Instance(KernelPool, help="The pool the kernels come from.")
 
-    async def async_start(self) -> KernelSession:
-        if self.km is not None:
-            return self
-        try:
-            for attempt in range(1, TAKE_ATTEMPTS + 1):
-                try:
-                    await self._take_and_attach()
-                    break
-                except KernelStartError:
-                    # A kernel can die between the pool's liveness check and the
-                    # attach; the next one in the pool is as good.
-                    await self.async_shutdown()
-                    if attempt == TAKE_ATTEMPTS:
-                        raise
-            await self.async_run_startup_code()
-        except BaseException:
-            await self.async_shutdown()
-            raise
-        return self
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kernel: SandboxKernelManager | None = None
 
-    async def _take_and_attach(self) -> None:
-        km = self._adopt(await self.pool.async_take())
-        self.kc = km.client()  # on this loop: the sockets belong to it
-        # No heartbeat thread: death is seen by polling the process we own. Its
-        # start races a quick stop_channels in jupyter_client (it then spins
-        # opening sockets until EMFILE).
-        self.kc.start_channels(hb=False)
-        await self._wait_subscribed()
+    def clone(self, parent: Any = None) -> PooledKernelManager:
+        return PooledKernelManager(pool=self.pool, parent=parent or self.parent)
 
-    def _adopt(self, warm: _WarmKernel) -> AsyncKernelManager:
-        km = warm.km
-        assert km is not None
-        self.km, self.session_dir, self._log = km, warm.session_dir, warm._log
-        self._lease = warm._lease
-        self.egress = warm.egress
-        # The warm shell must never clean up what this session now owns.
-        warm.km, warm.session_dir, warm._log = None, None, None
-        warm._lease, warm.egress = None, None
-        self.isolation = list(warm.isolation)
-        self.sandbox, self.work_dir = warm.sandbox, warm.work_dir
-        return km
+    def _require(self) -> SandboxKernelManager:
+        if self.kernel is None:
+            raise SessionClosed("the kernel session is not running; call start() first")
+        return self.kernel
 
-    async def _wait_subscribed(self) -> None:
-        """Return once iopub is live, so that no output of the first cell is lost."""
-        deadline = time.monotonic() + WELCOME_WAIT
-        while time.monotonic() < deadline:
+    @property
+    def has_kernel(self) -> bool:
+        return self.kernel is not None
+
+    @property
+    def channels(self) -> KernelChannels:
+        return self._require().channels
+
+    @property
+    def kernel_work_dir(self) -> str | None:
+        return self.kernel.kernel_work_dir if self.kernel is not None else None
+
+    @property
+    def handoff_dir(self) -> Path | None:
+        return self.kernel.handoff_dir if self.kernel is not None else None
+
+    async def start_kernel(self, *, runtime_dir: Path, work_dir: str, timeout: float) -> None:
+        for attempt in range(1, TAKE_ATTEMPTS + 1):
             try:
-                # The greeting (iopub_welcome) proves the subscription reached the kernel.
-                await self.kc.get_iopub_msg(timeout=0.05)
+                await self._take_and_attach(timeout)
                 return
-            except queue.Empty:
-                if not await self.async_is_alive():
-                    raise KernelStartError(
-                        "the pooled kernel died before it was taken", self.log_tail()
-                    ) from None
-        await self._wait_for_ready("start")
+            except KernelStartError:
+                # A kernel can die between the pool's liveness check and the
+                # attach; the next one in the pool is as good.
+                await self.shutdown_kernel()
+                if attempt == TAKE_ATTEMPTS:
+                    raise
 
+    async def _take_and_attach(self, timeout: float) -> None:
+        kernel = self.kernel = await self.pool.async_take()
+        self.session_dir, self.work_path = kernel.session_dir, kernel.work_path
+        self.isolation, self.egress = list(kernel.isolation), kernel.egress
+        await kernel.attach(timeout)  # on this loop: the sockets belong to it
+
+    async def is_alive(self) -> bool:
+        return self.kernel is not None and await self.kernel.is_alive()
+
+    async def interrupt_kernel(self) -> None:
+        await self._require().interrupt_kernel()
+
+    async def restart_kernel(self, *, timeout: float) -> None:
+        await self._require().restart_kernel(timeout=timeout)
+
+    async def shutdown_kernel(self) -> None:
+        kernel, self.kernel = self.kernel, None
+        self.session_dir = self.work_path = self.egress = None
+        if kernel is not None:
+            await kernel.shutdown_kernel()
+
+    def counters(self) -> Counters:
+        return self._require().counters()
+
+    def death_cause(self, before: Counters) -> str:
+        return self._require().death_cause(before)
+
+    def exhausted_limit(self, before: Counters) -> str | None:
+        return self._require().exhausted_limit(before)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return self.kernel.log_tail(lines) if self.kernel is not None else ""

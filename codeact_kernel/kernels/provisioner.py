@@ -1,9 +1,11 @@
 """The jupyter_client kernel provisioner that launches kernels inside the sandbox.
 
-The provisioner is jupyter_client's seam for *how* a kernel is launched, so
-local, sandboxed, container or remote launches are one swap of this class.
-It reuses LocalProvisioner for process management and only rewrites the
-command and environment with the plan from :class:`SandboxConfig`.
+The provisioner is jupyter_client's seam for *how* a process is launched; the local
+sandbox's manager (kernels/local.py) sets it on its AsyncKernelManager. Kernels that
+are not local processes (a gateway's, a container's) are another manager class
+(kernels/manager.py), not another provisioner. It reuses LocalProvisioner for process
+management and only rewrites the command and environment with the plan from
+:class:`SandboxConfig`.
 """
 
 from __future__ import annotations

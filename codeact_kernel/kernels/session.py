@@ -1,4 +1,9 @@
-"""One sandboxed kernel for one agent session, driven over the Jupyter protocol.
+"""One kernel for one agent session, driven over the Jupyter protocol.
+
+KernelSession is the executor: it runs cells and supervises them. Where the kernel
+comes from (a local sandbox by default, a connection file, a gateway, a warm pool)
+is the kernel manager passed in (kernels/manager.py), as nbclient's NotebookClient
+takes ``km=``.
 
 Async first; the sync API is derived with ``run_sync`` (the nbclient pattern).
 Every wait has a bound: a cell that overruns is interrupted, then the kernel
@@ -8,39 +13,28 @@ by polling ``is_alive`` while waiting.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import math
-import os
-import sys
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any, ClassVar
 
 import zmq
-from jupyter_client.kernelspec import KernelSpec
-from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from nbformat import NotebookNode
 from traitlets import Enum, Float, Instance, Int, List, Unicode, default
-from traitlets.config import Configurable
+from traitlets.config import Configurable, LoggingConfigurable
 
 from ..errors import KernelStartError, SessionClosed
-from ..sandbox.cgroups import Counters, death_cause, read_counters, release_cgroup
-from ..sandbox.config import SandboxConfig
-from ..sandbox.dirs import (
-    default_runtime_dir,
-    make_session_dir,
-    remove_tree,
-    sweep_stale_sessions,
-)
-from ..sandbox.egress import EgressProxy
-from ..sandbox.workdir import WorkFolderLease
+from ..sandbox.cgroups import Counters
+from ..sandbox.dirs import default_runtime_dir
 from .execution import ExecutionResult
+from .local import SandboxKernelManager
+from .manager import KernelChannels, SessionKernelManager
 from .outputs import OutputCollector
-from .provisioner import SandboxProvisioner
 from .stdin import (
     ApprovalHandler,
     InputClock,
@@ -52,9 +46,11 @@ from .stdin import (
 
 OutputCallback = Callable[[NotebookNode], Any]
 POLL_INTERVAL = 0.1
-# sun_path is 108 bytes with the terminating NUL.
-MAX_SOCKET_PATH = 107
 LOST = "ALL VARIABLES WERE LOST"
+_CWD = "__import__('os').getcwd()"
+# Keywords that configure the session itself, not its manager.
+_CONSTRUCTION = ("parent", "config", "log")
+_BASE_TRAITS = set(LoggingConfigurable.class_trait_names())
 
 
 def blocking(name: str) -> Callable[..., Any]:
@@ -69,13 +65,20 @@ def blocking(name: str) -> Callable[..., Any]:
 
 
 class KernelSession(Configurable):
-    """A sandboxed IPython kernel owned by exactly one session.
+    """Executes code in the kernel of one session, whose manager starts and recovers it.
 
-    Use it as a context manager (``with`` or ``async with``); shutdown removes
-    the session folder and the cgroups the session made.
+    ``KernelSession(manager=...)`` takes any :class:`SessionKernelManager`; without one
+    it starts a local sandboxed kernel (:class:`SandboxKernelManager`), and keywords
+    naming that manager's traits (``sandbox=``, ``kernel_python=``) configure it. Use it
+    as a context manager (``with`` or ``async with``); shutdown ends the kernel and
+    removes what its manager made.
     """
 
-    sandbox = Instance(SandboxConfig, help="Isolation and limits of the kernel.")
+    manager = Instance(
+        SessionKernelManager,  # type: ignore[type-abstract]  # an instance of a concrete one
+        help="Where the kernel comes from and how it is started, interrupted, restarted "
+        "and ended. Default: a local sandboxed kernel.",
+    )
     timeout = Float(
         60.0, help="Default wall-clock limit of one execute, in seconds."
     ).tag(config=True)
@@ -100,40 +103,40 @@ class KernelSession(Configurable):
         help="Writable work folder of the kernel (its HOME and cwd). Empty means a fresh "
         "folder inside the session folder, removed at shutdown.",
     ).tag(config=True)
-    kernel_python = Unicode(
-        sys.executable, help="Python interpreter that runs ipykernel inside the sandbox."
-    ).tag(config=True)
     startup_code = List(
         Unicode(),
         help="Code run silently after every start, restart and reset (tool stubs, helpers).",
     ).tag(config=True)
     tool_transport = Enum(
         ["ipc", "stdin"],
-        "ipc",
         help="How the kernel's tool stubs reach the host tools: 'ipc' (a ZMQ socket in the "
         "session folder: fastest, any thread) or 'stdin' (marked input requests on the "
-        "Jupyter stdin channel: crosses gateways and containers, main thread only).",
+        "Jupyter stdin channel: crosses gateways and containers, main thread only). "
+        "Default: what the kernel manager can reach ('stdin' for kernels not started here).",
     ).tag(config=True)
 
-    @default("sandbox")
-    def _default_sandbox(self) -> SandboxConfig:
-        return SandboxConfig(parent=self)
+    @default("manager")
+    def _default_manager(self) -> SessionKernelManager:
+        return SandboxKernelManager(parent=self)
 
     @default("runtime_dir")
     def _default_runtime_dir(self) -> str:
         return default_runtime_dir()
 
+    @default("tool_transport")
+    def _default_tool_transport(self) -> str:
+        return "stdin" if self.manager.tools_over_stdin else "ipc"
+
     def __init__(self, **kwargs: Any) -> None:
+        settings = {k: kwargs.pop(k) for k in list(kwargs) if not self._is_own(k)}
         super().__init__(**kwargs)
-        self.session_dir: Path | None = None
-        self.km: AsyncKernelManager | None = None
-        self.kc: Any = None
-        self.isolation: list[str] = []
+        if settings:
+            if "manager" in kwargs:
+                raise TypeError(f"{', '.join(sorted(settings))}: configure the manager "
+                                "itself when passing manager=")
+            self.manager = manager_from(SandboxKernelManager, self, settings)
         self.restarts = 0
-        self._log: BinaryIO | None = None
-        self._lease: WorkFolderLease | None = None
-        # The host end of the sandbox's network egress (None without an allow-list).
-        self.egress: EgressProxy | None = None
+        self._kernel_cwd: str | None = None
         # Answers tool prompts when tool_transport is "stdin" (set by the Agent).
         self.tool_handler: ToolPromptHandler | None = None
         # Decides on tool calls held for a human's approval (set by the Agent).
@@ -143,107 +146,79 @@ class KernelSession(Configurable):
         self._execute_lock = asyncio.Lock()
         self._execute_owner: asyncio.Task[Any] | None = None
 
-    # ---- lifecycle -------------------------------------------------------------------
+    @classmethod
+    def _is_own(cls, name: str) -> bool:
+        return name in _CONSTRUCTION or cls.class_traits().get(name) is not None
+
+    @classmethod
+    def on(cls, manager_class: type[SessionKernelManager], **kwargs: Any) -> KernelSession:
+        """A session on a new ``manager_class``: keywords naming KernelSession traits
+        configure the session, the others the manager."""
+        settings = {k: kwargs.pop(k) for k in list(kwargs) if not cls._is_own(k)}
+        session = cls(**kwargs)
+        session.manager = manager_from(manager_class, session, settings)
+        return session
+
+    # ---- what the manager provides ---------------------------------------------------
+
+    @property
+    def kc(self) -> KernelChannels:
+        """The kernel's channels (its manager's; a restart may replace them)."""
+        return self.manager.channels
+
+    @property
+    def session_dir(self) -> Path | None:
+        """The host folder of this session (tool socket, logs), while started."""
+        return self.manager.session_dir
 
     @property
     def work_path(self) -> Path:
-        assert self.session_dir is not None
-        return Path(self.work_dir).resolve() if self.work_dir else self.session_dir / "work"
-
-    @property
-    def shares_work_folder(self) -> bool:
-        """Whether the kernel sees ``work_path`` (the same filesystem as the host)."""
-        return True
-
-    @property
-    def handoff_dir(self) -> Path | None:
-        """Where the host hands the kernel files: a folder in the session folder, which the
-        sandbox binds read-only, so the kernel reads what the host wrote there but can plant
-        nothing in it. None (values then travel inline) for a kernel on another filesystem,
-        or one not sandboxed, which could write anywhere the host can."""
-        if not self.shares_work_folder or self.sandbox.mode != "bwrap":
-            return None
-        return None if self.session_dir is None else self.session_dir / "handoff"
+        """The work folder on the host (the kernel's too if the manager shares it)."""
+        assert self.manager.work_path is not None, "the session is not started"
+        return self.manager.work_path
 
     @property
     def kernel_work_dir(self) -> str:
-        """The kernel's working folder as the kernel sees it (the same folder here; a
-        kernel on another host or in a container reports its own)."""
-        return str(self.work_path)
+        """The kernel's working folder as the kernel sees it."""
+        return self.manager.kernel_work_dir or self._kernel_cwd or ""
+
+    @property
+    def isolation(self) -> list[str]:
+        """How the kernel is isolated, in lines for the trace."""
+        learned = ([f"kernel working folder (kernel side): {self._kernel_cwd}"]
+                   if self._kernel_cwd else [])
+        return [*self.manager.isolation, *learned]
+
+    # ---- lifecycle -------------------------------------------------------------------
 
     async def async_start(self) -> KernelSession:
-        """Start the kernel (fails with SandboxUnavailable naming the fix)."""
-        if self.km is not None:
+        """Start the kernel (fails with an error naming the fix), then the startup code."""
+        if self.manager.has_kernel:
             return self
-        self.sandbox.check()
-        sweep_stale_sessions(Path(self.runtime_dir), self.sandbox)
-        self.session_dir = make_session_dir(Path(self.runtime_dir))
+        self._kernel_cwd = None
         try:
-            self.egress = self.sandbox.start_egress_proxy(self.session_dir)
-            self.km = self._make_kernel_manager(self.session_dir)
-            await self._launch()
+            await self.manager.start_kernel(runtime_dir=Path(self.runtime_dir),
+                                            work_dir=self.work_dir,
+                                            timeout=self.startup_timeout)
+            if self.manager.kernel_work_dir is None:
+                await self._learn_cwd()
+            await self.async_run_startup_code()
         except BaseException:
             await self.async_shutdown()
             raise
         return self
 
-    def _make_kernel_manager(self, session_dir: Path) -> AsyncKernelManager:
-        socket_dir = session_dir / "ipc"
-        if len(str(socket_dir / "kernel-N")) > MAX_SOCKET_PATH:
+    async def _learn_cwd(self) -> None:
+        result = await self.async_execute("", silent=True, store_history=False,
+                                          user_expressions={"cwd": _CWD}, timeout=10)
+        try:
+            text = result.user_expressions["cwd"]["data"]["text/plain"]
+            self._kernel_cwd = str(ast.literal_eval(text))
+        except (KeyError, TypeError, ValueError, SyntaxError) as exc:
             raise KernelStartError(
-                f"the ipc socket path {socket_dir}/kernel-N is too long for a unix socket "
-                f"({MAX_SOCKET_PATH} bytes at most); configure a shorter runtime_dir"
-            )
-        socket_dir.mkdir(mode=0o700)
-        self.work_path.mkdir(mode=0o755, exist_ok=True)
-        if self.work_dir and self.sandbox.mode == "bwrap":
-            # The user's folder: lent to the sandbox uid, given back as it was at shutdown.
-            uid = self.sandbox.sandbox_uid if os.geteuid() == 0 else None
-            self._lease = WorkFolderLease(self.work_path, session_dir, uid)
-            self._lease.lend()
-        km = AsyncKernelManager(
-            parent=self,
-            transport="ipc",
-            ip=str(socket_dir / "kernel"),
-            connection_file=str(session_dir / "kernel.json"),
-        )
-        km._kernel_spec = KernelSpec(
-            argv=[self.kernel_python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            display_name="Python 3 (CodeAct sandbox)",
-            language="python",
-            interrupt_mode="message",
-        )
-        km.provisioner = SandboxProvisioner(
-            kernel_id=uuid.uuid4().hex,
-            kernel_spec=km._kernel_spec,
-            parent=km,
-            sandbox=self.sandbox,
-            session_dir=str(session_dir),
-            work_dir=str(self.work_path),
-            socket_dir=str(socket_dir),
-        )
-        return km
-
-    async def _launch(self) -> None:
-        await self._launch_process()
-        assert self.km is not None
-        if self.kc is None:
-            self.kc = self.km.client()
-            self.kc.start_channels()
-        await self._wait_for_ready("start")
-        await self.async_run_startup_code()
-
-    async def _launch_process(self) -> None:
-        """Start the kernel process; a warm pool stops here and connects later."""
-        assert self.km is not None and self.session_dir is not None
-        # Held open for the session's life: restarts relaunch with the same
-        # arguments, so a closed handle here would break every restart.
-        self._log = open(self.session_dir / "kernel.log", "ab")
-        await self.km.start_kernel(stdout=self._log, stderr=self._log)
-        plan = self._provisioner().plan
-        self.isolation = list(plan.isolation) if plan is not None else []
-        if self._lease is not None:
-            self.isolation.append(f"work folder {self.work_path}: {self._lease.how}")
+                "the kernel did not report its working folder; is it an IPython kernel? "
+                f"({result.reason or exc})"
+            ) from None
 
     async def async_run_startup_code(self) -> None:
         for code in self.startup_code:
@@ -252,62 +227,23 @@ class KernelSession(Configurable):
                 raise KernelStartError(f"startup code failed: {result.reason}", self.log_tail())
 
     def log_tail(self, lines: int = 30) -> str:
-        if self.session_dir is None:
-            return ""
-        try:
-            text = (self.session_dir / "kernel.log").read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return self.manager.log_tail(lines)
 
     async def async_shutdown(self) -> None:
-        """Stop the kernel and remove the session folder and cgroups."""
-        km, self.km = self.km, None
-        if self.kc is not None:
-            self.kc.stop_channels()
-            self.kc = None
-        if km is not None:
-            plan = km.provisioner.plan if isinstance(km.provisioner, SandboxProvisioner) else None
-            try:
-                if km.has_kernel:
-                    await km.shutdown_kernel(now=True)
-            finally:
-                for path in plan.cgroups if plan else []:
-                    release_cgroup(path)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        if self._lease is not None:
-            self._lease.give_back()
-            self._lease = None
-        if self.egress is not None:
-            self.egress.stop()
-            self.egress = None
-        if self.session_dir is not None:
-            remove_tree(self.session_dir)
-            self.session_dir = None
+        """Stop the kernel and remove what its manager made (session folder, cgroups)."""
+        await self.manager.shutdown_kernel()
 
     async def async_restart(self) -> None:
-        """Kill and start the kernel again: all state is lost."""
-        km = self._require()
-        await km.restart_kernel(now=True)
+        """A fresh kernel from the manager: all state is lost; the startup code runs again."""
+        self._ensure_running()
+        await self.manager.restart_kernel(timeout=self.startup_timeout)
         self.restarts += 1
-        await self._wait_for_ready("restart")
         await self.async_run_startup_code()
 
-    async def _wait_for_ready(self, what: str) -> None:
-        # The outer bound guards against a zmq recv that waits forever after
-        # its poll said ready (it happens when another reader took the message).
-        try:
-            await asyncio.wait_for(
-                self.kc.wait_for_ready(timeout=self.startup_timeout), self.startup_timeout + 5
-            )
-        except (RuntimeError, TimeoutError, asyncio.TimeoutError) as exc:
-            raise KernelStartError(f"kernel did not {what}: {exc}", self.log_tail()) from exc
-
     async def async_interrupt(self) -> None:
-        """Send an interrupt_request (message mode: SIGINT would kill bwrap)."""
-        await self._require().interrupt_kernel()
+        """Ask the kernel to interrupt the running cell."""
+        self._ensure_running()
+        await self.manager.interrupt_kernel()
 
     async def async_reset(self) -> None:
         """Clear every user variable with ``%reset -f``, then restore the startup code."""
@@ -315,16 +251,11 @@ class KernelSession(Configurable):
         await self.async_run_startup_code()
 
     async def async_is_alive(self) -> bool:
-        return self.km is not None and bool(await self.km.is_alive())
-
-    def _require(self) -> AsyncKernelManager:
-        if self.km is None:
-            raise SessionClosed("the kernel session is not running; call start() first")
-        return self.km
+        return self.manager.has_kernel and await self.manager.is_alive()
 
     def _ensure_running(self) -> None:
-        """SessionClosed unless started (kernels reached otherwise than by ``km`` override)."""
-        self._require()
+        if not self.manager.has_kernel:
+            raise SessionClosed("the kernel session is not running; call start() first")
 
     # ---- execution -------------------------------------------------------------------
 
@@ -370,7 +301,7 @@ class KernelSession(Configurable):
             raise ValueError(f"execute timeout must be a finite number of seconds > 0, "
                              f"not {limit!r}")
         started = time.monotonic()
-        before = self._counters()
+        before = self.manager.counters()
         msg_id = self.kc.execute(
             code,
             silent=silent,
@@ -402,9 +333,10 @@ class KernelSession(Configurable):
         # kernel_info_reply and hang the restart.
         result = await self._conclude(verdict, collector, limit, before)
         result.duration = time.monotonic() - started
-        if self.egress is not None and not silent:
+        egress = self.manager.egress
+        if egress is not None and not silent:
             # Requests made while a silent cell ran are reported with the next visible one.
-            result.egress = self.egress.drain()
+            result.egress = egress.drain()
         if clock.error is not None:
             raise clock.error
         return result
@@ -433,7 +365,7 @@ class KernelSession(Configurable):
         self, verdict: str, collector: OutputCollector, limit: float, before: Counters
     ) -> ExecutionResult:
         if verdict == "died":
-            cause = self._death_cause(before)
+            cause = self.manager.death_cause(before)
             await self.async_restart()
             result = collector.result(status="died")
             result.kernel_died, result.recovery, result.state_lost = True, "restarted", True
@@ -455,35 +387,14 @@ class KernelSession(Configurable):
                 f"timed out after {limit:g}s; the cell was interrupted and the kernel kept "
                 "its variables"
             )
-        after = self._counters()
-        if before.pids_max is not None and (after.pids_max or 0) > before.pids_max:
+        exhausted = self.manager.exhausted_limit(before)
+        if exhausted is not None:
             # A fork bomb leaves the kernel alive but unable to start threads,
             # so a cell that hit the process limit gets a fresh kernel.
             await self.async_restart()
             result.recovery, result.state_lost = "restarted", True
-            result.reason = (
-                f"the cell hit the process limit ({self.sandbox.pids_limit} processes and "
-                f"threads); the kernel was restarted and {LOST}"
-            )
+            result.reason = f"the cell hit {exhausted}; the kernel was restarted and {LOST}"
         return result
-
-    def _provisioner(self) -> SandboxProvisioner:
-        provisioner = self._require().provisioner
-        assert isinstance(provisioner, SandboxProvisioner)
-        return provisioner
-
-    def _cgroups(self) -> list[Path]:
-        plan = self._provisioner().plan if self.km is not None else None
-        return list(plan.cgroups) if plan is not None else []
-
-    def _counters(self) -> Counters:
-        return read_counters(self._cgroups())
-
-    def _death_cause(self, before: Counters) -> str:
-        process = self._provisioner().process
-        return death_cause(before, self._counters(),
-                           process.returncode if process is not None else None,
-                           self.sandbox.memory_limit)
 
     async def _pump_iopub(self, collector: OutputCollector) -> None:
         while not collector.idle:
@@ -514,7 +425,6 @@ class KernelSession(Configurable):
 
     # ---- sync API and context managers ------------------------------------------------
 
-    # Each sync method runs self.async_<name>, so a subclass's override is honoured.
     start = blocking("async_start")
     shutdown = blocking("async_shutdown")
     restart = blocking("async_restart")
@@ -545,3 +455,28 @@ class KernelSession(Configurable):
     ) -> None:
         await self.async_shutdown()
 
+
+def manager_from(manager_class: type[SessionKernelManager], session: KernelSession,
+                 settings: dict[str, Any]) -> SessionKernelManager:
+    """``manager_class(**settings)`` owned by ``session``; TypeError naming both classes'
+    settings for a keyword neither has."""
+    unknown = sorted(k for k in settings if not manager_class.class_traits().get(k))
+    if unknown:
+        raise TypeError(
+            f"unknown keyword {', '.join(unknown)}: KernelSession takes "
+            f"{', '.join(sorted(KernelSession.class_trait_names(config=True)))}, and "
+            f"{manager_class.__name__} takes "
+            f"{', '.join(sorted(set(manager_class.class_trait_names()) - _BASE_TRAITS))}"
+        )
+    return manager_class(parent=session, **settings)
+
+
+class SessionFactory:
+    """A name for sessions on one kind of kernel manager, kept from before managers were
+    passed in: ``GatewaySession(url=..., timeout=...)`` is
+    ``KernelSession.on(GatewayKernelManager, url=..., timeout=...)``."""
+
+    manager_class: ClassVar[type[SessionKernelManager]]
+
+    def __new__(cls, **kwargs: Any) -> KernelSession:  # type: ignore[misc]
+        return KernelSession.on(cls.manager_class, **kwargs)

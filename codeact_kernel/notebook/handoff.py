@@ -7,7 +7,7 @@ Pickle is the last resort for other objects, and only in this direction.
 
 The bytes never go where the kernel can write: a planted symlink there would steer the
 host's write onto any host file. They travel as a fresh file in the session's hand-off
-folder (the host's, bound read-only in the sandbox: ``KernelSession.handoff_dir``),
+folder (the host's, bound read-only in the sandbox: the manager's ``handoff_dir``),
 created with ``O_EXCL | O_NOFOLLOW`` through a directory descriptor and removed once
 read, or inline in the code that rebuilds them (kernels on another filesystem).
 """
@@ -95,7 +95,7 @@ async def push_variables(session: KernelSession, variables: dict[str, Any]) -> l
             raise HandoffError(f"could not send {name} into the sandbox: encoding its "
                                f"{type(value).__name__} failed: {type(exc).__name__}: {exc}"
                                ) from exc
-        with _handed_over(session.handoff_dir, suffix, payload) as data:
+        with _handed_over(session.manager.handoff_dir, suffix, payload) as data:
             result = await session.async_execute(f"{name} = " + load.format(data=data),
                                                  silent=True, store_history=False)
         if not result.ok:
@@ -107,7 +107,7 @@ def _failure(name: str, kind: str, result: ExecutionResult) -> str:
     head = f"could not send {name} ({kind}) into the sandbox: "
     if result.error is not None and result.error.ename in MISSING_PACKAGE:
         return (head + f"{result.reason}. The sandbox's Python lacks a package this value "
-                "needs: install it for KernelSession.kernel_python, or send a plain "
+                "needs: install it for SandboxKernelManager.kernel_python, or send a plain "
                 "type (e.g. df.to_dict('records')).")
     if result.error is not None:
         return (head + f"the kernel failed to rebuild it: {result.reason}. Code run earlier "

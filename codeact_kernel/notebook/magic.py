@@ -26,9 +26,8 @@ from traitlets import Float, Int, List, Unicode
 
 from ..agent.loop import Agent
 from ..agent.results import AgentEvent, RunResult
-from ..kernels.connection import make_session
+from ..kernels.factory import configured_manager
 from ..kernels.pool import KernelPool
-from ..kernels.session import KernelSession
 from ..tools.tool import tool
 from ..trace.firewall import OutputFirewall
 from .handoff import push_variables
@@ -203,8 +202,9 @@ class AgentMagics(Magics):
     def _warm_pool(self) -> KernelPool | None:
         # Kernels waiting in the pool were started with the config of their time.
         wanted = {k: dict(self.config[k]) for k in ("SandboxConfig", "KernelSession",
-                                                     "KernelPool") if k in self.config}
-        local = type(make_session(self)) is KernelSession  # else: no use for warm kernels
+                                                     "SandboxKernelManager", "KernelPool")
+                  if k in self.config}
+        local = configured_manager(self).poolable  # else: no use for warm kernels
         if self.pool is not None and (wanted != self._pool_config or not local):
             self.pool.close()
             self.pool = None

@@ -44,15 +44,17 @@ RUN_OPTIONS: dict[str, tuple[str, str]] = {
 
 def _trait_classes() -> dict[str, type[Configurable]]:
     from ..agent.loop import Agent
-    from ..kernels.connection import ConnectionFileSession
-    from ..kernels.gateway import GatewaySession
+    from ..kernels.connection import ConnectionFileKernelManager
+    from ..kernels.gateway import GatewayKernelManager
     from ..kernels.session import KernelSession
     from ..models.llm import LLM
     from ..sandbox.config import SandboxConfig
 
     return {
         "Agent": Agent, "LLM": LLM, "KernelSession": KernelSession, "SandboxConfig": SandboxConfig,
-        "ConnectionFileSession": ConnectionFileSession, "GatewaySession": GatewaySession,
+        # Their config sections keep the names of the sessions they replaced.
+        "ConnectionFileSession": ConnectionFileKernelManager,
+        "GatewaySession": GatewayKernelManager,
     }
 
 

@@ -27,9 +27,11 @@ from traitlets.config import Config
 
 from codeact_kernel import Agent
 from codeact_kernel.errors import CodeActError, GatewayError, KernelLost, KernelStartError
-from codeact_kernel.kernels.connection import ConnectionFileSession, make_session
-from codeact_kernel.kernels.gateway import GatewaySession
-from codeact_kernel.kernels.pool import KernelPool, PooledSession
+from codeact_kernel.kernels.connection import ConnectionFileKernelManager, ConnectionFileSession
+from codeact_kernel.kernels.factory import make_session
+from codeact_kernel.kernels.gateway import GatewayKernelManager, GatewaySession
+from codeact_kernel.kernels.local import SandboxKernelManager
+from codeact_kernel.kernels.pool import KernelPool, PooledKernelManager
 from codeact_kernel.kernels.session import KernelSession
 from codeact_kernel.notebook.handoff import push_variables
 from codeact_kernel.sandbox.kernelspec import install_kernelspec
@@ -160,7 +162,7 @@ def test_gateway_agent_with_host_tools_timeout_and_trace(
     started = time.monotonic()
     result = agent.run("Total population of the French cities")
     assert time.monotonic() - started < 40
-    assert isinstance(agent.session, GatewaySession)
+    assert isinstance(agent.session.manager, GatewayKernelManager)
     assert result.status == "answered", result.reason
     assert result.answer == {"total": 4_350_139, "cities": 5, "kept": True}
     assert result.steps[1].recovery == "interrupted" and not result.steps[1].state_lost
@@ -213,14 +215,14 @@ def test_gateway_kernel_deleted_under_us_is_replaced(
     with GatewaySession(url=gateway.url, token_env=TOKEN_VAR,
                         runtime_dir=str(tmp_path / "rt")) as session:
         assert session.execute("x = 1").ok
-        first = session.kernel_id
+        first = session.manager.kernel_id
         gateway.rest("DELETE", f"/api/kernels/{first}")
         started = time.monotonic()
         result = session.execute("print('x' in globals())", timeout=10)
         assert time.monotonic() - started < 15
         assert result.kernel_died and result.recovery == "restarted" and result.state_lost
         assert "shut down by someone else" in result.reason or "no longer" in result.reason
-        assert session.kernel_id != first
+        assert session.manager.kernel_id != first
         again = session.execute("print('x' in globals())")
         assert again.ok and again.stdout == "False\n"
 
@@ -317,7 +319,7 @@ def test_agent_on_a_kernel_attached_by_connection_file(
     config.ConnectionFileSession.connection_file = outside_kernel.connection_file
     agent = remote_agent(llm, tmp_path, config, step_timeout=1)
     result = agent.run("Total population of the French cities")
-    assert isinstance(agent.session, ConnectionFileSession)
+    assert isinstance(agent.session.manager, ConnectionFileKernelManager)
     assert result.status == "answered" and result.answer == 4_350_139, result.reason
     assert result.steps[1].recovery == "interrupted"
     nb = load_trace(result.trace_path)
@@ -341,9 +343,10 @@ def test_configured_remote_kernel_wins_over_a_warm_pool(
     config.ConnectionFileSession.connection_file = outside_kernel.connection_file
     pool = KernelPool(size=1, runtime_dir=str(tmp_path / "pool"))  # not started: no kernels
     agent = Agent(model="openai/scripted", pool=pool, config=config)
-    assert isinstance(agent.session, ConnectionFileSession)
+    assert isinstance(agent.session.manager, ConnectionFileKernelManager)
     local = Agent(model="openai/scripted", pool=pool)
-    assert isinstance(local.session, PooledSession) and local.session.pool is pool
+    manager = local.session.manager
+    assert isinstance(manager, PooledKernelManager) and manager.pool is pool
     pool.close()
 
 
@@ -392,7 +395,7 @@ def test_attached_kernel_that_dies_comes_back_by_its_supervisor(tmp_path: Path) 
             assert session.execute("print('x' in globals())").stdout == "False\n"
             stop.set()  # no supervisor now: the next death is final
             thread.join()
-            session.restart_wait = 2
+            session.manager.restart_wait = 2
             with pytest.raises(KernelLost, match="nothing brought it back within 2s"):
                 session.execute("import os\nos._exit(3)", timeout=30)
     finally:
@@ -427,14 +430,15 @@ def test_configuration_selects_the_kernel(tmp_path: Path) -> None:
         args, extra = build_parser().parse_known_args(["run", "task", *flags])
         return make_session(Agent(config=load_config(args, extra)))
 
-    assert type(session_for()) is KernelSession
-    attached = session_for("--connection-file", "/srv/k/kernel.json")
-    assert isinstance(attached, ConnectionFileSession)
+    assert isinstance(session_for().manager, SandboxKernelManager)
+    attached_session = session_for("--connection-file", "/srv/k/kernel.json")
+    attached = attached_session.manager
+    assert isinstance(attached, ConnectionFileKernelManager)
     assert attached.connection_file == "/srv/k/kernel.json"
-    assert attached.tool_transport == "stdin"
+    assert attached_session.tool_transport == "stdin"
     gw = session_for("--gateway-url", "http://gw:8888", "--gateway-token-env", "GW_TOKEN",
-                     "--kernel-name", "python3-sandbox")
-    assert isinstance(gw, GatewaySession)
+                     "--kernel-name", "python3-sandbox").manager
+    assert isinstance(gw, GatewayKernelManager)
     assert (gw.url, gw.token_env, gw.kernel_name) == ("http://gw:8888", "GW_TOKEN",
                                                       "python3-sandbox")
     with pytest.raises(CodeActError, match="choose one"):

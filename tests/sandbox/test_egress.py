@@ -380,7 +380,7 @@ def test_every_request_is_in_the_trace_and_codeact_show(
         fence("final_answer(len(rows))"),
     )
     agent = make_agent(llm, tmp_path, runtime_dir, tools=[])
-    agent.session.sandbox = egress_config(net)
+    agent.session.manager.sandbox = egress_config(net)  # type: ignore[attr-defined]
     result = agent.run("How many lines has the cities file?")
     assert result.status == "answered" and result.answer == 4, result.reason
     assert not result.steps[0].blocked  # `import requests` is authorized with egress on

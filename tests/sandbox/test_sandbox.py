@@ -76,7 +76,7 @@ def sandboxed(
         mp.setenv("CODEACT_FAKE_TOKEN", FAKE_KEY)
         mp.setenv("JPY_PARENT_PID", str(os.getpid()))
         with KernelSession(runtime_dir=str(runtime), timeout=60, sandbox=sandbox) as session:
-            assert (session.egress is not None) == (request.param == "egress")
+            assert (session.manager.egress is not None) == (request.param == "egress")
             yield session
 
 
@@ -371,8 +371,7 @@ def test_host_secrets_are_absent_from_every_process(sandboxed: KernelSession) ->
 
 def test_host_view_of_sandbox_processes_has_no_secret(sandboxed: KernelSession) -> None:
     # From the host (as root) bwrap's init is readable even when the kernel cannot read it.
-    assert sandboxed.km is not None and sandboxed.km.provisioner is not None
-    process = getattr(sandboxed.km.provisioner, "process", None)
+    process = sandboxed.manager.process  # type: ignore[attr-defined]  # the local sandbox's
     assert process is not None
     pids = _process_tree(process.pid)
     assert len(pids) >= 3  # bwrap, bwrap's init (pid 1 inside), the kernel
@@ -405,7 +404,7 @@ def test_broken_bwrap_fails_and_never_falls_back(tmp_path: Path) -> None:
     with pytest.raises(SandboxUnavailable, match=r"bubblewrap") as info:
         session.start()
     assert "apt-get install bubblewrap" in str(info.value)
-    assert session.km is None
+    assert not session.manager.has_kernel
 
 
 @pytest.mark.timeout(120)
