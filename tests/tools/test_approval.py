@@ -219,3 +219,32 @@ def test_confirm_code_denies_then_runs_the_humans_edit(llm: ScriptedLLMServer, t
     assert [d["decision"] for d in edited.approvals] == ["edited"]
     [cell] = code_cells(load_trace(result.trace_path))
     assert cell.source == "final_answer(40 + 2)"  # the trace holds the code that ran
+
+
+def test_approval_over_the_stdin_back_channel_of_remote_kernels(
+    llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path,
+) -> None:
+    # Remote kernels reach tools through input requests; a held call and its approval
+    # prompt travel that same channel, one after the other.
+    llm.enqueue(fence(
+        "print('LEFT', delete_record('a'))\n"
+        "try:\n"
+        "    delete_record('b')\n"
+        "except ToolDenied as exc:\n"
+        "    print('DENIED', exc)\n"
+        "final_answer(count_records())"
+    ))
+    answers = iter(["y", "n"])
+
+    async def human(prompt: str, password: bool) -> str:
+        return next(answers)
+
+    agent = make_agent(llm, tmp_path, runtime_dir,
+                       tools=[approval_tools.delete_record, approval_tools.count_records])
+    agent.session.tool_transport = "stdin"
+    result = agent.run("delete a and b", stdin_handler=human)
+    assert result.status == "answered" and result.answer == 2, result.reason
+    text = result.steps[0].outputs[0]["text"]
+    assert "LEFT 2" in text and "DENIED the human denied delete_record(key='b')" in text
+    assert approval_tools.DELETED == ["a"]
+    assert [d["decision"] for d in result.steps[0].approvals] == ["approved", "denied"]
