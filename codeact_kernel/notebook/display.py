@@ -11,10 +11,10 @@ import time
 from typing import Any
 
 from IPython.core.formatters import format_display_data
-from IPython.display import Code, DisplayHandle, Markdown, display
+from IPython.display import DisplayHandle, Markdown, display
 
 from ..agent.results import AgentEvent, RunResult
-from ..trace.escape import escape_markdown, escape_terminal
+from ..trace.escape import escape_markdown, escape_terminal, markdown_code
 from ..trace.firewall import OutputFirewall
 
 
@@ -31,7 +31,9 @@ class LiveDisplay:
 
     def _status(self, text: str) -> str:
         elapsed = time.monotonic() - self.started
-        return f"*codeact · step {self.step} · {elapsed:.1f}s · {self.tokens} tokens · {text}*"
+        # A step's status is the kernel's word (its execute_reply), so it is escaped too.
+        return (f"*codeact · step {self.step} · {elapsed:.1f}s · {self.tokens} tokens · "
+                f"{escape_markdown(text)}*")
 
     def on_event(self, event: AgentEvent) -> None:
         self.step = event.step
@@ -40,7 +42,9 @@ class LiveDisplay:
             self.status.update(Markdown(self._status("waiting for the model")))
         elif kind == "code":
             display(Markdown(f"**Step {event.step}**"))
-            display(Code(data, language="python"))
+            # A fence, not IPython's Code: its LaTeX form would carry the model's text
+            # into MathJax, and its HTML form needs a <style> the firewall would strip.
+            display(Markdown(markdown_code(str(data))))
             self.status.update(Markdown(self._status("running the code")))
         elif kind == "output":
             self._show_output(data)

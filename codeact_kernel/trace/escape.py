@@ -40,3 +40,11 @@ def escape_markdown(text: str) -> str:
                      for ch in escape_terminal(text))
     # After the backslashes: the entities' own '#' must not be escaped.
     return html.escape(marked, quote=False)
+
+
+def markdown_code(code: str, language: str = "python") -> str:
+    """A fenced code block that shows ``code`` as it is: the fence is longer than any run
+    of backticks inside, so the code cannot close it and have the rest rendered."""
+    longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{language}\n{escape_terminal(code)}\n{fence}"

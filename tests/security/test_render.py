@@ -51,6 +51,13 @@ pd.DataFrame({{'a': [1, 2], 'b': ['<script>alert(10)</script>', 'y']}})
 """
 FAILING = "raise ValueError('<img src=x onerror=alert(11)>')"
 BLOCKED = "open('/<img src=x onerror=alert(12)>')"
+# The kernel signs its own replies: a step's status is whatever it says.
+FORGED_STATUS = """\
+k = get_ipython().kernel
+sock = getattr(k, 'shell_socket', None) or k.shell_stream
+k.session.send(sock, 'execute_reply', {'status': '<img src=x onerror=alert(18)>',
+               'execution_count': 1}, parent=k.get_parent(), ident=k._parent_ident['shell'])
+"""
 PROSE = ("I will <script>alert('prose')</script> now <img src=x onerror=alert(13)> "
          "[click](javascript:alert(14)) <a href='javascript:alert(15)'>a</a>")
 REMOVED = ["application/javascript", "application/vnd.jupyter.widget-view+json",
@@ -61,11 +68,16 @@ REMOVED = ["application/javascript", "application/vnd.jupyter.widget-view+json",
 
 
 @pytest.fixture(scope="module")
-def ip() -> Any:
+def ip() -> Iterator[Any]:
     shell = start_ipython()
     assert shell is not None
     shell.run_line_magic("load_ext", "codeact_kernel")
-    return shell
+    # The testing shell formats text/plain only, as a terminal does; a notebook's kernel
+    # formats every type, so the display's own Markdown and HTML must be seen too.
+    active = shell.display_formatter.active_types
+    shell.display_formatter.active_types = list(shell.display_formatter.format_types)
+    yield shell
+    shell.display_formatter.active_types = active
 
 
 @pytest.fixture
@@ -83,9 +95,10 @@ def shown(cap: Any) -> list[dict[str, Any]]:
 
 
 def test_agent_display_never_shows_active_content(ip: Any, llm: ScriptedLLMServer) -> None:
-    llm.enqueue(fence(HOSTILE_OUTPUTS, prose=PROSE), fence(FAILING), fence(BLOCKED))
+    llm.enqueue(fence(HOSTILE_OUTPUTS, prose=PROSE), fence(FAILING), fence(BLOCKED),
+                fence(FORGED_STATUS))
     with capture_output() as cap:
-        ip.run_cell_magic("agent", "--max-steps 3 --new", "show me things")
+        ip.run_cell_magic("agent", "--max-steps 4 --new", "show me things")
     outputs = shown(cap)
     assert outputs, "the magic displayed nothing"
     for output in outputs:
