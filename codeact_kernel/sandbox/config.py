@@ -26,7 +26,7 @@ from traitlets.config import Configurable
 from ..errors import SandboxUnavailable
 from . import seccomp
 from .cgroups import join_cgroups_lines, remove_cgroup, try_write
-from .egress.settings import EgressSettings
+from .egress.settings import EgressSettings, egress_socket_path
 
 INSTALL_HINT = (
     "install bubblewrap (`apt-get install bubblewrap` on Debian/Ubuntu, "
@@ -375,6 +375,9 @@ def _chown_for_sandbox(
     # lent by WorkFolderLease, and contents are never touched.
     items = [session_dir / "kernel.json"]
     items.append(socket_dir if socket_dir is not None else session_dir)
+    # The egress proxy's socket folder (0700, made by the host): only the sandbox uid
+    # may connect, and it is read-only inside with the rest of the session folder.
+    items.append(egress_socket_path(session_dir).parent)
     if _is_within(work_dir, session_dir) and work_dir.resolve() != session_dir.resolve():
         items.append(work_dir)
     for item in items:
