@@ -9,6 +9,11 @@ its bundles filtered, re-signed). Round trips alternate between the two kernels 
 time, so load on the machine drifts over both alike. A trip is execute_interactive: the
 request, the reply on shell, and the iopub messages up to idle. Two payloads: ``1+1``
 (relay overhead alone) and a 60x8 DataFrame (an HTML table through the sanitizer).
+
+Wall-clock trips move with the machine's load, so the relay's own CPU time per message is
+also measured in-process (``time.process_time``, medians over repeated batches): the
+checking and re-signing of a request, and of a status, an execute_result and a DataFrame
+display coming back.
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.manager import KernelManager
+from jupyter_client.session import Session
 
 from codeact_kernel.sandbox.kernelspec import KERNEL_NAME, REVIEW_KERNEL_NAME, install_kernelspec
+from codeact_kernel.sandbox.relay import Signer, SigningRelay
+from codeact_kernel.trace.firewall import OutputFirewall
 
 SETUP = "import pandas as pd, numpy as np\ndf = pd.DataFrame(np.arange(480).reshape(60, 8))"
 PAYLOADS = {"1+1": "1+1", "dataframe": "df"}
@@ -87,16 +95,55 @@ def run(trips: int) -> dict[str, Any]:
         shutil.rmtree(prefix, ignore_errors=True)
 
 
+def relay_cpu(batches: int = 15, per_batch: int = 200) -> dict[str, float]:
+    """Microseconds of CPU per message in the relay's conversion, without sockets."""
+    import pandas as pd
+
+    frontend, kernel = Session(key=b"f" * 32), Session(key=b"k" * 32)
+    relay = SigningRelay(Signer(frontend.key), Signer(kernel.key), OutputFirewall())
+    table = pd.DataFrame([[i * 8 + j for j in range(8)] for i in range(60)])
+    messages = {
+        "request (frontend->kernel)": ("frontend", "execute_request", {"code": "1+1"}),
+        "status (kernel->frontend)": ("kernel", "status", {"execution_state": "idle"}),
+        "execute_result 1+1": ("kernel", "execute_result",
+                               {"data": {"text/plain": "2"}, "metadata": {}}),
+        "display_data DataFrame": ("kernel", "display_data", {
+            "data": {"text/html": table._repr_html_(), "text/plain": str(table)},
+            "metadata": {}}),
+    }
+    out: dict[str, float] = {}
+    for label, (side, msg_type, content) in messages.items():
+        session = frontend if side == "frontend" else kernel
+        convert = (relay._from_frontend if side == "frontend"
+                   else lambda f: relay._from_kernel(f, iopub=True))
+        times = []
+        for _ in range(batches):
+            # Fresh messages: a request already seen would be refused as a replay.
+            frames = [[b"id", *session.serialize(session.msg(msg_type, content))]
+                      for _ in range(per_batch)]
+            started = time.process_time()
+            for f in frames:
+                assert convert(f) is not None
+            times.append((time.process_time() - started) / per_batch * 1e6)
+        out[label] = round(statistics.median(times), 1)
+    relay.context.destroy(linger=0)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trips", type=int, default=200, help="Round trips per kernel.")
     parser.add_argument("--json", help="Also write the results to this file.")
     args = parser.parse_args()
-    results = run(args.trips)
+    cpu = relay_cpu()
+    for label, micros in cpu.items():
+        print(f"relay CPU per message, {label}: {micros:.1f} us")
+    results: dict[str, Any] = run(args.trips)
     for label, stats in results.items():
         print(f"{label:>10}: bridge {stats['bridge']['median_ms']:.2f} ms "
               f"(p90 {stats['bridge']['p90_ms']:.2f}), review {stats['review']['median_ms']:.2f}"
               f" ms (p90 {stats['review']['p90_ms']:.2f}), ratio {stats['ratio_median']:.2f}x")
+    results["relay_cpu_us"] = cpu
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
