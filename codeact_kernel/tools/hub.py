@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -138,9 +139,13 @@ class ToolHub:
                     f"MCP server {connection.name!r} failed ({connection.failure}) and its "
                     "entry says on_failure 'stop'")
 
-    def close(self) -> None:
+    def close(self, wait: float = 8.0) -> None:
+        """Stop every server at once; each gets the same few seconds to exit."""
         for connection in self.connections:
-            connection.close()
+            connection.request_stop()
+        deadline = time.monotonic() + wait
+        for connection in self.connections:
+            connection.join(deadline)
         self.connections = []
 
     def meta(self) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import os
 import string
 import tempfile
 import threading
+import time
 import urllib.parse
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -317,6 +318,11 @@ class MCPConnection:
 
     def close(self, wait: float = 8.0) -> None:
         """Stop the session (the SDK ends a stdio server: stdin closed, then signals)."""
+        self.request_stop()
+        self.join(time.monotonic() + wait)
+
+    def request_stop(self) -> None:
+        """Ask the session to end, without waiting (servers are stopped side by side)."""
         loop, stop, main = self._loop, self._stop, self._main
         if loop is not None and stop is not None and main is not None:
             def halt() -> None:
@@ -327,8 +333,11 @@ class MCPConnection:
                 loop.call_soon_threadsafe(halt)
             except RuntimeError:
                 pass
+
+    def join(self, deadline: float) -> None:
+        """Wait until ``deadline`` (time.monotonic()) for the session's thread to end."""
         if self._thread is not None:
-            self._thread.join(wait)
+            self._thread.join(max(0.0, deadline - time.monotonic()))
         self.failure = self.failure or "closed"
         try:
             self._errlog.close()
