@@ -54,6 +54,37 @@ async def one_run(llm: ScriptedLLMServer, steps: int, runtime: str,
     return own
 
 
+def observer_cost(rx: OTLPReceiver, steps: int, reps: int) -> list[float]:
+    """Microseconds the live exporter adds on the agent's thread per saved step: building
+    the step's spans and queueing them (conversion and export happen on other threads).
+    A whole-run A/B on a loaded 2-core machine is noise-bound; this is the added work."""
+    from codeact_kernel.agent.results import StepRecord
+    from codeact_kernel.telemetry.config import Telemetry
+    from codeact_kernel.telemetry.live import LiveExport
+    from codeact_kernel.trace.notebook import TraceWriter
+
+    samples: list[float] = []
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(reps):
+            writer = TraceWriter(Path(folder) / "t.ipynb", {"model": "m"})
+            live = LiveExport(rx.endpoint, Telemetry(), agent_name="bench", model="m")
+            live.on_task({"task": "t", "started_at": time.time()}, writer.nb, writer.path)
+            for step in range(1, steps + 1):
+                record = StepRecord(step=step, model_text="x", code=f"v{step} = {step} * 2",
+                                    model="m", prompt_tokens=100, completion_tokens=20,
+                                    llm_duration=0.1, exec_duration=0.005, status="ok")
+                record.tool_calls = [{"name": "lookup", "arguments": {"k": step},
+                                      "result": "42", "error": None, "started": time.time(),
+                                      "duration": 0.0004}]
+                meta = {**record.metadata(), "ended_at": time.time()}
+                began = time.perf_counter()
+                live.on_step(record, meta)
+                samples.append((time.perf_counter() - began) * 1e6)
+            live.on_finish({"status": "answered", "ended_at": time.time()})
+            live.close()
+    return samples
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=5)
@@ -66,6 +97,7 @@ def main() -> int:
             for mode in ("off", "on"):
                 endpoint = rx.endpoint if mode == "on" else ""
                 samples[mode] += asyncio.run(one_run(llm, args.steps, runtime, endpoint))
+        observer = observer_cost(rx, args.steps, args.reps * 4)
         received = len(rx.spans)
     off, on = statistics.median(samples["off"]), statistics.median(samples["on"])
     report = {
@@ -73,6 +105,8 @@ def main() -> int:
         "own_ms_per_step_off": round(off, 3),
         "own_ms_per_step_on": round(on, 3),
         "added_ms_per_step": round(on - off, 3),
+        "observer_us_per_step_median": round(statistics.median(observer), 1),
+        "observer_us_per_step_p90": round(sorted(observer)[int(len(observer) * 0.9)], 1),
         "spans_received": received,
         "target_added_ms": 1.0,
     }
