@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from IPython import get_ipython
 from IPython.testing.globalipapp import start_ipython
 from IPython.utils.capture import capture_output
 
@@ -69,7 +70,8 @@ REMOVED = ["application/javascript", "application/vnd.jupyter.widget-view+json",
 
 @pytest.fixture(scope="module")
 def ip() -> Iterator[Any]:
-    shell = start_ipython()
+    # IPython's testing shell is one per process: a module that ran before started it.
+    shell = start_ipython() or get_ipython()
     assert shell is not None
     shell.run_line_magic("load_ext", "codeact_kernel")
     # The testing shell formats text/plain only, as a terminal does; a notebook's kernel
