@@ -69,7 +69,8 @@ class Gateway:
              "--JupyterWebsocketPersonality.list_kernels=True"],
             stdout=self.log, stderr=subprocess.STDOUT, env=env,
         )
-        deadline = time.monotonic() + 30
+        # jupyter_server's imports alone took over 30 s on a loaded 2-core machine.
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 self.rest("GET", "/api/kernels")
