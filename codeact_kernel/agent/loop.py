@@ -161,7 +161,6 @@ class Agent(ToolOptions):
         self.messages: list[dict[str, Any]] = []
         self.step_counter = 0
         self._failed_code: dict[str, int] = {}  # whitespace-normalized code -> first step
-        self._local: Any = None
         self._started = False
         self._deadline: float | None = None
         # Set by an orchestrator: the span a sub-agent's run nests under.
@@ -176,16 +175,15 @@ class Agent(ToolOptions):
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def astart(self) -> Agent:
-        """Check the model, start the local model if asked, the kernel and the tools."""
+        """Open the model (its provider, if it has one), then the kernel and the tools."""
         if self._started:
             return self
-        await self._start_model()
-        self.llm.validate()
-        await self.session.async_start()
-        assert self.session.session_dir is not None
-        # HTTP clients follow the network.
-        self.policy.egress = self.session.manager.egress is not None
+        await self.llm.astart()
         try:
+            await self.session.async_start()
+            assert self.session.session_dir is not None
+            # HTTP clients follow the network.
+            self.policy.egress = self.session.manager.egress is not None
             await self.hub.astart([t.name for t in [*self.tools, *self.managed_tools]])
             # The socket is reachable by other host users (the sandbox uid must
             # connect), so calls carry a per-session token only the kernel knows.
@@ -217,17 +215,8 @@ class Agent(ToolOptions):
                                 model=self.llm.label, parent=self.otel_parent)
         trace.observers.append(self._otel)
 
-    async def _start_model(self) -> None:
-        if self.llm.model != "local" or self.llm.scripted_replies:
-            return
-        from ..models.local import LocalModelServer
-
-        self._local = LocalModelServer(parent=self)
-        await asyncio.to_thread(self._local.start)
-        self._local.point(self.llm)
-
     async def aclose(self) -> None:
-        """Shut the kernel, the tool server and any local model down. Idempotent."""
+        """Shut the kernel, the tool server and the model's provider down. Idempotent."""
         self._started = False
         await cancel_children(self.managed_tools)
         try:
@@ -238,12 +227,10 @@ class Agent(ToolOptions):
                 self.tool_server.stop()
                 self.tool_server = None
             self.hub.close()
-            if self._local is not None:
-                self._local.stop()
-                self._local = None
             if self._otel is not None:
                 self._otel.close()
                 self._otel = None
+            await self.llm.aclose()
 
     def _kernel_setup_code(self) -> list[str]:
         assert self.session.session_dir is not None and self.tool_server is not None

@@ -180,7 +180,8 @@ def spawn(template: Agent) -> Agent:
     values = _config_values(template)
     # Its sub-agents are copied below; building them again from config would nest forever.
     values["managed_agents_config"] = []
-    child = Agent(tools=template.tools, parent=template.parent, pool=template.pool, **values)
+    child = Agent(tools=template.tools, parent=template.parent, config=template.config,
+                  pool=template.pool, **values)
     for part in ("llm", "policy", "session"):
         for name, value in _config_values(getattr(template, part)).items():
             setattr(getattr(child, part), name, value)
