@@ -277,23 +277,28 @@ class Agent(ToolOptions):
         on_event: EventCallback | None = None,
         stdin_handler: StdinHandler | None = None,
         deadline: float | None = None,
+        max_steps: int | None = None,
     ) -> RunResult:
         """Solve ``task``; starts (and then closes) the session if it is not running.
 
         ``deadline`` (a time.monotonic() value, set by an orchestrator) bounds the
         whole run: steps get at most the time left, and no step starts after it.
+        ``max_steps`` is this run's step budget (``%%agent --max-steps``), else the
+        ``max_steps`` setting.
         """
         owned = not self._started
         self._deadline = deadline
         await self.astart()
         try:
-            return await self._run(task, on_event, stdin_handler)
+            budget = self.max_steps if max_steps is None else max_steps
+            return await self._run(task, on_event, stdin_handler, budget)
         finally:
             if owned:
                 await self.aclose()
 
     async def _run(
-        self, task: str, on_event: EventCallback | None, stdin_handler: StdinHandler | None
+        self, task: str, on_event: EventCallback | None, stdin_handler: StdinHandler | None,
+        max_steps: int,
     ) -> RunResult:
         assert self.trace is not None and self.tool_server is not None
         started = time.monotonic()
@@ -303,7 +308,7 @@ class Agent(ToolOptions):
         self.tool_server.reset_final_answer()
         await self._open_conversation(task)
         try:
-            for step in range(1, self.max_steps + 1):
+            for step in range(1, max_steps + 1):
                 if self._time_left() <= 0:
                     result.status = "timeout"
                     result.reason = (f"the orchestrator's time limit ran out after {step - 1} "
@@ -320,7 +325,7 @@ class Agent(ToolOptions):
             else:
                 result.status = "max_steps"
                 result.reason = (
-                    f"step budget exhausted: {self.max_steps} steps ran without final_answer(); "
+                    f"step budget exhausted: {max_steps} steps ran without final_answer(); "
                     "the kernel keeps its state, so a follow-up run can continue"
                 )
         except CodeActError as exc:
