@@ -25,7 +25,7 @@ from ..kernels.factory import make_session
 from ..kernels.session import KernelSession
 from ..kernels.stdin import StdinHandler, StdinToolChannel
 from ..models.llm import LLM, Completion
-from ..policy.rules import KERNEL_HARDENING_CODE, Policy
+from ..policy.rules import Policy
 from ..telemetry.config import Telemetry, env_configured
 from ..tools.hub import ToolHub, ToolOptions
 from ..tools.listing import kernel_names, tool_meta
@@ -41,7 +41,6 @@ from .managed import (
 from .observation import (
     failure_note,
     format_variables,
-    keep_full_output,
     model_view,
 )
 from .prompt import (
@@ -53,9 +52,9 @@ from .prompt import (
 )
 from .results import AgentEvent, RunResult, StepRecord
 from .steps import execute_step, probe_install_code, record_refused, variables_now
+from .workspace import keep_full_output, setup_code
 
 EventCallback = Callable[[AgentEvent], Any]
-KERNEL_SIDE = Path(__file__).parents[1] / "kernel_side"
 
 
 class Agent(ToolOptions):
@@ -234,17 +233,13 @@ class Agent(ToolOptions):
 
     def _kernel_setup_code(self) -> list[str]:
         assert self.session.session_dir is not None and self.tool_server is not None
-        helpers = (KERNEL_SIDE / "inspect_vars.py").read_text()
-        return [
-            KERNEL_HARDENING_CODE,
-            kernel_bootstrap_code(
-                self.all_tools, self.tool_server.socket_path,
-                call_timeout=self.tool_call_timeout, token=self.tool_server.token,
-                transport=self.session.tool_transport,
-            ),
-            helpers + "\n_outputs = _CodeActOutputs()\n",
-            probe_install_code(),  # last: what the setup itself registered is the baseline
-        ]
+        tool_client = kernel_bootstrap_code(
+            self.all_tools, self.tool_server.socket_path,
+            call_timeout=self.tool_call_timeout, token=self.tool_server.token,
+            transport=self.session.tool_transport,
+        )
+        # The probe last: what the setup itself registered is the baseline.
+        return [*setup_code(tool_client), probe_install_code()]
 
     def _trace_file(self) -> Path:
         if self.trace_path:

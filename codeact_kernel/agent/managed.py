@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import CodeActError
 from ..notebook.handoff import push_variables
-from ..tools.bootstrap import stub_source
+from ..tools.bootstrap import rpc_call, stub_source
 from ..tools.tool import Tool
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class ManagedAgentTool(Tool):
     def render_stub(self) -> str:
         # **context is folded into one JSON object, the host function's `context`.
         return stub_source(self.header(quote=True), self.doc,
-                           f"call({self.name!r}, (), {{'task': task, 'context': context}})")
+                           rpc_call(self.name, [], ["task", "context"]))
 
     # ---- running a child --------------------------------------------------------------
 

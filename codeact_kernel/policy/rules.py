@@ -9,7 +9,7 @@ its code.
 The code is checked *after* IPython's own input transformations, so the policy sees what the
 kernel will run: ``!ls`` becomes ``get_ipython().system('ls')`` and ``%%bash`` becomes
 ``get_ipython().run_cell_magic('bash', ...)``. Automagics and shell aliases are applied later,
-by IPython's prefilter, and depend on kernel state; :data:`KERNEL_HARDENING_CODE` turns them
+by IPython's prefilter, and depend on kernel state; ``kernel_side/harden.py`` turns them
 off in the kernel, and the policy also flags lines that look like them (``ls -la``).
 
 Rules, with stable names used in traces: ``import``, ``shell``, ``magic``, ``ipython-api``,
@@ -47,7 +47,6 @@ from traitlets.config import Configurable
 from .walk import Rules, Violation, find_violations
 
 __all__ = ["DEFAULT_ALLOWED_MAGICS", "DEFAULT_AUTHORIZED_IMPORTS", "DEFAULT_NETWORK_IMPORTS",
-           "KERNEL_HARDENING_CODE",
            "RULES", "Policy", "Verdict", "Violation"]
 
 RULES: tuple[str, ...] = (
@@ -77,28 +76,6 @@ DEFAULT_ALLOWED_MAGICS: tuple[str, ...] = (
     "pdoc", "pdef", "precision", "pprint", "xmode", "lsmagic", "magic", "quickref",
     "markdown", "latex",
 )
-
-KERNEL_HARDENING_CODE = """\
-def __codeact_harden():
-    shell = get_ipython()
-    shell.automagic = False
-    shell.autocall = 0
-    aliases = shell.alias_manager
-    aliases.clear_aliases()
-    # %reset re-creates the default aliases; make that a no-op so hardening survives it
-    aliases.default_aliases = []
-    aliases.user_aliases = []
-    aliases.define_alias = lambda name, cmd: None
-__codeact_harden()
-del __codeact_harden
-"""
-"""Code the agent runs (silently, without history) in each kernel before any model code.
-
-It turns off automagic (``cd /tmp`` running ``%cd``) and autocall, and removes every shell
-alias (``ls``, ``cat``, ``rm``...), including those ``%reset`` would otherwise bring back.
-"""
-
-
 
 @dataclass
 class Verdict:

@@ -23,6 +23,7 @@ from nbformat.v4.nbjson import writes as writes_json
 
 from ..agent.results import StepRecord
 from ..errors import TraceError
+from ..kernel_side import source as kernel_source
 from ..kernels.messages import invalid_output
 from ..tools.listing import replay_stubs
 from .validate import TraceLimits, check_trace, read_trace_text
@@ -39,7 +40,6 @@ KERNELSPEC = {
 BLOCKED_TAG = "blocked"
 SETUP_TAG = "codeact-setup"
 KEEP_REFUSED = 100  # refused tool calls kept with their details per run (all are counted)
-SETUP_TEMPLATE = Path(__file__).parents[1] / "kernel_side" / "replay_setup.py"
 
 
 class TraceWriter:
@@ -237,9 +237,9 @@ def setup_source(nb: NotebookNode) -> str:
                     {k: call[k] for k in ("arguments", "value", "value_kind", "error")
                      if k in call}
                 )
-    source = SETUP_TEMPLATE.read_text(encoding="utf-8")
-    source = source.replace("__RECORDED__", repr(json.dumps(recorded, default=repr)))
-    return source + "\n\n" + replay_stubs(nb.metadata.get("codeact", {}).get("tools", []))
+    setup = kernel_source("replay_setup.py")
+    setup = setup.replace("__RECORDED__", repr(json.dumps(recorded, default=repr)))
+    return setup + "\n\n" + replay_stubs(nb.metadata.get("codeact", {}).get("tools", []))
 
 
 def answer_for_trace(value: Any, kind: str, type_name: str = "") -> Any:
