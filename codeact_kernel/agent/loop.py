@@ -31,13 +31,7 @@ from ..tools.hub import ToolHub, ToolOptions
 from ..tools.listing import kernel_names, tool_meta
 from ..tools.tool import Tool, ToolServer, kernel_bootstrap_code, tool
 from ..trace.notebook import TraceWriter, answer_for_trace, tool_call_record
-from .managed import (
-    ManagedAgentTool,
-    bound_children,
-    cancel_children,
-    from_config,
-    link_child_runs,
-)
+from .managed import ManagedAgentTool, SubAgents
 from .observation import (
     failure_note,
     format_variables,
@@ -152,8 +146,7 @@ class Agent(ToolOptions):
         if api_key_env is not None:
             self.llm.api_key_env = api_key_env
         self.tools = [t if isinstance(t, Tool) else tool(t) for t in tools]
-        children = [*managed_agents, *(from_config(c, self) for c in self.managed_agents_config)]
-        self.managed_tools = [ManagedAgentTool(child) for child in children]
+        self.sub_agents = SubAgents(self, managed_agents, self.managed_agents_config)
         self.hub = ToolHub(self)  # MCP servers, the approval gate, the tool listing
         self.tool_server: ToolServer | None = None
         self.trace: TraceWriter | None = None
@@ -165,6 +158,11 @@ class Agent(ToolOptions):
         # Set by an orchestrator: the span a sub-agent's run nests under.
         self.otel_parent: dict[str, Any] | None = None
         self._otel: Any = None
+
+    @property
+    def managed_tools(self) -> list[ManagedAgentTool]:
+        """The sub-agents, as the tools the model calls."""
+        return self.sub_agents.tools
 
     @property
     def all_tools(self) -> list[Tool]:
@@ -217,7 +215,7 @@ class Agent(ToolOptions):
     async def aclose(self) -> None:
         """Shut the kernel, the tool server and the model's provider down. Idempotent."""
         self._started = False
-        await cancel_children(self.managed_tools)
+        await self.sub_agents.cancel()
         try:
             await self.session.async_shutdown()
         finally:
@@ -422,9 +420,9 @@ class Agent(ToolOptions):
         emit("code", code)
         timeout = min(self.step_timeout, max(self._time_left(), 0.5))
         assert self.trace is not None
-        bound_children(self.managed_tools, timeout, self.max_steps,
-                       self.trace.path.parent / f"{self.trace.path.stem}.subagents",
-                       self._otel_context())
+        self.sub_agents.bound(timeout, self.max_steps,
+                              self.trace.path.parent / f"{self.trace.path.stem}.subagents",
+                              self._otel_context())
         self.hub.begin_step(record.step, code, human=stdin is not None)
         try:
             result, end = await execute_step(
@@ -436,8 +434,8 @@ class Agent(ToolOptions):
             record_refused(self.trace, self.tool_server)
             record.approvals += self.hub.gate.end_step()
         if result.timed_out or result.kernel_died:
-            await cancel_children(self.managed_tools)
-        link_child_runs(record.tool_calls, self.managed_tools, self.trace.path.parent)
+            await self.sub_agents.cancel()
+        self.sub_agents.link(record.tool_calls, self.trace.path.parent)
         record.record_execution(result)
         record.flags = end.flags
         observation = model_view(result, self.step_counter, end.variables,

@@ -1,7 +1,7 @@
 # Runs INSIDE the sandboxed kernel: rebuilds a value the host hands over (%%agent --in,
 # a sub-agent's context). The host sends this text, then one assignment per value,
 # ``name = _codeact_handoff(kind, where, payload, ...)``, with literal arguments
-# (codeact_kernel.notebook.handoff). ``where`` says how the bytes travel: "file" (payload
+# (codeact_kernel.agent.handoff). ``where`` says how the bytes travel: "file" (payload
 # is the path of a file the host wrote) or "inline" (payload is their base64 text).
 # Formats: "parquet" (needs pyarrow), "table" (pandas' JSON table schema: pandas only),
 # "npy" (numpy, never pickled objects), "json", and "pickle" (made by the host, which is

@@ -27,13 +27,13 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Float, Int, List, Unicode, observe
 from traitlets.config import Config
 
+from ..agent.handoff import push_variables
 from ..agent.loop import Agent
 from ..agent.results import AgentEvent, RunResult
 from ..kernels.factory import configured_manager
 from ..kernels.pool import KernelPool
 from ..tools.tool import tool
 from ..trace.firewall import OutputFirewall
-from .handoff import push_variables
 
 _DONE = object()
 

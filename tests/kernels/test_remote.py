@@ -26,6 +26,7 @@ from jupyter_core.utils import run_sync
 from traitlets.config import Config
 
 from codeact_kernel import Agent
+from codeact_kernel.agent.handoff import push_variables
 from codeact_kernel.errors import CodeActError, GatewayError, KernelLost, KernelStartError
 from codeact_kernel.kernels.connection import ConnectionFileKernelManager, ConnectionFileSession
 from codeact_kernel.kernels.factory import make_session
@@ -33,7 +34,6 @@ from codeact_kernel.kernels.gateway import GatewayKernelManager, GatewaySession
 from codeact_kernel.kernels.local import SandboxKernelManager
 from codeact_kernel.kernels.pool import KernelPool, PooledKernelManager
 from codeact_kernel.kernels.session import KernelSession
-from codeact_kernel.notebook.handoff import push_variables
 from codeact_kernel.sandbox.kernelspec import install_kernelspec
 from codeact_kernel.terminal.demo import demo_tools
 
