@@ -37,6 +37,10 @@ def call(function: str, *args: Any) -> str:
         raise ValueError(f"not a function name: {function!r}")
     literals = [repr(arg) for arg in args]
     for arg, text in zip(args, literals, strict=True):
-        if ast.literal_eval(text) != arg:
+        try:
+            same = ast.literal_eval(text) == arg
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            same = False
+        if not same:
             raise ValueError(f"{function}(): {type(arg).__name__} is not a literal value")
     return f"{function}({', '.join(literals)})\n"
