@@ -210,3 +210,27 @@ def test_old_agentmagics_settings_still_apply_with_a_warning(
     finally:
         ip.run_line_magic("config", "AgentMagics.max_steps = None")
     assert ip.config.Agent.get("max_steps") in (None, 10)  # never written into Agent's
+
+
+def test_in_sends_a_dataframe_to_a_sandbox_without_pyarrow(
+        ip: Any, llm: ScriptedLLMServer, python_without_pyarrow: Path) -> None:
+    import sys
+
+    import pandas as pd
+
+    packages = Path(pd.__file__).resolve().parents[1]
+    ip.user_ns["sales"] = pd.DataFrame({"when": pd.to_datetime(["2024-01-31", "2024-02-29"]),
+                                        "amount": [10.5, 7.25]})
+    llm.enqueue(fence("try:\n    import pyarrow\n    missing = False\n"
+                      "except ImportError:\n    missing = True\n"
+                      "final_answer([missing, str(sales['when'].dtype)[:10],\n"
+                      "              float(sales['amount'].sum())])"))
+    ip.run_line_magic("config", f"KernelSession.kernel_python = {str(python_without_pyarrow)!r}")
+    ip.run_line_magic("config", "SandboxConfig.extra_ro_binds = "
+                      f"{[str(python_without_pyarrow.parents[2]), str(packages)]!r}")
+    try:
+        agent_cell(ip, "--new --in sales -o seen", "look at the sales")
+    finally:
+        ip.run_line_magic("config", f"KernelSession.kernel_python = {sys.executable!r}")
+        ip.run_line_magic("config", "SandboxConfig.extra_ro_binds = []")
+    assert ip.user_ns["seen"] == [True, "datetime64", 17.75], run_meta(ip)["totals"]
