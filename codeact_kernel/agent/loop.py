@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from jupyter_core.utils import run_sync
-from traitlets import Bool, Dict, Float, Instance, Int, List, Unicode, default
+from traitlets import Bool, Float, Instance, Int, List, Unicode, default
 
 from ..errors import CodeActError
 from ..kernels.factory import make_session
@@ -31,6 +31,7 @@ from ..tools.hub import ToolHub, ToolOptions
 from ..tools.listing import kernel_names, tool_meta
 from ..tools.tool import Tool, ToolServer, kernel_bootstrap_code, tool
 from ..trace.notebook import TraceWriter, answer_for_trace, tool_call_record
+from ..traits import JSONObject
 from .managed import ManagedAgentTool, SubAgents
 from .observation import (
     failure_note,
@@ -88,7 +89,7 @@ class Agent(ToolOptions):
     )
     tool_call_timeout = Float(300.0, help="Seconds one host tool call may take.").tag(config=True)
     managed_agents_config = List(
-        Dict(),
+        JSONObject(),
         help="Sub-agents declared in configuration, each a dict with name, description and "
         "optionally model, api_base, api_key_env, tools (['pkg.module:function']), max_steps.",
     ).tag(config=True)

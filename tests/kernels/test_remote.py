@@ -424,11 +424,12 @@ def test_connection_file_problems_are_clear(tmp_path: Path) -> None:
 
 
 def test_configuration_selects_the_kernel(tmp_path: Path) -> None:
-    from codeact_kernel.terminal.cli import build_parser, load_config
+    from codeact_kernel.terminal.cli import RunApp
 
     def session_for(*flags: str) -> KernelSession:
-        args, extra = build_parser().parse_known_args(["run", "task", *flags])
-        return make_session(Agent(config=load_config(args, extra)))
+        command = RunApp()
+        command.initialize(["task", *flags])
+        return make_session(Agent(parent=command))
 
     assert isinstance(session_for().manager, SandboxKernelManager)
     attached_session = session_for("--connection-file", "/srv/k/kernel.json")
