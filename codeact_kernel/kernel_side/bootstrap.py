@@ -19,9 +19,9 @@ def _codeact_bootstrap(source: str, config: "dict[str, object]", stubs: str,
             mod.close()
         mod = types.ModuleType("_codeact_rpc")
         exec(compile(source, "<codeact rpc client>", "exec"), mod.__dict__)
-        mod._codeact_key = key  # type: ignore[attr-defined]
+        mod._codeact_key = key
         sys.modules["_codeact_rpc"] = mod
-    mod.configure(**config)  # type: ignore[attr-defined]
+    mod.configure(**config)
     try:
         hidden = get_ipython().user_ns_hidden  # type: ignore[name-defined]  # noqa: F821
     except Exception:
