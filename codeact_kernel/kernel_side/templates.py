@@ -25,11 +25,23 @@ TOOL_CALL = Template("call($name, ($positional), {$named})")
 # A stub's default value that is not a literal: the kernel shows the host's repr and the
 # host applies the real default.
 HOST_DEFAULT = Template("_codeact_rpc.HostDefault($text)")
-# A tool in a replayed trace: served from the results recorded in the trace.
+# A replayed trace's tools (replay_setup.py serves their recorded results): the tool
+# namespaces and search of toolspace.py as the module _codeact_space, a stub per tool with
+# its recorded signature and doc, and each stub in its namespace or the catalog.
+REPLAY_TOOLSPACE = Template(
+    "import types as _codeact_types\n"
+    "_codeact_space = _codeact_types.ModuleType('_codeact_toolspace')\n"
+    "exec(compile($source, '<codeact toolspace>', 'exec'), _codeact_space.__dict__)\n"
+    "search_tools = _codeact_space.search_tools\n"
+)
 REPLAY_STUB = Template('''\
-def $signature:
+def $stub$parameters:
+    $doc
     return _codeact_replay_call($name, dict(locals()))
 ''')
+REPLAY_NAMESPACE = Template("$space = _codeact_space.make_namespace($name, $doc)\n")
+REPLAY_IN_NAMESPACE = Template("_codeact_space.add_to_namespace($space, $attr, $stub)\n")
+REPLAY_IN_CATALOG = Template("_codeact_space.TOOL_CATALOG[$name] = $stub\n")
 # The whole text of a step whose output the model saw cut (see inspect_vars.py).
 KEEP_OUTPUT = Template("_outputs[$key] = $text")
 # Read through user_expressions: the kernel's working folder, as the kernel sees it.

@@ -24,8 +24,8 @@ from traitlets.config import Application, Configurable
 from traitlets.config.loader import ArgumentError, ConfigFileNotFound
 from traitlets.utils.importstring import import_item
 
-from .. import __version__
 from ..errors import CodeActError
+from ..version import __version__
 
 CONFIG_FILE = "codeact_config"
 TOOL_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")

@@ -51,12 +51,20 @@ def test_templates_fill_in_to_code_that_compiles() -> None:
         header="lookup(key: 'str') -> 'int'", doc=repr("Look it up."),
         call=templates.TOOL_CALL.substitute(name=repr("lookup"), positional="",
                                             named="'key': key"))
-    replay = templates.REPLAY_STUB.substitute(signature="lookup(key: 'str') -> 'int'",
-                                              name=repr("lookup"))
-    for code in (stub, replay, templates.KEEP_OUTPUT.substitute(key=3, text=repr("x" * 5)),
+    replay = templates.REPLAY_STUB.substitute(stub="lookup", parameters="(key: 'str') -> 'int'",
+                                              doc=repr("Look it up."), name=repr("lookup"))
+    space = (templates.REPLAY_TOOLSPACE.substitute(source=repr("x = 1"))
+             + templates.REPLAY_NAMESPACE.substitute(space="files", name=repr("files"),
+                                                     doc=repr("Files."))
+             + templates.REPLAY_IN_NAMESPACE.substitute(space="files", attr=repr("read"),
+                                                        stub="files__read")
+             + templates.REPLAY_IN_CATALOG.substitute(name=repr("lookup"), stub="lookup"))
+    for code in (stub, replay, space, templates.KEEP_OUTPUT.substitute(key=3, text=repr("x")),
                  templates.ASSIGN.substitute(name="df", value=call("f", 1)),
                  templates.HOST_DEFAULT.substitute(text=repr("<object>")),
-                 templates.CWD_EXPRESSION, templates.VARS_EXPRESSION,
+                 templates.CWD_EXPRESSION,
+                 templates.PROBE_REPORT.substitute(module=repr("_p")),
+                 templates.PROBE_END_STEP.substitute(module=repr("_p")),
                  templates.HANDOFF_FORMATS):
         compile(code, "<template>", "exec")
     assert "_codeact_rpc.call('lookup', (), {'key': key})" in stub
