@@ -44,6 +44,8 @@ REPLAY_IN_NAMESPACE = Template("_codeact_space.add_to_namespace($space, $attr, $
 REPLAY_IN_CATALOG = Template("_codeact_space.TOOL_CATALOG[$name] = $stub\n")
 # The whole text of a step whose output the model saw cut (see inspect_vars.py).
 KEEP_OUTPUT = Template("_outputs[$key] = $text")
+# Clears every user variable (the session then runs its startup code again).
+RESET = "%reset -f"
 # Read through user_expressions: the kernel's working folder, as the kernel sees it.
 CWD_EXPRESSION = "__import__('os').getcwd()"
 # The probe (probe.py, installed as the module $module): the end-of-step barrier, run as

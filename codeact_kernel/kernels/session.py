@@ -29,7 +29,7 @@ from traitlets import Enum, Float, Instance, Int, List, Unicode, default
 from traitlets.config import Configurable, LoggingConfigurable
 
 from ..errors import KernelStartError, SessionClosed
-from ..kernel_side.templates import CWD_EXPRESSION
+from ..kernel_side.templates import CWD_EXPRESSION, RESET
 from ..sandbox.cgroups import Counters
 from ..sandbox.dirs import default_runtime_dir
 from .execution import ExecutionResult
@@ -247,7 +247,7 @@ class KernelSession(Configurable):
 
     async def async_reset(self) -> None:
         """Clear every user variable with ``%reset -f``, then restore the startup code."""
-        await self.async_execute("%reset -f", silent=True, store_history=False)
+        await self.async_execute(RESET, silent=True, store_history=False)
         await self.async_run_startup_code()
 
     async def async_is_alive(self) -> bool:

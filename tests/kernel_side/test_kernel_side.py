@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from IPython.core.inputtransformer2 import TransformerManager
 
 from codeact_kernel import kernel_side
 from codeact_kernel.kernel_side import call, source, templates
@@ -62,9 +63,10 @@ def test_templates_fill_in_to_code_that_compiles() -> None:
     for code in (stub, replay, space, templates.KEEP_OUTPUT.substitute(key=3, text=repr("x")),
                  templates.ASSIGN.substitute(name="df", value=call("f", 1)),
                  templates.HOST_DEFAULT.substitute(text=repr("<object>")),
-                 templates.CWD_EXPRESSION,
+                 templates.CWD_EXPRESSION, templates.RESET,
                  templates.PROBE_REPORT.substitute(module=repr("_p")),
                  templates.PROBE_END_STEP.substitute(module=repr("_p")),
                  templates.HANDOFF_FORMATS):
-        compile(code, "<template>", "exec")
+        # As the kernel compiles a cell: after IPython's input transformations.
+        compile(TransformerManager().transform_cell(code), "<template>", "exec")
     assert "_codeact_rpc.call('lookup', (), {'key': key})" in stub

@@ -343,7 +343,7 @@ def test_every_option_is_documented_config() -> None:
     traits = Policy.class_traits(config=True)
     assert set(traits) == {
         "authorized_imports", "include_default_imports", "allowed_magics",
-        "block_open_outside_work", "open_allowed_dirs",
+        "block_open_outside_work", "open_allowed_dirs", "network_imports",
     }
     for name, trait in traits.items():
         assert trait.help and len(trait.help) > 20, name
