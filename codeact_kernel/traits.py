@@ -8,7 +8,7 @@ from typing import Any
 from traitlets import Dict, TraitError
 
 
-class JSONObject(Dict):  # type: ignore[type-arg]
+class JSONObject(Dict):
     """A dict setting that the command line gives as a JSON object (``--mcp '{...}'``,
     ``--managed-agent '{...}'``); config files give it as a dict."""
 

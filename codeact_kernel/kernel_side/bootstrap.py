@@ -19,11 +19,11 @@ def _codeact_bootstrap(source: str, config: "dict[str, object]", stubs: str,
             mod.close()
         mod = types.ModuleType("_codeact_rpc")
         exec(compile(source, "<codeact rpc client>", "exec"), mod.__dict__)
-        mod._codeact_key = key
+        mod.__dict__["_codeact_key"] = key
         sys.modules["_codeact_rpc"] = mod
-    mod.configure(**config)
+    mod.__dict__["configure"](**config)
     try:
         hidden = get_ipython().user_ns_hidden  # type: ignore[name-defined]  # noqa: F821
     except Exception:
         hidden = None
-    mod.install(globals(), hidden, stubs, names, spaces)  # type: ignore[attr-defined]
+    mod.__dict__["install"](globals(), hidden, stubs, names, spaces)

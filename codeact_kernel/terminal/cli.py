@@ -43,7 +43,7 @@ def _subcommand(path: str) -> Callable[[Application], Application]:
     return build
 
 
-def _expand_lists(argv: list[str]) -> list[str]:
+def _legacy_forms(argv: list[str]) -> list[str]:
     """The forms the command has always taken, as the options the Application parses.
 
     ``--tools a:f b:g`` and ``--authorized-imports a,b`` become one option per value
@@ -221,7 +221,7 @@ class RunApp(CodeActCommand):
                 SandboxConfig, ConnectionFileKernelManager, GatewayKernelManager, Telemetry]
 
     def parse_command_line(self, argv: Any = None) -> None:
-        super().parse_command_line(_expand_lists(list(sys.argv[1:] if argv is None else argv)))
+        super().parse_command_line(_legacy_forms(list(sys.argv[1:] if argv is None else argv)))
 
     def run(self) -> int:
         from ..agent.loop import Agent

@@ -13,7 +13,7 @@ from traitlets import Bool, List, Unicode
 from traitlets.config import Configurable
 
 from ..errors import CodeActError
-from .cli import COMMON_ALIASES, COMMON_FLAGS, CodeActCommand, _expand_lists, _subcommand
+from .cli import COMMON_ALIASES, COMMON_FLAGS, CodeActCommand, _legacy_forms, _subcommand
 
 
 class _TraceCommand(CodeActCommand):
@@ -63,7 +63,7 @@ class ReplayApp(_TraceCommand):
         return [Replayer, KernelSession, SandboxConfig]
 
     def parse_command_line(self, argv: Any = None) -> None:
-        super().parse_command_line(_expand_lists(list(sys.argv[1:] if argv is None else argv)))
+        super().parse_command_line(_legacy_forms(list(sys.argv[1:] if argv is None else argv)))
 
     def run(self) -> int:
         from ..tools.tool import Tool
