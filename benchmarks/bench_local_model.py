@@ -93,7 +93,7 @@ def agent_config(args: argparse.Namespace, trace_dir: Path) -> Config:
 def run_task(task: BenchTask, server: LocalModelServer, config: Config,
              trace: Path) -> dict[str, Any]:
     agent = Agent(tools=task.tools, name=task.name, trace_path=str(trace), config=config)
-    server.point(agent.llm)  # what Agent(model="local") does, on the one shared server
+    server.point(agent.llm)  # requests go to the one server kept for every task
     started = time.monotonic()
     try:
         result = agent.run(task.prompt)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -35,7 +36,10 @@ from codeact_kernel.kernels.pool import KernelPool
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 import bench_tool_rpc  # noqa: E402 - a sibling script, found through sys.path
+
+from tests.scripted_llm import ScriptedLLMServer  # noqa: E402 - the tests' scripted model
 
 RESULTS = HERE / "results"
 TMPFS = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
@@ -55,6 +59,11 @@ class Suite:
         self.scale = scale
         self.runtime = runtime
         self.metrics: dict[str, dict[str, Any]] = {}
+        self.models = contextlib.ExitStack()
+
+    def scripted_model(self, replies: list[str]) -> ScriptedLLMServer:
+        """A scripted OpenAI-compatible server on loopback, stopped when the suite ends."""
+        return self.models.enter_context(ScriptedLLMServer(replies))
 
     def reps(self, n: int) -> int:
         return max(2, round(n * self.scale))
@@ -194,9 +203,11 @@ def bench_tool_rpc_section(suite: Suite) -> None:
 
 
 def scripted_agent(suite: Suite, codes: list[str], **kwargs: Any) -> Agent:
-    agent = Agent(model="openai/gpt-4o-mini", max_steps=len(codes) + 1,
+    # One scripted server per agent: concurrent agents must not take each other's replies.
+    # Its HTTP round trip is part of each step's LLM time, which the overhead figures exclude.
+    model = suite.scripted_model([FENCE.format(code) for code in codes])
+    agent = Agent(model="openai/scripted", api_base=model.api_base, max_steps=len(codes) + 1,
                   trace_dir=os.path.join(suite.runtime, "traces"), **kwargs)
-    agent.llm.scripted_replies = [FENCE.format(code) for code in codes]
     agent.session.runtime_dir = suite.runtime  # a pooled session ignores it: the pool's applies
     return agent
 
@@ -423,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_sections(suite, tuple(int(n) for n in args.concurrency.split(",")))
     finally:
+        suite.models.close()
         shutil.rmtree(runtime, ignore_errors=True)
     print("\n" + render(suite))
     path = args.json or RESULTS / f"run_all-{time.strftime('%Y%m%d-%H%M%S')}.json"

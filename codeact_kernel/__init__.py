@@ -17,6 +17,7 @@ from .errors import (
     ToolError,
     TraceError,
 )
+from .version import __version__
 
 if TYPE_CHECKING:
     from .agent.loop import Agent
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from .sandbox.config import SandboxConfig
     from .tools.tool import Tool, tool
 
-__version__ = "0.1.0"
 
 # Loaded on first use: the kernelspec launcher imports this package on every
 # kernel start and must not pay for jupyter_client, zmq or the agent stack.

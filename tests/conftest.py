@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import sysconfig
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +31,28 @@ def runtime_dir(tmp_path: Path) -> Path:
 def llm() -> Iterator[ScriptedLLMServer]:
     with ScriptedLLMServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def python_without_pyarrow(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Python environment with this one's packages except pyarrow (a real venv whose
+    site-packages links every other distribution), for kernels that lack it. Its folder
+    must be readable in the sandbox: bind it with SandboxConfig.extra_ro_binds."""
+    root = tmp_path_factory.mktemp("no-pyarrow")
+    root.chmod(0o755)  # the sandbox uid reads it
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    packages = Path(sysconfig.get_paths()["purelib"])
+    target = next((venv / "lib").glob("python3*/site-packages"))
+    for entry in packages.iterdir():
+        if not entry.name.lower().startswith("pyarrow"):
+            (target / entry.name).symlink_to(entry)
+    python = venv / "bin" / "python"
+    check = subprocess.run([str(python), "-c", "import pandas, ipykernel; import pyarrow"],
+                           capture_output=True, text=True, timeout=120)
+    assert "No module named 'pyarrow'" in check.stderr, check.stderr
+    return python
 
 
 @pytest.fixture

@@ -2,8 +2,9 @@
 
 The agent reaches it through litellm's real HTTP code path (model
 "openai/scripted", api_base=server.api_base), so everything but the model's
-words is real. Requests are recorded so tests can inspect prompts, and
-``fail_next`` makes the server answer errors (for retry tests).
+words is real. Replies name the model the request asked for, so litellm prices a
+request to "openai/gpt-4o-mini" from its own table. Requests are recorded so tests can
+inspect prompts, and ``fail_next`` makes the server answer errors (for retry tests).
 """
 
 from __future__ import annotations
@@ -64,10 +65,11 @@ class ScriptedLLMServer:
                     self._json(500, {"error": {"message": "scripted server ran out of replies"}})
                     return
                 reply = server.replies.popleft()
+                model = str(body.get("model") or "scripted")
                 if body.get("stream"):
-                    self._stream(reply)
+                    self._stream(reply, model)
                 else:
-                    self._json(200, _completion(reply))
+                    self._json(200, _completion(reply, model))
 
             def _json(self, code: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()
@@ -77,14 +79,14 @@ class ScriptedLLMServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _stream(self, reply: str) -> None:
+            def _stream(self, reply: str, model: str) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
                 for i in range(0, len(reply), 16):
-                    chunk = _chunk({"content": reply[i : i + 16]}, None)
+                    chunk = _chunk({"content": reply[i : i + 16]}, None, model)
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                final = _chunk({}, "stop")
+                final = _chunk({}, "stop", model)
                 final["usage"] = _usage(reply)
                 self.wfile.write(f"data: {json.dumps(final)}\n\n".encode())
                 self.wfile.write(b"data: [DONE]\n\n")
@@ -97,12 +99,12 @@ def _usage(reply: str) -> dict[str, int]:
     return {"prompt_tokens": 100, "completion_tokens": completion, "total_tokens": 100 + completion}
 
 
-def _completion(reply: str) -> dict[str, Any]:
+def _completion(reply: str, model: str) -> dict[str, Any]:
     return {
         "id": "chatcmpl-scripted",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": "scripted",
+        "model": model,
         "choices": [
             {"index": 0, "message": {"role": "assistant", "content": reply},
              "finish_reason": "stop"}
@@ -111,11 +113,11 @@ def _completion(reply: str) -> dict[str, Any]:
     }
 
 
-def _chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+def _chunk(delta: dict[str, Any], finish: str | None, model: str) -> dict[str, Any]:
     return {
         "id": "chatcmpl-scripted",
         "object": "chat.completion.chunk",
         "created": int(time.time()),
-        "model": "scripted",
+        "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }

@@ -18,30 +18,24 @@ from types import TracebackType
 from typing import Any
 
 from jupyter_core.utils import run_sync
-from traitlets import Bool, Dict, Float, Instance, Int, List, Unicode, default
+from traitlets import Bool, Float, Instance, Int, List, Unicode, default
 
 from ..errors import CodeActError
 from ..kernels.factory import make_session
 from ..kernels.session import KernelSession
 from ..kernels.stdin import StdinHandler, StdinToolChannel
 from ..models.llm import LLM, Completion
-from ..policy.rules import KERNEL_HARDENING_CODE, Policy
+from ..policy.rules import Policy
 from ..telemetry.config import Telemetry, env_configured
 from ..tools.hub import ToolHub, ToolOptions
 from ..tools.listing import kernel_names, tool_meta
 from ..tools.tool import Tool, ToolServer, kernel_bootstrap_code, tool
 from ..trace.notebook import TraceWriter, answer_for_trace, tool_call_record
-from .managed import (
-    ManagedAgentTool,
-    bound_children,
-    cancel_children,
-    from_config,
-    link_child_runs,
-)
+from ..traits import JSONObject
+from .managed import ManagedAgentTool, SubAgents
 from .observation import (
     failure_note,
     format_variables,
-    keep_full_output,
     model_view,
 )
 from .prompt import (
@@ -53,9 +47,9 @@ from .prompt import (
 )
 from .results import AgentEvent, RunResult, StepRecord
 from .steps import execute_step, probe_install_code, record_refused, variables_now
+from .workspace import keep_full_output, setup_code
 
 EventCallback = Callable[[AgentEvent], Any]
-KERNEL_SIDE = Path(__file__).parents[1] / "kernel_side"
 
 
 class Agent(ToolOptions):
@@ -95,7 +89,7 @@ class Agent(ToolOptions):
     )
     tool_call_timeout = Float(300.0, help="Seconds one host tool call may take.").tag(config=True)
     managed_agents_config = List(
-        Dict(),
+        JSONObject(),
         help="Sub-agents declared in configuration, each a dict with name, description and "
         "optionally model, api_base, api_key_env, tools (['pkg.module:function']), max_steps.",
     ).tag(config=True)
@@ -153,20 +147,23 @@ class Agent(ToolOptions):
         if api_key_env is not None:
             self.llm.api_key_env = api_key_env
         self.tools = [t if isinstance(t, Tool) else tool(t) for t in tools]
-        children = [*managed_agents, *(from_config(c, self) for c in self.managed_agents_config)]
-        self.managed_tools = [ManagedAgentTool(child) for child in children]
+        self.sub_agents = SubAgents(self, managed_agents, self.managed_agents_config)
         self.hub = ToolHub(self)  # MCP servers, the approval gate, the tool listing
         self.tool_server: ToolServer | None = None
         self.trace: TraceWriter | None = None
         self.messages: list[dict[str, Any]] = []
         self.step_counter = 0
         self._failed_code: dict[str, int] = {}  # whitespace-normalized code -> first step
-        self._local: Any = None
         self._started = False
         self._deadline: float | None = None
         # Set by an orchestrator: the span a sub-agent's run nests under.
         self.otel_parent: dict[str, Any] | None = None
         self._otel: Any = None
+
+    @property
+    def managed_tools(self) -> list[ManagedAgentTool]:
+        """The sub-agents, as the tools the model calls."""
+        return self.sub_agents.tools
 
     @property
     def all_tools(self) -> list[Tool]:
@@ -176,16 +173,15 @@ class Agent(ToolOptions):
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def astart(self) -> Agent:
-        """Check the model, start the local model if asked, the kernel and the tools."""
+        """Open the model (its provider, if it has one), then the kernel and the tools."""
         if self._started:
             return self
-        await self._start_model()
-        self.llm.validate()
-        await self.session.async_start()
-        assert self.session.session_dir is not None
-        # HTTP clients follow the network.
-        self.policy.egress = self.session.manager.egress is not None
+        await self.llm.astart()
         try:
+            await self.session.async_start()
+            assert self.session.session_dir is not None
+            # HTTP clients follow the network.
+            self.policy.egress = self.session.manager.egress is not None
             await self.hub.astart([t.name for t in [*self.tools, *self.managed_tools]])
             # The socket is reachable by other host users (the sandbox uid must
             # connect), so calls carry a per-session token only the kernel knows.
@@ -217,19 +213,10 @@ class Agent(ToolOptions):
                                 model=self.llm.label, parent=self.otel_parent)
         trace.observers.append(self._otel)
 
-    async def _start_model(self) -> None:
-        if self.llm.model != "local" or self.llm.scripted_replies:
-            return
-        from ..models.local import LocalModelServer
-
-        self._local = LocalModelServer(parent=self)
-        await asyncio.to_thread(self._local.start)
-        self._local.point(self.llm)
-
     async def aclose(self) -> None:
-        """Shut the kernel, the tool server and any local model down. Idempotent."""
+        """Shut the kernel, the tool server and the model's provider down. Idempotent."""
         self._started = False
-        await cancel_children(self.managed_tools)
+        await self.sub_agents.cancel()
         try:
             await self.session.async_shutdown()
         finally:
@@ -238,26 +225,20 @@ class Agent(ToolOptions):
                 self.tool_server.stop()
                 self.tool_server = None
             self.hub.close()
-            if self._local is not None:
-                self._local.stop()
-                self._local = None
             if self._otel is not None:
                 self._otel.close()
                 self._otel = None
+            await self.llm.aclose()
 
     def _kernel_setup_code(self) -> list[str]:
         assert self.session.session_dir is not None and self.tool_server is not None
-        helpers = (KERNEL_SIDE / "inspect_vars.py").read_text()
-        return [
-            KERNEL_HARDENING_CODE,
-            kernel_bootstrap_code(
-                self.all_tools, self.tool_server.socket_path,
-                call_timeout=self.tool_call_timeout, token=self.tool_server.token,
-                transport=self.session.tool_transport,
-            ),
-            helpers + "\n_outputs = _CodeActOutputs()\n",
-            probe_install_code(),  # last: what the setup itself registered is the baseline
-        ]
+        tool_client = kernel_bootstrap_code(
+            self.all_tools, self.tool_server.socket_path,
+            call_timeout=self.tool_call_timeout, token=self.tool_server.token,
+            transport=self.session.tool_transport,
+        )
+        # The probe last: what the setup itself registered is the baseline.
+        return [*setup_code(tool_client), probe_install_code()]
 
     def _trace_file(self) -> Path:
         if self.trace_path:
@@ -290,23 +271,28 @@ class Agent(ToolOptions):
         on_event: EventCallback | None = None,
         stdin_handler: StdinHandler | None = None,
         deadline: float | None = None,
+        max_steps: int | None = None,
     ) -> RunResult:
         """Solve ``task``; starts (and then closes) the session if it is not running.
 
         ``deadline`` (a time.monotonic() value, set by an orchestrator) bounds the
         whole run: steps get at most the time left, and no step starts after it.
+        ``max_steps`` is this run's step budget (``%%agent --max-steps``), else the
+        ``max_steps`` setting.
         """
         owned = not self._started
         self._deadline = deadline
         await self.astart()
         try:
-            return await self._run(task, on_event, stdin_handler)
+            budget = self.max_steps if max_steps is None else max_steps
+            return await self._run(task, on_event, stdin_handler, budget)
         finally:
             if owned:
                 await self.aclose()
 
     async def _run(
-        self, task: str, on_event: EventCallback | None, stdin_handler: StdinHandler | None
+        self, task: str, on_event: EventCallback | None, stdin_handler: StdinHandler | None,
+        max_steps: int,
     ) -> RunResult:
         assert self.trace is not None and self.tool_server is not None
         started = time.monotonic()
@@ -316,7 +302,7 @@ class Agent(ToolOptions):
         self.tool_server.reset_final_answer()
         await self._open_conversation(task)
         try:
-            for step in range(1, self.max_steps + 1):
+            for step in range(1, max_steps + 1):
                 if self._time_left() <= 0:
                     result.status = "timeout"
                     result.reason = (f"the orchestrator's time limit ran out after {step - 1} "
@@ -333,7 +319,7 @@ class Agent(ToolOptions):
             else:
                 result.status = "max_steps"
                 result.reason = (
-                    f"step budget exhausted: {self.max_steps} steps ran without final_answer(); "
+                    f"step budget exhausted: {max_steps} steps ran without final_answer(); "
                     "the kernel keeps its state, so a follow-up run can continue"
                 )
         except CodeActError as exc:
@@ -435,9 +421,9 @@ class Agent(ToolOptions):
         emit("code", code)
         timeout = min(self.step_timeout, max(self._time_left(), 0.5))
         assert self.trace is not None
-        bound_children(self.managed_tools, timeout, self.max_steps,
-                       self.trace.path.parent / f"{self.trace.path.stem}.subagents",
-                       self._otel_context())
+        self.sub_agents.bound(timeout, self.max_steps,
+                              self.trace.path.parent / f"{self.trace.path.stem}.subagents",
+                              self._otel_context())
         self.hub.begin_step(record.step, code, human=stdin is not None)
         try:
             result, end = await execute_step(
@@ -449,8 +435,8 @@ class Agent(ToolOptions):
             record_refused(self.trace, self.tool_server)
             record.approvals += self.hub.gate.end_step()
         if result.timed_out or result.kernel_died:
-            await cancel_children(self.managed_tools)
-        link_child_runs(record.tool_calls, self.managed_tools, self.trace.path.parent)
+            await self.sub_agents.cancel()
+        self.sub_agents.link(record.tool_calls, self.trace.path.parent)
         record.record_execution(result)
         record.flags = end.flags
         observation = model_view(result, self.step_counter, end.variables,

@@ -14,14 +14,15 @@ import itertools
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CodeActError
-from ..notebook.handoff import push_variables
-from ..tools.bootstrap import stub_source
+from ..tools.bootstrap import rpc_call, stub_source
 from ..tools.tool import Tool
+from .handoff import push_variables
 
 if TYPE_CHECKING:
     from .loop import Agent
@@ -79,7 +80,7 @@ class ManagedAgentTool(Tool):
     def render_stub(self) -> str:
         # **context is folded into one JSON object, the host function's `context`.
         return stub_source(self.header(quote=True), self.doc,
-                           f"call({self.name!r}, (), {{'task': task, 'context': context}})")
+                           rpc_call(self.name, [], ["task", "context"]))
 
     # ---- running a child --------------------------------------------------------------
 
@@ -169,31 +170,75 @@ def _entry_point(template: Agent, holder: list[ManagedAgentTool]) -> Any:
     return entry
 
 
+class SubAgents:
+    """The sub-agents an agent owns: their tools, the bounds each step gives them, their
+    cancellation, and the links from the parent's trace to their runs."""
+
+    def __init__(self, parent: Agent, templates: Sequence[Agent] = (),
+                 specs: Sequence[dict[str, Any]] = ()) -> None:
+        children = [*templates, *(from_config(spec, parent) for spec in specs)]
+        self.tools = [ManagedAgentTool(child) for child in children]
+
+    def bound(self, timeout: float, max_steps: int, trace_dir: Path,
+              otel: dict[str, Any] | None = None) -> None:
+        """A child may use at most what is left of the parent's step, and no more steps; its
+        spans join the parent's trace (``otel``: the parent's trace id and endpoint)."""
+        for managed in self.tools:
+            managed.otel = otel
+            managed.deadline = time.monotonic() + timeout
+            managed.max_steps = max_steps
+            managed.trace_dir = trace_dir
+
+    async def cancel(self) -> None:
+        """Stop every running child (their kernels shut, traces saved)."""
+        if not any(managed.active for managed in self.tools):
+            return  # also keeps interpreter-exit cleanup off the (closed) default executor
+
+        def cancel() -> None:
+            for managed in self.tools:
+                managed.cancel_all()
+
+        await asyncio.to_thread(cancel)
+
+    def link(self, records: list[dict[str, Any]], base: Path) -> None:
+        """Point each sub-agent call in a step's tool calls at the child's trace."""
+        by_name = {t.name: t for t in self.tools}
+        for record in records:
+            tool = by_name.get(record.get("name", ""))
+            if tool is None:
+                continue
+            run = tool.claim_run(str(record.get("arguments", {}).get("task", "")))
+            if run is None:
+                continue
+            try:
+                record["trace"] = str(run.trace_path.resolve().relative_to(base.resolve()))
+            except ValueError:
+                record["trace"] = str(run.trace_path.resolve())
+            record["sub_agent"] = {"name": run.name, "status": run.status, "steps": run.steps}
+
+
 def _config_values(obj: Any) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in obj.trait_names(config=True)}
 
 
 def spawn(template: Agent) -> Agent:
     """A fresh, unstarted agent configured like ``template`` (model, tools, limits)."""
-    from .loop import Agent
-
     values = _config_values(template)
     # Its sub-agents are copied below; building them again from config would nest forever.
     values["managed_agents_config"] = []
-    child = Agent(tools=template.tools, parent=template.parent, pool=template.pool, **values)
+    child = type(template)(tools=template.tools, parent=template.parent,
+                           config=template.config, pool=template.pool, **values)
     for part in ("llm", "policy", "session"):
         for name, value in _config_values(getattr(template, part)).items():
             setattr(getattr(child, part), name, value)
     child.session.manager = template.session.manager.clone(parent=child.session)
-    child.managed_tools = [ManagedAgentTool(t.template) for t in template.managed_tools]
+    child.sub_agents.tools = [ManagedAgentTool(t.template) for t in template.managed_tools]
     return child
 
 
-def from_config(spec: dict[str, Any], parent: Any = None) -> Agent:
-    """An Agent from a config entry: name, description, model, api_base, api_key_env,
-    tools (["pkg.module:function", ...]) and max_steps."""
-    from .loop import Agent
-
+def from_config(spec: dict[str, Any], parent: Agent) -> Agent:
+    """An agent of ``parent``'s class from a config entry: name, description, model,
+    api_base, api_key_env, tools (["pkg.module:function", ...]) and max_steps."""
     unknown = set(spec) - {"name", "description", "model", "api_base", "api_key_env", "tools",
                            "max_steps", "step_timeout"}
     if unknown or "name" not in spec:
@@ -202,51 +247,10 @@ def from_config(spec: dict[str, Any], parent: Any = None) -> Agent:
             "name, description, model, api_base, api_key_env, tools, max_steps, step_timeout"
         )
     tools = [Tool.from_path(path) for path in spec.get("tools", [])]
-    agent = Agent(model=spec.get("model"), tools=tools, api_base=spec.get("api_base"),
-                  api_key_env=spec.get("api_key_env"), parent=parent, name=spec["name"],
-                  description=spec.get("description", ""), managed_agents_config=[])
+    agent = type(parent)(model=spec.get("model"), tools=tools, api_base=spec.get("api_base"),
+                         api_key_env=spec.get("api_key_env"), parent=parent, name=spec["name"],
+                         description=spec.get("description", ""), managed_agents_config=[])
     for key in ("max_steps", "step_timeout"):
         if key in spec:
             setattr(agent, key, spec[key])
     return agent
-
-
-def link_child_runs(records: list[dict[str, Any]], tools: list[ManagedAgentTool],
-                    base: Path) -> None:
-    """Point each sub-agent call in a step's tool calls at the child's trace."""
-    by_name = {t.name: t for t in tools}
-    for record in records:
-        tool = by_name.get(record.get("name", ""))
-        if tool is None:
-            continue
-        run = tool.claim_run(str(record.get("arguments", {}).get("task", "")))
-        if run is None:
-            continue
-        try:
-            record["trace"] = str(run.trace_path.resolve().relative_to(base.resolve()))
-        except ValueError:
-            record["trace"] = str(run.trace_path.resolve())
-        record["sub_agent"] = {"name": run.name, "status": run.status, "steps": run.steps}
-
-
-def bound_children(tools: list[ManagedAgentTool], timeout: float, max_steps: int,
-                   trace_dir: Path, otel: dict[str, Any] | None = None) -> None:
-    """A child may use at most what is left of the parent's step, and no more steps; its
-    spans join the parent's trace (``otel``: the parent's trace id and endpoint)."""
-    for managed in tools:
-        managed.otel = otel
-        managed.deadline = time.monotonic() + timeout
-        managed.max_steps = max_steps
-        managed.trace_dir = trace_dir
-
-
-async def cancel_children(tools: list[ManagedAgentTool]) -> None:
-    """Stop every running child of these tools (their kernels shut, traces saved)."""
-    if not any(managed.active for managed in tools):
-        return  # also keeps interpreter-exit cleanup off the (closed) default executor
-
-    def cancel() -> None:
-        for managed in tools:
-            managed.cancel_all()
-
-    await asyncio.to_thread(cancel)

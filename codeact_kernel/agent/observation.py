@@ -11,12 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..kernels.execution import ExecutionResult, strip_ansi
-
-if TYPE_CHECKING:
-    from ..kernels.session import KernelSession
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
@@ -81,15 +78,6 @@ def observed_text(result: ExecutionResult, images: list[tuple[str, str]] | None 
     if (result.reason and result.recovery != "none") or result.kernel_died:
         parts.append(f"[{result.reason}]")
     return "\n".join(p.rstrip("\n") for p in parts if p) or "(no output)"
-
-
-async def keep_full_output(session: KernelSession, key: int, text: str,
-                           timeout: float | None = None) -> ExecutionResult:
-    """Keep a cut step's whole text in the kernel as ``_outputs[key]``: a str literal sent
-    back to the kernel the text came from (nothing is decoded on the host, and no file
-    has to be shared with a kernel on another machine)."""
-    return await session.async_execute(f"_outputs[{key}] = {text!r}", timeout=timeout,
-                                       silent=True, store_history=False)
 
 
 def failure_note(

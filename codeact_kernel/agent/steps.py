@@ -20,10 +20,9 @@ here, capped, and flagged when unreadable; it never raises into the host.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..kernel_side import PROBE_MODULE
+from ..kernel_side import PROBE_MODULE, call, source, templates
 from ..kernels.execution import ExecutionResult
 from ..kernels.session import KernelSession
 
@@ -31,10 +30,9 @@ if TYPE_CHECKING:
     from ..tools.server import ToolServer
     from ..trace.notebook import TraceWriter
 
-PROBE_SOURCE = Path(__file__).parents[1] / "kernel_side" / "probe.py"
 REPORT_KEY = "codeact"
-REPORT_EXPRESSION = f"__import__('sys').modules[{PROBE_MODULE!r}].report()"
-END_STEP_CODE = f"__import__('sys').modules[{PROBE_MODULE!r}].end_step()"
+REPORT_EXPRESSION = templates.PROBE_REPORT.substitute(module=repr(PROBE_MODULE))
+END_STEP_CODE = templates.PROBE_END_STEP.substitute(module=repr(PROBE_MODULE))
 REPORT_VERSION = 1
 MAX_ROWS, MAX_FLAGS, MAX_TEXT = 100, 50, 400
 MIN_BARRIER_TIMEOUT = 5.0
@@ -43,18 +41,8 @@ MIN_BARRIER_TIMEOUT = 5.0
 def probe_install_code() -> str:
     """Startup code that installs the probe module (keeping the first baseline across
     %reset, so hooks registered before a reset are still the model's)."""
-    source = PROBE_SOURCE.read_text(encoding="utf-8")
-    return (
-        "def _codeact_install_probe():\n"
-        "    import sys, types\n"
-        f"    old = sys.modules.get({PROBE_MODULE!r})\n"
-        f"    mod = types.ModuleType({PROBE_MODULE!r})\n"
-        f"    exec(compile({source!r}, '<codeact probe>', 'exec'), mod.__dict__)\n"
-        "    mod.start(get_ipython(), getattr(old, '_baseline', None))\n"
-        f"    sys.modules[{PROBE_MODULE!r}] = mod\n"
-        "_codeact_install_probe()\n"
-        "del _codeact_install_probe\n"
-    )
+    install = call("_codeact_install_probe", PROBE_MODULE, source("probe.py"))
+    return source("probe_install.py") + install + "del _codeact_install_probe\n"
 
 
 @dataclass

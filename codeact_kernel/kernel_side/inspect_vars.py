@@ -12,3 +12,6 @@ class _CodeActOutputs(dict):  # type: ignore[type-arg]
     def __missing__(self, step: int) -> str:
         raise KeyError(f"no output kept for step {step}: only steps whose output was cut "
                        f"are kept, and these are: {sorted(self) or 'none yet'}")
+
+
+_outputs = _CodeActOutputs()

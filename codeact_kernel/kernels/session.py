@@ -29,6 +29,7 @@ from traitlets import Enum, Float, Instance, Int, List, Unicode, default
 from traitlets.config import Configurable, LoggingConfigurable
 
 from ..errors import KernelStartError, SessionClosed
+from ..kernel_side.templates import CWD_EXPRESSION, RESET
 from ..sandbox.cgroups import Counters
 from ..sandbox.dirs import default_runtime_dir
 from .execution import ExecutionResult
@@ -47,7 +48,6 @@ from .stdin import (
 OutputCallback = Callable[[NotebookNode], Any]
 POLL_INTERVAL = 0.1
 LOST = "ALL VARIABLES WERE LOST"
-_CWD = "__import__('os').getcwd()"
 # Keywords that configure the session itself, not its manager.
 _CONSTRUCTION = ("parent", "config", "log")
 _BASE_TRAITS = set(LoggingConfigurable.class_trait_names())
@@ -210,7 +210,7 @@ class KernelSession(Configurable):
 
     async def _learn_cwd(self) -> None:
         result = await self.async_execute("", silent=True, store_history=False,
-                                          user_expressions={"cwd": _CWD}, timeout=10)
+                                          user_expressions={"cwd": CWD_EXPRESSION}, timeout=10)
         try:
             text = result.user_expressions["cwd"]["data"]["text/plain"]
             self._kernel_cwd = str(ast.literal_eval(text))
@@ -247,7 +247,7 @@ class KernelSession(Configurable):
 
     async def async_reset(self) -> None:
         """Clear every user variable with ``%reset -f``, then restore the startup code."""
-        await self.async_execute("%reset -f", silent=True, store_history=False)
+        await self.async_execute(RESET, silent=True, store_history=False)
         await self.async_run_startup_code()
 
     async def async_is_alive(self) -> bool:

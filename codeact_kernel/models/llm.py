@@ -1,8 +1,9 @@
 """The LLM, reached through litellm: any provider, retries, usage and cost.
 
-The one test seam is ``scripted_replies``: replies fed through litellm's own
-``mock_response`` path, so tests exercise the real call, streaming, usage
-and cost code (the simonw/llm ``MockModel.enqueue`` pattern).
+A model name listed in ``LLM.providers`` (``"local"``) is resolved by its provider to an
+:class:`~codeact_kernel.models.provider.Endpoint` when the agent starts; every other name
+goes to litellm as it is. Tests point the LLM at a scripted OpenAI-compatible server
+(``tests/scripted_llm.py``), so litellm's real HTTP, streaming and usage code runs.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from traitlets import Bool, Dict, Float, Int, List, Unicode
+from traitlets import Bool, Dict, Float, Int, Unicode
 from traitlets.config import Configurable
 
 from ..agent.prompt import first_block_end
 from ..errors import ModelError
+from .provider import Endpoint, ModelProvider, load_provider
 
 # Without this, litellm spends seconds at import retrying a download it cannot make offline.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -75,20 +77,55 @@ class LLM(Configurable):
     extra_params = Dict(
         help="Extra keyword arguments passed to litellm.acompletion as they are."
     ).tag(config=True)
-    scripted_replies = List(
-        Unicode(),
-        help="Testing: replies served in order through litellm's mock_response instead of "
-        "calling a provider. Empty means call the real model.",
+    providers = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        default_value={"local": "codeact_kernel.models.local:LocalModelProvider"},
+        help="Model names served by a provider rather than by litellm alone: name -> "
+        "'package.module:Class' of a ModelProvider, which starts or finds the endpoint when "
+        "the agent starts (the local model's server) and stops it when the agent closes.",
     ).tag(config=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._script_pos = 0
         self.api_key: str | None = None
+        self._endpoint: Endpoint | None = None
+        self._provider: ModelProvider | None = None
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """Where requests go: the provider's answer, else the model string as it is."""
+        return self._endpoint or Endpoint(self.model, self.api_base)
 
     @property
     def label(self) -> str:
-        return self.model
+        """The model as the user named it, and what it resolved to when that differs."""
+        served = self.endpoint.model
+        return self.model if served == self.model else f"{self.model} ({served})"
+
+    async def astart(self) -> LLM:
+        """Open the model's provider if its name has one, then check the settings."""
+        if self._endpoint is None and self.model in self.providers:
+            provider = load_provider(self.providers[self.model], self.model, self)
+            self._endpoint = await provider.aopen()
+            self._provider = provider
+        try:
+            self.validate()
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def aclose(self) -> None:
+        """Close the provider opened by ``astart`` (the local model's server). Idempotent."""
+        provider, self._provider = self._provider, None
+        if provider is not None:
+            self._endpoint = None
+            await provider.aclose()
+
+    def attach(self, endpoint: Endpoint) -> None:
+        """Send requests to an endpoint that someone else keeps running."""
+        self._endpoint = endpoint
 
     def validate(self) -> None:
         """Fail before any code runs when the model string or its key cannot work."""
@@ -104,22 +141,27 @@ class LLM(Configurable):
                     f"`export {self.api_key_env}=...`"
                 )
             self.api_key = key
-        if self.scripted_replies:
-            return
+        endpoint = self.endpoint
+        if self.model in self.providers and self._endpoint is None:
+            raise ModelError(f"the model {self.model!r} is served by a provider that is not "
+                             "open yet: start the LLM (await llm.astart()) before using it")
         try:
-            litellm.get_llm_provider(self.model, api_base=self.api_base or None)
+            litellm.get_llm_provider(endpoint.model, api_base=endpoint.api_base or None)
         except Exception as exc:  # litellm raises its own BadRequestError here
             raise ModelError(
                 f"unknown model {self.model!r}: litellm cannot tell its provider. Use a "
                 "'provider/model' string such as 'openai/gpt-4o-mini' (see "
-                "https://docs.litellm.ai/docs/providers), or 'local'."
+                "https://docs.litellm.ai/docs/providers), or one of "
+                f"{', '.join(map(repr, sorted(self.providers)))}."
             ) from exc
-        if self.api_key is None and self.api_base:
+        if self.api_key is None and endpoint.api_key:
+            self.api_key = endpoint.api_key
+        if self.api_key is None and endpoint.api_base:
             # Self-hosted OpenAI-compatible servers (llama.cpp, vLLM, Ollama) need no
             # key, but the OpenAI client refuses to send a request without one.
             self.api_key = "not-needed"
         if self.api_key is None:
-            missing = litellm.validate_environment(self.model).get("missing_keys") or []
+            missing = litellm.validate_environment(endpoint.model).get("missing_keys") or []
             if missing:
                 raise ModelError(
                     f"the model {self.model!r} needs {', '.join(missing)} in the host "
@@ -147,7 +189,7 @@ class LLM(Configurable):
                     raise ModelError(
                         f"the model {self.model!r} failed after {attempt + 1} attempts: "
                         f"{_short(exc)}. Check that the endpoint is up"
-                        + (f" at {self.api_base}" if self.api_base else "")
+                        + (f" at {self.endpoint.api_base}" if self.endpoint.api_base else "")
                         + ", or raise LLM.max_retries / LLM.request_timeout."
                     ) from exc
                 await asyncio.sleep(delay)
@@ -169,28 +211,30 @@ class LLM(Configurable):
     ) -> Completion:
         import litellm
 
+        endpoint = self.endpoint
         kwargs: dict[str, Any] = {
-            "model": self.model,
+            "model": endpoint.model,
             "messages": messages,
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "timeout": self.request_timeout,
+            **endpoint.params,
             **self.extra_params,
         }
-        if self.api_base:
-            kwargs["api_base"] = self.api_base
+        if endpoint.api_base:
+            kwargs["api_base"] = endpoint.api_base
         if self.api_key:
             kwargs["api_key"] = self.api_key
-        if self.scripted_replies:
-            kwargs["mock_response"] = self._next_scripted()
+        cut = self.stop_after_first_block or endpoint.stop_after_first_block
         started = time.monotonic()
-        if on_token is None and not self.stop_after_first_block:
+        if on_token is None and not cut:
             response = await litellm.acompletion(**kwargs)
         else:
-            response = await self._stream(kwargs, on_token)
-        return _to_completion(response, time.monotonic() - started, self.model)
+            response = await self._stream(kwargs, on_token, cut)
+        return _to_completion(response, time.monotonic() - started, endpoint.model)
 
-    async def _stream(self, kwargs: dict[str, Any], on_token: TokenCallback | None) -> Any:
+    async def _stream(self, kwargs: dict[str, Any], on_token: TokenCallback | None,
+                      first_block_only: bool) -> Any:
         import litellm
 
         chunks, text, cut = [], "", False
@@ -202,7 +246,7 @@ class LLM(Configurable):
                 if not piece:
                     continue
                 text += piece
-                end = first_block_end(text) if self.stop_after_first_block else None
+                end = first_block_end(text) if first_block_only else None
                 if end is not None:
                     piece, text, cut = piece[: len(piece) - (len(text) - end)], text[:end], True
                 if piece and on_token is not None:
@@ -216,16 +260,6 @@ class LLM(Configurable):
         if cut:
             response.choices[0].message.content = text
         return response
-
-    def _next_scripted(self) -> str:
-        if self._script_pos >= len(self.scripted_replies):
-            raise ModelError(
-                f"the scripted model ran out of replies after {self._script_pos}; "
-                "add more to LLM.scripted_replies"
-            )
-        reply = self.scripted_replies[self._script_pos]
-        self._script_pos += 1
-        return str(reply)
 
 
 def _to_completion(response: Any, duration: float, model: str) -> Completion:

@@ -1,6 +1,6 @@
 """A child process that cannot outlive this one, in its own process group.
 
-Used for the local model's llama-cpp server (``local_model.LocalModelServer``), but it
+Used for the local model's llama-cpp server (``models.local.LocalModelServer``), but it
 knows nothing about models: any argv, its output appended to a log file.
 """
 

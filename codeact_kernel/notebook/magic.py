@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import copy
 import queue
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -22,15 +24,16 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Float, Int, List, Unicode
+from traitlets import Float, Int, List, Unicode, observe
+from traitlets.config import Config
 
+from ..agent.handoff import push_variables
 from ..agent.loop import Agent
 from ..agent.results import AgentEvent, RunResult
 from ..kernels.factory import configured_manager
 from ..kernels.pool import KernelPool
 from ..tools.tool import tool
 from ..trace.firewall import OutputFirewall
-from .handoff import push_variables
 
 _DONE = object()
 
@@ -60,21 +63,27 @@ class _InputRequest:
         self.prompt, self.password = prompt, password
 
 
+# AgentMagics settings that belong to the Agent or its LLM: still read, with a warning.
+DEPRECATED_SETTINGS: dict[str, tuple[str, str]] = {
+    "model": ("LLM", "model"),
+    "api_base": ("LLM", "api_base"),
+    "api_key_env": ("LLM", "api_key_env"),
+    "max_steps": ("Agent", "max_steps"),
+    "step_timeout": ("Agent", "step_timeout"),
+    "trace_dir": ("Agent", "trace_dir"),
+}
+# Cell options that select the model: a different one starts a new session.
+MODEL_OPTIONS: dict[str, str] = {"model": "model", "api_base": "api_base",
+                                 "api_key_env": "api_key_env"}
+
+
 @magics_class
 class AgentMagics(Magics):
-    """Defaults for %%agent, settable with %config AgentMagics.<name> = value."""
+    """The %%agent magic. Agent, model and sandbox settings are the notebook's config
+    (``%config Agent.max_steps = 20``, ``%config LLM.model = "..."``, config files); a
+    cell's options layer over them for that cell, and nothing here copies them."""
 
-    model = Unicode("local", help="Default model (a litellm model string, or 'local').").tag(
-        config=True
-    )
-    api_base = Unicode("", help="Default API base URL.").tag(config=True)
-    api_key_env = Unicode("", help="Host variable holding the API key.").tag(config=True)
-    max_steps = Int(10, help="Default step budget of one %%agent cell.").tag(config=True)
-    step_timeout = Float(60.0, help="Seconds one step's code may run.").tag(config=True)
     tools = List(Unicode(), help="Names of notebook functions always offered as tools.").tag(
-        config=True
-    )
-    trace_dir = Unicode("traces", help="Folder of the session's trace notebook.").tag(
         config=True
     )
     pool_size = Int(
@@ -83,6 +92,30 @@ class AgentMagics(Magics):
         "--new do not wait for a kernel to start (each idle kernel holds about 55 MB). "
         "0 starts each session's kernel on demand.",
     ).tag(config=True)
+
+    model = Unicode(None, allow_none=True,
+                    help="Deprecated: use %config LLM.model.").tag(config=True)
+    api_base = Unicode(None, allow_none=True,
+                       help="Deprecated: use %config LLM.api_base.").tag(config=True)
+    api_key_env = Unicode(None, allow_none=True,
+                          help="Deprecated: use %config LLM.api_key_env.").tag(config=True)
+    max_steps = Int(None, allow_none=True,
+                    help="Deprecated: use %config Agent.max_steps.").tag(config=True)
+    step_timeout = Float(None, allow_none=True,
+                         help="Deprecated: use %config Agent.step_timeout.").tag(config=True)
+    trace_dir = Unicode(None, allow_none=True,
+                        help="Deprecated: use %config Agent.trace_dir.").tag(config=True)
+
+    @observe(*DEPRECATED_SETTINGS)
+    def _warn_deprecated(self, change: Any) -> None:
+        if change.new is None:
+            return
+        owner, trait = DEPRECATED_SETTINGS[change.name]
+        warnings.warn(
+            f"AgentMagics.{change.name} is deprecated: use %config {owner}.{trait} = "
+            f"{change.new!r}, which %%agent, the codeact command and config files all read",
+            DeprecationWarning, stacklevel=2,
+        )
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -102,10 +135,12 @@ class AgentMagics(Magics):
     # ---- magics ---------------------------------------------------------------------
 
     @magic_arguments()
-    @argument("--model", help="litellm model string, or 'local'.")
-    @argument("--api-base", help="API base URL.")
-    @argument("--api-key-env", help="Host variable holding the API key.")
-    @argument("--max-steps", type=int, help="Step budget.")
+    @argument("--model", help="litellm model string, or 'local' (default: %%config LLM.model).")
+    @argument("--api-base", help="API base URL (default: %%config LLM.api_base).")
+    @argument("--api-key-env",
+              help="Host variable holding the API key (default: %%config LLM.api_key_env).")
+    @argument("--max-steps", type=int,
+              help="Step budget of this cell (default: %%config Agent.max_steps).")
     @argument("--tools", help="Notebook functions offered as host tools: name1,name2.")
     @argument("--in", dest="inputs", help="Variables sent into the sandbox: df,x.")
     @argument("-o", "--out", help="Store the final answer in this variable.")
@@ -143,7 +178,7 @@ class AgentMagics(Magics):
         firewall = OutputFirewall(parent=self)
         if args.trust_outputs:
             firewall.trusted = True
-        result = self._run_live(agent, task, firewall)
+        result = self._run_live(agent, task, firewall, args.max_steps)
         self._shell.user_ns["_agent"] = result.answer
         if args.out:
             self._shell.user_ns[args.out] = result.answer
@@ -175,23 +210,34 @@ class AgentMagics(Magics):
     # ---- session management ------------------------------------------------------------
 
     def _session(self, args: Any) -> Agent:
-        model = args.model or self.model
+        config = self._layered_config(args)
         tools = [self._tool(name) for name in [*self.tools, *_split(args.tools or "")]]
-        signature = (model, args.api_base or self.api_base, tuple(t.name for t in tools),
+        chosen = {name: config.LLM.get(name) for name in MODEL_OPTIONS}
+        signature = (sorted(chosen.items()), tuple(t.name for t in tools),
                      tuple(id(t.fn) for t in tools))
         if args.new or self.current is None or signature != self._signature:
             self.close()
             self._runner = _LoopThread()
-            agent = Agent(model=model, tools=tools, api_base=args.api_base or self.api_base,
-                          api_key_env=args.api_key_env or self.api_key_env, parent=self,
-                          pool=self._warm_pool())
-            agent.trace_dir = self.trace_dir
-            agent.step_timeout = self.step_timeout
+            agent = Agent(tools=tools, parent=self, config=config, pool=self._warm_pool())
             self._runner.run(agent.astart())
             self.current, self._signature = agent, signature
         assert self.current is not None
-        self.current.max_steps = args.max_steps or self.max_steps
+        # Settings changed with %config since the session began apply from this cell on.
+        for part in (self.current, self.current.llm, self.current.policy):
+            part.update_config(config)
         return self.current
+
+    def _layered_config(self, args: Any) -> Config:
+        """The notebook's config, then deprecated AgentMagics settings, then the cell's
+        model options; a copy, so that nothing is written back into the notebook's."""
+        config: Config = copy.deepcopy(self.config)
+        for name, (owner, trait) in DEPRECATED_SETTINGS.items():
+            if getattr(self, name) is not None:
+                config[owner][trait] = getattr(self, name)
+        for option, trait in MODEL_OPTIONS.items():
+            if getattr(args, option):
+                config.LLM[trait] = getattr(args, option)
+        return config
 
     def _tool(self, name: str) -> Any:
         fn = self._shell.user_ns.get(name)
@@ -233,7 +279,8 @@ class AgentMagics(Magics):
 
     # ---- running with live display ----------------------------------------------------------
 
-    def _run_live(self, agent: Agent, task: str, firewall: OutputFirewall) -> RunResult:
+    def _run_live(self, agent: Agent, task: str, firewall: OutputFirewall,
+                  max_steps: int | None) -> RunResult:
         from .display import LiveDisplay
 
         assert self._runner is not None
@@ -249,7 +296,8 @@ class AgentMagics(Magics):
 
         async def job() -> RunResult:
             try:
-                return await agent.arun(task, on_event=events.put, stdin_handler=ask)
+                return await agent.arun(task, on_event=events.put, stdin_handler=ask,
+                                        max_steps=max_steps)
             finally:
                 events.put(_DONE)
 

@@ -9,7 +9,7 @@ its code.
 The code is checked *after* IPython's own input transformations, so the policy sees what the
 kernel will run: ``!ls`` becomes ``get_ipython().system('ls')`` and ``%%bash`` becomes
 ``get_ipython().run_cell_magic('bash', ...)``. Automagics and shell aliases are applied later,
-by IPython's prefilter, and depend on kernel state; :data:`KERNEL_HARDENING_CODE` turns them
+by IPython's prefilter, and depend on kernel state; ``kernel_side/harden.py`` turns them
 off in the kernel, and the policy also flags lines that look like them (``ls -la``).
 
 Rules, with stable names used in traces: ``import``, ``shell``, ``magic``, ``ipython-api``,
@@ -34,8 +34,8 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import ast
-from collections.abc import Collection, Iterator
+import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,10 +44,9 @@ from IPython.core.magics.execution import ExecutionMagics
 from traitlets import Bool, List, Unicode
 from traitlets.config import Configurable
 
-from .walk import Checker, shell_lines
+from .walk import Rules, Violation, find_violations
 
 __all__ = ["DEFAULT_ALLOWED_MAGICS", "DEFAULT_AUTHORIZED_IMPORTS", "DEFAULT_NETWORK_IMPORTS",
-           "KERNEL_HARDENING_CODE",
            "RULES", "Policy", "Verdict", "Violation"]
 
 RULES: tuple[str, ...] = (
@@ -77,39 +76,6 @@ DEFAULT_ALLOWED_MAGICS: tuple[str, ...] = (
     "pdoc", "pdef", "precision", "pprint", "xmode", "lsmagic", "magic", "quickref",
     "markdown", "latex",
 )
-
-KERNEL_HARDENING_CODE = """\
-def __codeact_harden():
-    shell = get_ipython()
-    shell.automagic = False
-    shell.autocall = 0
-    aliases = shell.alias_manager
-    aliases.clear_aliases()
-    # %reset re-creates the default aliases; make that a no-op so hardening survives it
-    aliases.default_aliases = []
-    aliases.user_aliases = []
-    aliases.define_alias = lambda name, cmd: None
-__codeact_harden()
-del __codeact_harden
-"""
-"""Code the agent runs (silently, without history) in each kernel before any model code.
-
-It turns off automagic (``cd /tmp`` running ``%cd``) and autocall, and removes every shell
-alias (``ls``, ``cat``, ``rm``...), including those ``%reset`` would otherwise bring back.
-"""
-
-
-
-@dataclass(frozen=True)
-class Violation:
-    """One broken rule: its stable name, what was wrong, and where (1-based line)."""
-
-    rule: str
-    message: str
-    lineno: int | None = None
-    hint: str = field(default="", compare=False)
-    """How to fix it; shared by every violation of the rule, so shown once per rule."""
-
 
 @dataclass
 class Verdict:
@@ -226,35 +192,20 @@ class Policy(Configurable):
         ``work_dir`` is the kernel's working folder, for the open() rule.
         """
         protected = frozenset(tool_names) | {"final_answer"}
-        transformed, violations, _ = self._check_code(code, protected, work_dir, 0)
+        transformed, found, _ = find_violations(code, self.rules(), protected, work_dir)
+        violations = [dataclasses.replace(v, hint=self._hint(v.rule, work_dir)) for v in found]
         return Verdict(not violations, violations, transformed)
 
-    def _check_code(
-        self, code: str, protected: frozenset[str], work_dir: str | None, depth: int
-    ) -> tuple[str, list[Violation], bool]:
-        """Return (transformed code, violations, whether it parsed)."""
-        try:
-            transformed: str = self._transformer.transform_cell(code)
-        except Exception:
-            # The kernel runs the same transformer, fails the same way and runs nothing.
-            return code, [], False
-        found = list(self._shell_lines(transformed))
-        try:
-            tree = ast.parse(transformed)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return transformed, found, False
-        found += Checker(self, protected, work_dir, depth).run(tree)
-        unique = dict.fromkeys(found)
-        return transformed, sorted(unique, key=lambda v: v.lineno or 0), True
-
-    def _shell_lines(self, code: str) -> Iterator[Violation]:
-        for rule, message, lineno in shell_lines(code, self.allowed_magics):
-            yield self._violation(rule, message, lineno)
-
-    def _violation(
-        self, rule: str, message: str, lineno: int | None, work_dir: str | None = None
-    ) -> Violation:
-        return Violation(rule, message, lineno, self._hint(rule, work_dir))
+    def rules(self) -> Rules:
+        """The settings as the walk reads them, with IPython's transformer and parser."""
+        return Rules(
+            import_allowed=self.import_allowed,
+            allowed_magics=frozenset(self.allowed_magics),
+            block_open_outside_work=self.block_open_outside_work,
+            open_allowed_dirs=tuple(self.open_allowed_dirs),
+            transform=self._transformer.transform_cell,
+            parse_magic_options=self._exec_magics.parse_options,
+        )
 
     def _hint(self, rule: str, work_dir: str | None) -> str:
         if rule == "import":

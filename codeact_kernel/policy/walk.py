@@ -1,8 +1,10 @@
-"""The AST walk behind :class:`~codeact_kernel.policy.Policy`: the rule tables and the checker.
+"""The walk behind :class:`~codeact_kernel.policy.Policy`: finding violations in a cell.
 
-Kept apart from the Policy class so that the configurable surface (options, verdicts,
-hints) reads on one screen; everything here is the mechanics of finding violations in a
-parsed cell, plus the line scan for shell habits that IPython's prefilter would run.
+:func:`find_violations` takes a cell and the :class:`Rules` to check it against (the
+policy's settings, resolved, and IPython's own transformer and option parser) and returns
+:class:`Violation` s; it knows nothing of the Policy class, which adds the hints and
+verdicts. Here are the rule tables, the AST checker, and the line scan for shell habits
+that IPython's prefilter would run.
 """
 
 from __future__ import annotations
@@ -14,15 +16,63 @@ import os
 import re
 import string
 import tokenize
-from collections.abc import Collection, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from IPython.core import magic_arguments
 from IPython.core.magics.execution import ExecutionMagics
 from IPython.utils.text import DollarFormatter
 
-if TYPE_CHECKING:
-    from .rules import Policy, Violation
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule: its stable name, what was wrong, and where (1-based line)."""
+
+    rule: str
+    message: str
+    lineno: int | None = None
+    hint: str = field(default="", compare=False)
+    """How to fix it; shared by every violation of the rule, so shown once per rule."""
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What a cell is checked against."""
+
+    import_allowed: Callable[[str], bool]
+    """Whether a dotted module name may be imported."""
+    allowed_magics: Collection[str]
+    block_open_outside_work: bool
+    open_allowed_dirs: Sequence[str]
+    transform: Callable[[str], str]
+    """IPython's input transformations (``TransformerManager.transform_cell``)."""
+    parse_magic_options: Callable[..., tuple[Any, str]]
+    """IPython's magic option parser (``Magics.parse_options``), for %timeit and %prun."""
+
+
+def find_violations(
+    code: str, rules: Rules, protected: frozenset[str], work_dir: str | None, depth: int = 0
+) -> tuple[str, list[Violation], bool]:
+    """Check ``code`` as the kernel will run it: (transformed code, violations, parsed?).
+
+    ``protected`` are the names that must not be rebound (the tools); ``depth`` counts the
+    magics (%time, %%capture) whose code is being checked inside another cell.
+    """
+    try:
+        transformed = rules.transform(code)
+    except Exception:
+        # The kernel runs the same transformer, fails the same way and runs nothing.
+        return code, [], False
+    found = [Violation(rule, message, lineno)
+             for rule, message, lineno in shell_lines(transformed, rules.allowed_magics)]
+    try:
+        tree = ast.parse(transformed)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return transformed, found, False
+    found += Checker(rules, protected, work_dir, depth).run(tree)
+    unique = dict.fromkeys(found)
+    return transformed, sorted(unique, key=lambda v: v.lineno or 0), True
 
 _BLOCKED_ATTRS = frozenset({
     "__subclasses__", "__globals__", "__builtins__", "__code__", "__closure__", "__mro__",
@@ -117,15 +167,15 @@ class Checker:
     """One pass over a parsed cell; collects violations."""
 
     def __init__(
-        self, policy: Policy, protected: frozenset[str], work_dir: str | None, depth: int
+        self, rules: Rules, protected: frozenset[str], work_dir: str | None, depth: int
     ) -> None:
-        self.policy, self.protected, self.work_dir, self.depth = policy, protected, work_dir, depth
+        self.rules, self.protected, self.work_dir, self.depth = rules, protected, work_dir, depth
         self.found: list[Violation] = []
         self.call_funcs: set[int] = set()
         self.shell_names: set[str] = set()
 
     def add(self, rule: str, message: str, lineno: int | None) -> None:
-        self.found.append(self.policy._violation(rule, message, lineno, self.work_dir))
+        self.found.append(Violation(rule, message, lineno))
 
     def run(self, tree: ast.Module) -> list[Violation]:
         # ast.walk is iterative, so deeply nested expressions cannot overflow the stack here
@@ -158,7 +208,7 @@ class Checker:
                          "the kernel; call it, do not define or stub it", lineno)
 
     def imports(self, node: ast.Import | ast.ImportFrom) -> None:
-        allowed = self.policy.import_allowed
+        allowed = self.rules.import_allowed
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 self.add("import", "relative imports are not available in the kernel",
@@ -216,7 +266,7 @@ class Checker:
                 self.attribute(attr, node.args[0], node.lineno, False)
         is_io_open = (isinstance(func, ast.Attribute) and func.attr == "open"
                       and isinstance(func.value, ast.Name) and func.value.id == "io")
-        if (fname == "open" or is_io_open) and self.policy.block_open_outside_work:
+        if (fname == "open" or is_io_open) and self.rules.block_open_outside_work:
             self.open(node)
 
     def magic(self, node: ast.Call, cell: bool) -> None:
@@ -226,7 +276,7 @@ class Checker:
         if name is None:
             self.add("magic", "the magic name must be a literal string", node.lineno)
             return
-        if name not in self.policy.allowed_magics:
+        if name not in self.rules.allowed_magics:
             rule = "shell" if name in _SHELL_MAGICS else "magic"
             hint = _MAGIC_HINTS.get(name, "")
             self.add(rule, f"{prefix}{name} is not allowed. {hint}".strip(), node.lineno)
@@ -253,7 +303,7 @@ class Checker:
                     ExecutionMagics.time, line, partial=True)
                 code.append((" ".join(extra), None))
             elif name in _OPTION_SPECS:
-                _, stmt = self.policy._exec_magics.parse_options(
+                _, stmt = self.rules.parse_magic_options(
                     line, _OPTION_SPECS[name], posix=False, strict=False,
                     preserve_non_opts=True)
                 code.append((stmt, None))
@@ -267,8 +317,8 @@ class Checker:
             return
         if not code.strip():
             return
-        policy = self.policy
-        _, found, parsed = policy._check_code(code, self.protected, self.work_dir, self.depth + 1)
+        _, found, parsed = find_violations(code, self.rules, self.protected, self.work_dir,
+                                           self.depth + 1)
         if not parsed:
             self.add("magic", f"the code given to {magic} does not parse, so it cannot be "
                      "checked; fix its syntax", lineno)
@@ -281,7 +331,7 @@ class Checker:
             (k.value for k in node.keywords if k.arg == "file"), None)
         path = _static_path(target) if target is not None else None
         if path is not None and not _path_allowed(
-            path, self.work_dir, self.policy.open_allowed_dirs
+            path, self.work_dir, self.rules.open_allowed_dirs
         ):
             self.add("open-outside-workdir", f"open('{path}') is outside the work folder",
                      node.lineno)
@@ -359,7 +409,7 @@ def _static_path(node: ast.expr) -> str | None:
     return None
 
 
-def _path_allowed(path: str, work_dir: str | None, extra_dirs: list[str]) -> bool:
+def _path_allowed(path: str, work_dir: str | None, extra_dirs: Sequence[str]) -> bool:
     if not os.path.isabs(path):
         if work_dir is None:
             return os.path.normpath(path).split(os.sep)[0] != ".."

@@ -51,6 +51,10 @@ ETC_FILES = [
     "/etc/passwd",
     "/etc/group",
     "/etc/mime.types",
+    # Fontconfig's configuration and the system's font cache: without them every plot's
+    # first font lookup (matplotlib runs fc-list) prints "Fontconfig error" on stderr.
+    "/etc/fonts",
+    "/var/cache/fontconfig",
 ]
 CPU_HARD_MARGIN = 5  # seconds between RLIMIT_CPU's SIGXCPU and its SIGKILL
 SECCOMP_FD = 9  # where the launch shell opens the filter for bwrap (sh takes 0 to 9)
@@ -290,6 +294,7 @@ class SandboxConfig(EgressSettings, Configurable):
             PYTHONNOUSERSITE="1",
             PYTHONDONTWRITEBYTECODE="1",
             MPLCONFIGDIR="/tmp/.matplotlib",
+            XDG_CACHE_HOME="/tmp/.cache",  # fontconfig's and others' caches: not the work folder
             IPYTHONDIR="/tmp/.ipython",
             OPENBLAS_NUM_THREADS="1",
         )

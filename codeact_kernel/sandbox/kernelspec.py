@@ -17,8 +17,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from jupyter_client.kernelspec import KernelSpecManager
-
 KERNEL_NAME = "codeact-sandbox"
 DISPLAY_NAME = "Python 3 (CodeAct sandbox)"
 # For re-running traces: the launcher's --review mode keeps the frontend's HMAC key out of
@@ -65,6 +63,9 @@ def install_kernelspec(
     ``["--SandboxConfig.memory_limit=4294967296"]`` or ``["--runtime-dir=/run/codeact"]``.
     ``review`` installs the review kernelspec (``codeact-review`` by default) instead.
     """
+    # Imported here: jupyter_client brings zmq, which the sandbox package never needs.
+    from jupyter_client.kernelspec import KernelSpecManager
+
     if sum([user, sys_prefix, prefix is not None]) > 1:
         raise ValueError("choose at most one of user, sys_prefix and prefix")
     if sys_prefix:

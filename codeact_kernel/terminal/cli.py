@@ -1,320 +1,271 @@
-"""The ``codeact`` command line.
+"""The ``codeact`` command: traitlets Applications, in the manner of Jupyter's own commands.
 
-Every option maps onto a traitlets trait (``--model`` is ``LLM.model``), so a
-config file (``--config FILE``), ``--Class.trait=value`` and the named flags
-all come from one definition; the trait's own help text is the flag's help.
+Every option is a trait (``--model`` is an alias of ``LLM.model``, and its help is the
+trait's), and any trait can be set as ``--Class.trait=value``. A command's settings come
+from, the later winning: ``jupyter_config`` and ``codeact_config`` (``.py`` or ``.json``)
+in each folder of the Jupyter config path (``jupyter --paths``; the sandbox's kernelspec
+launcher reads the same path), the file named by ``--config``, then the command line.
+
+Subcommands: run, show, replay, export, doctor, kernelspec (install). Each is imported
+when it is chosen, so ``codeact --help`` loads none of the agent stack.
 """
 
 from __future__ import annotations
 
-import argparse
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from traitlets import TraitError
-from traitlets.config import Config, Configurable
-from traitlets.config.loader import KVArgParseConfigLoader, PyFileConfigLoader
+from jupyter_core.application import JupyterApp, base_aliases, base_flags
+from traitlets import Bool, List, TraitError, Unicode
+from traitlets.config import Application, Configurable
+from traitlets.config.loader import ArgumentError, ConfigFileNotFound
+from traitlets.utils.importstring import import_item
 
 from ..errors import CodeActError
-from ..trace.escape import escape_terminal
+from ..version import __version__
 
-# --approve's words -> Agent.approval.
-APPROVE_FLAG = {"ask": "ask", "all": "allow", "none": "deny"}
-
-# flag -> (Class, trait). The help text is taken from the trait itself.
-RUN_OPTIONS: dict[str, tuple[str, str]] = {
-    "model": ("LLM", "model"),
-    "api-base": ("LLM", "api_base"),
-    "api-key-env": ("LLM", "api_key_env"),
-    "max-steps": ("Agent", "max_steps"),
-    "step-timeout": ("Agent", "step_timeout"),
-    "max-output-chars": ("Agent", "max_output_chars"),
-    "trace": ("Agent", "trace_path"),
-    "tool-listing": ("Agent", "tool_listing"),
-    "otlp": ("Agent", "otel_endpoint"),
-    "workdir": ("KernelSession", "work_dir"),
-    "memory-limit": ("SandboxConfig", "memory_limit"),
-    "connection-file": ("ConnectionFileSession", "connection_file"),
-    "gateway-url": ("GatewaySession", "url"),
-    "gateway-token-env": ("GatewaySession", "token_env"),
-    "kernel-name": ("GatewaySession", "kernel_name"),
-}
+CONFIG_FILE = "codeact_config"
+TOOL_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+APPROVE_WORDS = {"all": "allow", "none": "deny"}  # --approve's words for Agent.approval
+COMMON_ALIASES = {"config": base_aliases["config"], "log-level": base_aliases["log-level"]}
+COMMON_FLAGS = {name: base_flags[name] for name in ("debug", "generate-config", "y")}
 
 
-def _trait_classes() -> dict[str, type[Configurable]]:
-    from ..agent.loop import Agent
-    from ..kernels.connection import ConnectionFileKernelManager
-    from ..kernels.gateway import GatewayKernelManager
-    from ..kernels.session import KernelSession
-    from ..models.llm import LLM
-    from ..sandbox.config import SandboxConfig
+def _subcommand(path: str) -> Callable[[Application], Application]:
+    """A subcommand built only when chosen (its module may import the whole agent)."""
+    def build(parent: Application) -> Application:
+        app: Application = import_item(path)(parent=parent)
+        return app
 
-    return {
-        "Agent": Agent, "LLM": LLM, "KernelSession": KernelSession, "SandboxConfig": SandboxConfig,
-        # Their config sections keep the names of the sessions they replaced.
-        "ConnectionFileSession": ConnectionFileKernelManager,
-        "GatewaySession": GatewayKernelManager,
+    return build
+
+
+def _legacy_forms(argv: list[str]) -> list[str]:
+    """The forms the command has always taken, as the options the Application parses.
+
+    ``--tools a:f b:g`` and ``--authorized-imports a,b`` become one option per value
+    (repeated options accumulate: the traits are Lists, appended); only
+    ``module:function`` words count as more tools, so a task after them stays the task.
+    ``--approve all|none`` says ``allow|deny``, as ``Agent.approval`` does.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        name, eq, value = arg.partition("=")
+        if arg == "--":
+            return out + argv[i - 1:]
+        if name in ("--authorized-imports", "--approve") and not eq and i < len(argv):
+            value, i = argv[i], i + 1
+        if name == "--authorized-imports":
+            out += [f"{name}={part.strip()}" for part in value.split(",") if part.strip()]
+        elif name == "--approve":
+            out.append(f"{name}={APPROVE_WORDS.get(value, value)}")
+        elif arg == "--tools" and i < len(argv):
+            out += [arg, argv[i]]
+            i += 1
+            while i < len(argv) and TOOL_PATH.fullmatch(argv[i]):
+                out += [arg, argv[i]]
+                i += 1
+        else:
+            out.append(arg)
+    return out
+
+
+class CodeActCommand(JupyterApp):
+    """What every codeact command shares: Jupyter's config path and ``--config``."""
+
+    version = __version__
+    aliases = COMMON_ALIASES
+    flags = COMMON_FLAGS
+    config_file_name = Unicode(
+        CONFIG_FILE, help="Base name of the config files (.py or .json) read from each folder "
+        "of the Jupyter config path."
+    ).tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Imported when the command is built, so that `codeact --help` imports none of them.
+        self.classes = [*self.classes, *self.config_classes()]
+
+    def config_classes(self) -> list[type[Configurable]]:
+        """The classes whose settings this command documents and configures."""
+        return []
+
+    def _find_subcommand(self, name: str) -> str:
+        return ""  # no `codeact-<name>` executables found on PATH: subcommands are ours
+
+    def migrate_config(self) -> None:
+        """Nothing to migrate: codeact never had IPython 3's config files."""
+
+    def load_config_file(self, suppress_errors: bool = True) -> None:  # type: ignore[override]
+        """The Jupyter config path first (its first folder wins), then ``--config``."""
+        for name in ("jupyter_config", self.config_file_name):
+            try:
+                Application.load_config_file(self, name, path=self.config_file_paths)
+            except ConfigFileNotFound:
+                pass
+        if self.config_file:
+            path = Path(self.config_file).expanduser()
+            if not path.is_file():
+                raise CodeActError(f"config file {path} does not exist")
+            self.raise_config_file_errors = True  # a file the user named must load
+            Application.load_config_file(self, path.name, path=[str(path.resolve().parent)])
+
+    def dispatch(self) -> int:
+        """``--generate-config`` (write a commented file of every setting), else ``run``."""
+        if self.generate_config:
+            self.write_default_config()
+            return 0
+        return self.run()
+
+    def run(self) -> int:
+        """Do the command's work; the exit status."""
+        self.print_help()
+        return 2
+
+    def start(self) -> None:
+        raise RuntimeError("use codeact_kernel.terminal.cli.main()")
+
+
+class CodeActApp(CodeActCommand):
+    name = "codeact"
+    description = "A CodeAct agent whose code runs in a sandboxed kernel."
+    examples = """
+codeact run "What is 2**100?" --model openai/gpt-4o-mini --api-key-env OPENAI_API_KEY
+codeact run --demo --trace traces/demo.ipynb
+codeact show traces/demo.ipynb
+codeact run --help          # every option of a subcommand (--help-all: every setting)
+"""
+    flags: dict[Any, Any] = {"debug": base_flags["debug"]}  # noqa: RUF012
+    subcommands: dict[str, Any] = {  # noqa: RUF012
+        name: (_subcommand(f"codeact_kernel.terminal.{module}"), help_text)
+        for name, module, help_text in (
+            ("run", "cli.RunApp", "Run an agent on a task."),
+            ("show", "commands.ShowApp", "Summarize a trace in the terminal."),
+            ("replay", "commands.ReplayApp", "Re-run a trace in a fresh sandbox and compare."),
+            ("export", "commands.ExportApp", "Export a trace for reviewers (HTML, OTLP)."),
+            ("doctor", "commands.DoctorApp", "Probe this machine's sandboxing support."),
+            ("kernelspec", "commands.KernelSpecApp",
+             "Manage the codeact-sandbox and codeact-review Jupyter kernelspecs."),
+        )
     }
 
-
-def _trait_help(cls_name: str, trait: str) -> str:
-    help_text = _trait_classes()[cls_name].class_traits()[trait].help or ""
-    return f"{help_text} (config: {cls_name}.{trait})".replace("%", "%%")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="codeact", description="A CodeAct agent whose code runs in a sandboxed kernel."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="Run an agent on a task.")
-    run.add_argument("task", nargs="?", help="The task, in plain words.")
-    for flag, (cls_name, trait) in RUN_OPTIONS.items():
-        run.add_argument(f"--{flag}", dest=flag.replace("-", "_"), default=None,
-                         help=_trait_help(cls_name, trait))
-    run.add_argument("--tools", nargs="+", default=[], metavar="PKG.MODULE:NAME",
-                     help="Host-side tools, as importable 'module:function' paths.")
-    run.add_argument("--allow-domain", action="append", default=None, metavar="NAME",
-                     help=_trait_help("SandboxConfig", "allowed_domains") + " Repeatable.")
-    run.add_argument("--authorized-imports", default=None, metavar="A,B",
-                     help="Extra modules the code may import, comma-separated; '*' allows all. "
-                     "(config: Policy.authorized_imports)")
-    run.add_argument("--managed-agent", action="append", default=[], metavar="JSON",
-                     help="A sub-agent callable from the code, as JSON: {\"name\": ..., "
-                     "\"description\": ..., \"model\": ..., \"tools\": [\"pkg.mod:fn\"]}. "
-                     "Repeatable. (config: Agent.managed_agents_config)")
-    run.add_argument("--mcp", action="append", default=[], metavar="JSON",
-                     help="An MCP server whose tools the code can call, as JSON: {\"name\": "
-                     "\"files\", \"command\": [\"python\", \"server.py\"]} or {\"name\": "
-                     "\"gh\", \"url\": \"http://...\"}. Repeatable. (config: Agent.mcp_servers)")
-    run.add_argument("--approve", choices=sorted(APPROVE_FLAG), default=None,
-                     help="Calls of tools that need approval: ask a human (without one, "
-                     "Agent.approval_headless decides), allow all, or deny all. "
-                     "(config: Agent.approval = ask|allow|deny)")
-    run.add_argument("--confirm-code", action="store_true",
-                     help=_trait_help("Agent", "confirm_code"))
-    run.add_argument("--config", default=None, help="A traitlets config file (.py or .json).")
-    run.add_argument("--demo", action="store_true",
-                     help="Run the built-in demo task (cities and populations, host tools).")
-    run.add_argument("--no-input", action="store_true",
-                     help="Fail input() calls in the agent's code instead of asking you.")
-    run.add_argument("--unsafe-no-sandbox", action="store_true",
-                     help="Run model-written code WITHOUT the OS sandbox. Loudly warned.")
-    run.add_argument("--quiet", action="store_true", help="Print only the final answer.")
-    doctor = sub.add_parser("doctor", help="Probe this machine's sandboxing support.")
-    doctor.add_argument("--config", default=None, help="A traitlets config file.")
-    replay = sub.add_parser("replay", help="Re-run a trace in a fresh sandbox and compare.")
-    replay.add_argument("trace", help="The trace notebook (.ipynb).")
-    replay.add_argument("--live-tools", action="store_true",
-                        help="Call the real tools instead of the recorded results.")
-    replay.add_argument("--tools", nargs="+", default=[], metavar="PKG.MODULE:NAME",
-                        help="The real tools, with --live-tools.")
-    replay.add_argument("--timeout", type=float, default=None,
-                        help="Seconds per cell (default: the trace's step timeout).")
-    replay.add_argument("--report", default=None, help="Write the per-cell verdicts as JSON.")
-    show = sub.add_parser("show", help="Summarize a trace in the terminal.")
-    show.add_argument("trace", help="The trace notebook (.ipynb).")
-    export = sub.add_parser("export", help="Export a trace for reviewers.")
-    export.add_argument("trace", help="The trace notebook (.ipynb).")
-    export.add_argument("--html", action="store_true", help="Export as HTML.")
-    export.add_argument("-o", "--output", default=None, help="Output file (default: .html).")
-    export.add_argument("--otlp", default=None, metavar="URL",
-                        help="Send the run (sub-agents included) as OpenTelemetry spans to "
-                        "this OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318.")
-    export.add_argument("--otlp-file", default=None, metavar="OUT.json",
-                        help="Write the run's spans as an OTLP/JSON request to a file.")
-    ks = sub.add_parser("kernelspec", help="Manage the codeact-sandbox and codeact-review "
-                        "Jupyter kernelspecs.")
-    ks_sub = ks.add_subparsers(dest="ks_command", required=True)
-    install = ks_sub.add_parser("install", help="Install both kernelspecs for Jupyter frontends: "
-                                "codeact-sandbox, and codeact-review for re-running traces.")
-    where = install.add_mutually_exclusive_group()
-    where.add_argument("--user", action="store_true", help="Install for the current user.")
-    where.add_argument("--sys-prefix", action="store_true", help="Install into sys.prefix.")
-    where.add_argument("--prefix", default=None, help="Install under this prefix.")
-    return parser
+    def run(self) -> int:
+        if isinstance(self.subapp, CodeActCommand):
+            return self.subapp.dispatch()
+        if self.extra_args:
+            raise CodeActError(f"unknown command {self.extra_args[0]!r}; the commands are "
+                               f"{', '.join(self.subcommands)} (see `{self.name} --help`)")
+        self.print_help()
+        return 2
 
 
-def load_config(args: argparse.Namespace, extra: list[str]) -> Config:
-    """Config file first, then --Class.trait=value pairs, then the named flags."""
-    config = Config()
-    if getattr(args, "config", None):
-        path = Path(args.config)
-        if not path.exists():
-            raise CodeActError(f"config file {path} does not exist")
-        if path.suffix == ".json":
-            from traitlets.config.loader import JSONFileConfigLoader
+class RunApp(CodeActCommand):
+    name = "codeact run"
+    description = "Run an agent on a task: codeact run \"TASK\" [options]."
+    tools = List(
+        Unicode(),
+        help="Host-side tools, as importable 'module:function' paths. Repeat the option, or "
+        "list several after one --tools.",
+    ).tag(config=True)
+    demo = Bool(False, help="Run the built-in demo task (cities and populations, host tools)."
+                ).tag(config=True)
+    no_input = Bool(False, help="Fail input() calls in the agent's code instead of asking you."
+                    ).tag(config=True)
+    quiet = Bool(False, help="Print only the final answer.").tag(config=True)
 
-            config.merge(JSONFileConfigLoader(path.name, str(path.parent)).load_config())
-        else:
-            config.merge(PyFileConfigLoader(path.name, str(path.parent)).load_config())
-    if extra:
-        bad = [e for e in extra if not e.startswith("--") or "." not in e.split("=")[0]]
-        if bad:
-            raise CodeActError(
-                f"unrecognized arguments: {' '.join(bad)}. Options are listed by "
-                "`codeact run --help`; any trait can be set as --Class.trait=value"
-            )
-        config.merge(KVArgParseConfigLoader(extra).load_config())
-    for flag, (cls_name, trait) in RUN_OPTIONS.items():
-        value = getattr(args, flag.replace("-", "_"), None)
-        if value is not None:
-            config[cls_name][trait] = _convert(flag, cls_name, trait, value)
-    if getattr(args, "allow_domain", None):
-        config.SandboxConfig.allowed_domains = list(args.allow_domain)
-    if getattr(args, "authorized_imports", None):
-        config.Policy.authorized_imports = [
-            name.strip() for name in args.authorized_imports.split(",") if name.strip()
-        ]
-    if getattr(args, "managed_agent", None):
-        config.Agent.managed_agents_config = [_json_arg(a) for a in args.managed_agent]
-    if getattr(args, "mcp", None):
-        config.Agent.mcp_servers = [_json_arg(a, "--mcp") for a in args.mcp]
-    if getattr(args, "approve", None):
-        config.Agent.approval = APPROVE_FLAG[args.approve]
-    if getattr(args, "confirm_code", False):
-        config.Agent.confirm_code = True
-    if getattr(args, "unsafe_no_sandbox", False):
-        config.SandboxConfig.mode = "none"
-    return config
+    aliases: dict[Any, Any] = {  # noqa: RUF012
+        **COMMON_ALIASES,
+        "model": "LLM.model", "api-base": "LLM.api_base", "api-key-env": "LLM.api_key_env",
+        "max-steps": "Agent.max_steps", "step-timeout": "Agent.step_timeout",
+        "max-output-chars": "Agent.max_output_chars", "trace": "Agent.trace_path",
+        "otlp": "Agent.otel_endpoint", "managed-agent": "Agent.managed_agents_config",
+        "authorized-imports": "Policy.authorized_imports",
+        "tool-listing": "Agent.tool_listing", "mcp": "Agent.mcp_servers",
+        "approve": "Agent.approval", "allow-domain": "SandboxConfig.allowed_domains",
+        "workdir": "KernelSession.work_dir", "memory-limit": "SandboxConfig.memory_limit",
+        "connection-file": "ConnectionFileKernelManager.connection_file",
+        "gateway-url": "GatewayKernelManager.url",
+        "gateway-token-env": "GatewayKernelManager.token_env",
+        "kernel-name": "GatewayKernelManager.kernel_name", "tools": "RunApp.tools",
+    }
+    flags: dict[Any, Any] = {  # noqa: RUF012
+        **COMMON_FLAGS,
+        "demo": ({"RunApp": {"demo": True}}, demo.help),
+        "no-input": ({"RunApp": {"no_input": True}}, no_input.help),
+        "quiet": ({"RunApp": {"quiet": True}}, quiet.help),
+        "confirm-code": ({"Agent": {"confirm_code": True}},
+                         "Show each step's code to you before it runs: run, edit or deny it."),
+        "unsafe-no-sandbox": ({"SandboxConfig": {"mode": "none"}},
+                              "Run model-written code WITHOUT the OS sandbox. Loudly warned."),
+    }
 
+    def config_classes(self) -> list[type[Configurable]]:
+        from ..agent.loop import Agent
+        from ..kernels.connection import ConnectionFileKernelManager
+        from ..kernels.gateway import GatewayKernelManager
+        from ..kernels.local import SandboxKernelManager
+        from ..kernels.session import KernelSession
+        from ..models.llm import LLM
+        from ..models.local import LocalModelServer
+        from ..policy.rules import Policy
+        from ..sandbox.config import SandboxConfig
+        from ..telemetry.config import Telemetry
 
-def _convert(flag: str, cls_name: str, trait: str, value: str) -> Any:
-    """Turn a flag's text into the trait's type, the way traitlets' own CLI does."""
-    try:
-        return _trait_classes()[cls_name].class_traits()[trait].from_string(value)
-    except (TraitError, ValueError) as exc:
-        raise CodeActError(f"--{flag}: {value!r} is not valid: {exc}") from None
+        return [Agent, LLM, LocalModelServer, Policy, KernelSession, SandboxKernelManager,
+                SandboxConfig, ConnectionFileKernelManager, GatewayKernelManager, Telemetry]
 
+    def parse_command_line(self, argv: Any = None) -> None:
+        super().parse_command_line(_legacy_forms(list(sys.argv[1:] if argv is None else argv)))
 
-def _json_arg(text: str, flag: str = "--managed-agent") -> dict[str, Any]:
-    import json
+    def run(self) -> int:
+        from ..agent.loop import Agent
+        from ..tools.tool import Tool
+        from .demo import DEMO_TASK, demo_tools
+        from .display import TerminalDisplay
 
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CodeActError(f"{flag} takes a JSON object: {exc}: {text!r}") from exc
-    if not isinstance(value, dict):
-        raise CodeActError(f"{flag} takes a JSON object, got {text!r}")
-    return value
-
-
-class _Holder(Configurable):
-    """Carries the CLI's config to the objects it creates (as their parent)."""
+        tools = [Tool.from_path(path) for path in self.tools]
+        task = " ".join(self.extra_args).strip()
+        if self.demo:
+            tools = demo_tools() + tools
+            task = task or DEMO_TASK
+        if not task:
+            raise CodeActError("no task given: `codeact run \"TASK\"` (or --demo)")
+        agent = Agent(tools=tools, parent=self)
+        display = TerminalDisplay(quiet=self.quiet)
+        stdin = None if self.no_input or not sys.stdin.isatty() else _ask_human
+        try:
+            result = agent.run(task, on_event=display.on_event, stdin_handler=stdin)
+        except KeyboardInterrupt:
+            display.stop()
+            print("\ncodeact: interrupted; the trace was saved and the kernel shut down.",
+                  file=sys.stderr)
+            _close_quietly(agent)
+            return 130
+        finally:
+            display.stop()
+        display.summary(result)
+        return 0 if result.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    """``codeact``; returns the exit status (2 for bad input, with a message naming it)."""
+    app = CodeActApp()
     try:
-        if args.command == "run":
-            return _run(args, extra)
-        if args.command == "doctor":
-            return _doctor(args, extra)
-        if args.command == "replay":
-            return _replay(args, extra)
-        if args.command == "show":
-            from ..trace.report import show
+        app.initialize(sys.argv[1:] if argv is None else argv)
+        return app.dispatch()
+    except SystemExit as exc:  # --help, --version, or argparse's own usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    except (CodeActError, TraitError, ArgumentError) as exc:
+        from ..trace.escape import escape_terminal
 
-            print(show(args.trace))
-            return 0
-        if args.command == "export":
-            return _export(args)
-        if args.command == "kernelspec":
-            from ..sandbox.kernelspec import install_kernelspec
-
-            for review in (False, True):
-                path = install_kernelspec(user=args.user, sys_prefix=args.sys_prefix,
-                                          prefix=args.prefix, review=review)
-                print(f"Installed kernelspec {Path(path).name} in {path}")
-            return 0
-    except (CodeActError, TraitError) as exc:
         print(f"codeact: error: {escape_terminal(str(exc))}", file=sys.stderr)
         return 2
-    parser.print_help()
-    return 2
-
-
-def _export(args: argparse.Namespace) -> int:
-    if not (args.html or args.otlp or args.otlp_file):
-        print("codeact export: say what to export: --html, --otlp URL or --otlp-file OUT.json",
-              file=sys.stderr)
-        return 2
-    if args.html:
-        from ..trace.report import export_html
-
-        print(f"Wrote {export_html(args.trace, args.output)}")
-    if args.otlp or args.otlp_file:
-        from ..telemetry.export import export_spans
-
-        print(export_spans(args.trace, endpoint=args.otlp, file=args.otlp_file))
-    return 0
-
-
-def _replay(args: argparse.Namespace, extra: list[str]) -> int:
-    import json
-
-    from ..tools.tool import Tool
-    from ..trace.replay import Replayer
-
-    holder = _Holder(config=load_config(args, extra))
-    replayer = Replayer(parent=holder, live_tools=args.live_tools)
-    if args.timeout is not None:
-        replayer.timeout = args.timeout
-    tools = [Tool.from_path(path) for path in args.tools]
-    report = replayer.replay(args.trace, tools)
-    for cell in report.cells:
-        print(f"cell {cell.cell:>3}  step {cell.step}: {cell.verdict}")
-        if cell.diff:
-            # Recorded and replayed outputs both came from a kernel.
-            print(escape_terminal("    " + cell.diff.replace("\n", "\n    ")))
-    counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts().items()))
-    print(("all same" if report.all_same else "DIFFERENCES FOUND") + f" ({counts})")
-    if args.report:
-        Path(args.report).write_text(json.dumps(report.to_json(), indent=2))
-    return 0 if report.all_same else 1
-
-
-def _doctor(args: argparse.Namespace, extra: list[str]) -> int:
-    from ..sandbox.config import SandboxConfig
-    from ..sandbox.doctor import doctor_report
-
-    holder = _Holder(config=load_config(args, extra))
-    report, usable = doctor_report(SandboxConfig(parent=holder))
-    print(report)
-    return 0 if usable else 1
-
-
-def _run(args: argparse.Namespace, extra: list[str]) -> int:
-    from ..agent.loop import Agent
-    from ..tools.tool import Tool
-    from .demo import DEMO_TASK, demo_tools
-    from .display import TerminalDisplay
-
-    tools = [Tool.from_path(path) for path in args.tools]
-    task = args.task
-    if args.demo:
-        tools = demo_tools() + tools
-        task = task or DEMO_TASK
-    if not task:
-        raise CodeActError("no task given: `codeact run \"TASK\"` (or --demo)")
-    holder = _Holder(config=load_config(args, extra))
-    agent = Agent(tools=tools, parent=holder)
-    display = TerminalDisplay(quiet=args.quiet)
-    stdin = None if args.no_input or not sys.stdin.isatty() else _ask_human
-    try:
-        result = agent.run(task, on_event=display.on_event, stdin_handler=stdin)
-    except KeyboardInterrupt:
-        display.stop()
-        print("\ncodeact: interrupted; the trace was saved and the kernel shut down.",
-              file=sys.stderr)
-        _close_quietly(agent)
-        return 130
-    finally:
-        display.stop()
-    display.summary(result)
-    return 0 if result.ok else 1
 
 
 def _close_quietly(agent: Any) -> None:
@@ -331,4 +282,7 @@ def _ask_human(prompt: str, password: bool) -> str:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Through the package's module, not this __main__ copy: the subcommands import it.
+    from codeact_kernel.terminal.cli import main as package_main
+
+    raise SystemExit(package_main())

@@ -1,7 +1,8 @@
 """The startup code that turns a kernel into a tool client: RPC client plus stubs.
 
 The client text (kernel_side/codec.py + rpc.py) is shipped into the kernel,
-which cannot import codeact_kernel, and kept there as ``sys.modules["_codeact_rpc"]``.
+which cannot import codeact_kernel, and kept there as ``sys.modules["_codeact_rpc"]``
+by ``kernel_side/bootstrap.py``; the stubs are ``kernel_side/templates.py``'s.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..kernel_side import call, source, templates
 from .serialize import FINAL_ANSWER, host_accept, kernel_source
 
 if TYPE_CHECKING:
@@ -34,17 +36,15 @@ def final_answer_stub() -> str:
 
 
 def stub_source(header: str, doc: str | None, rpc_call: str) -> str:
-    # The exception is raised here, in the stub, so the kernel's traceback ends
-    # at the tool call instead of inside the RPC client.
-    return (
-        f"def {header}:\n"
-        f"    {doc!r}\n"
-        f"    __tracebackhide__ = True\n"
-        f"    _codeact_ok, _codeact_value = _codeact_rpc.{rpc_call}\n"
-        f"    if _codeact_ok:\n"
-        f"        return _codeact_value\n"
-        f"    raise _codeact_value\n"
-    )
+    """A kernel-side function with ``header`` and ``doc`` whose body asks the host."""
+    return templates.TOOL_STUB.substitute(header=header, doc=repr(doc), call=rpc_call)
+
+
+def rpc_call(name: str, positional: list[str], named: list[str]) -> str:
+    """The request a stub sends: its parameters, by position and by name."""
+    return templates.TOOL_CALL.substitute(
+        name=repr(name), positional="".join(f"{n}, " for n in positional),
+        named=", ".join(f"{n!r}: {n}" for n in named))
 
 
 def kernel_bootstrap_code(
@@ -69,7 +69,7 @@ def kernel_bootstrap_code(
     """
     if transport not in TRANSPORTS:
         raise ValueError(f"unknown tool transport {transport!r}; use one of {TRANSPORTS}")
-    source = kernel_source(extra=("stdin_rpc.py",) if transport == "stdin" else ())
+    source_text = kernel_source(extra=("stdin_rpc.py",) if transport == "stdin" else ())
     stubs = "\n\n".join([*(t.render_stub() for t in tools), final_answer_stub()])
     names: list[str | list[str]] = [
         [getattr(t, "stub_name", t.name), t.name] if t.namespace else t.name for t in tools]
@@ -80,25 +80,5 @@ def kernel_bootstrap_code(
         "max_bytes": int(max_message_bytes), "host_accept": host_accept(),
         "transport": transport,
     }
-    return (
-        "def _codeact_bootstrap():\n"
-        "    import sys, types\n"
-        f"    source = {source!r}\n"
-        "    key = hash(source)\n"
-        "    mod = sys.modules.get('_codeact_rpc')\n"
-        "    if mod is None or getattr(mod, '_codeact_key', None) != key:\n"
-        "        if mod is not None and hasattr(mod, 'close'):\n"
-        "            mod.close()\n"
-        "        mod = types.ModuleType('_codeact_rpc')\n"
-        "        exec(compile(source, '<codeact rpc client>', 'exec'), mod.__dict__)\n"
-        "        mod._codeact_key = key\n"
-        "        sys.modules['_codeact_rpc'] = mod\n"
-        f"    mod.configure(**{config!r})\n"
-        "    try:\n"
-        "        hidden = get_ipython().user_ns_hidden\n"
-        "    except Exception:\n"
-        "        hidden = None\n"
-        f"    mod.install(globals(), hidden, {stubs!r}, {names!r}, {spaces!r})\n"
-        "_codeact_bootstrap()\n"
-        "del _codeact_bootstrap\n"
-    )
+    run = call("_codeact_bootstrap", source_text, config, stubs, names, spaces)
+    return source("bootstrap.py") + run + "del _codeact_bootstrap\n"

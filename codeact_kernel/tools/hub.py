@@ -14,10 +14,11 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from traitlets import Bool, Dict, Enum, Float, Int, List
+from traitlets import Bool, Enum, Float, Int, List
 from traitlets.config import Configurable
 
 from ..errors import MCPServerError, ToolError
+from ..traits import JSONObject
 from .approval import ApprovalGate, Human
 from .listing import LISTINGS, prompt_docs
 from .mcp import MCPClient, MCPConnection, MCPServerSpec, MCPTool, make_tools
@@ -34,7 +35,7 @@ class ToolOptions(Configurable):
     """The agent's settings for MCP servers, approval and tool listing (Agent's traits)."""
 
     mcp_servers = List(
-        Dict(),
+        JSONObject(),
         help="MCP servers whose tools the code can call, each a dict: {'name': 'files', "
         "'command': ['python', 'server.py'], 'env': {...}} (stdio) or {'name': 'gh', 'url': "
         "'http://...', 'headers_env': {'Authorization': 'Bearer $GH_TOKEN'}} (streamable "

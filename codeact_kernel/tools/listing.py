@@ -4,13 +4,12 @@ sets), in the trace's metadata, and in a trace's replay setup cell."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from ..kernel_side import source, templates
 from .tool import Tool
 
 LISTINGS = ("full", "index", "auto")
-TOOLSPACE_SOURCE = Path(__file__).parents[1] / "kernel_side" / "toolspace.py"
 
 INDEX_HEAD = """\
 {count} tools; each line gives a tool's name and what it does. Their signatures and docs
@@ -75,27 +74,21 @@ def replay_stubs(tools: list[dict[str, Any]]) -> str:
     for meta in tools:
         name, signature = str(meta["name"]), str(meta["signature"])
         stub = str(meta.get("stub") or name)
-        stubs.append(
-            f"def {stub}{signature[len(name):]}:\n"
-            f"    {str(meta.get('doc', ''))!r}\n"
-            f"    return _codeact_replay_call({name!r}, dict(locals()))\n"
-        )
+        stubs.append(templates.REPLAY_STUB.substitute(
+            stub=stub, parameters=signature[len(name):], doc=repr(str(meta.get("doc", ""))),
+            name=repr(name)))
         space = meta.get("namespace")
         if space:
             if space not in spaces:
                 spaces.append(space)
-                stubs.append(f"{space} = _codeact_space.make_namespace({space!r}, "
-                             f"{str(meta.get('namespace_doc', ''))!r})\n")
+                stubs.append(templates.REPLAY_NAMESPACE.substitute(
+                    space=space, name=repr(space),
+                    doc=repr(str(meta.get("namespace_doc", "")))))
             attr = name.split(".", 1)[1]
-            stubs.append(f"_codeact_space.add_to_namespace({space}, {attr!r}, {stub})\n")
+            stubs.append(templates.REPLAY_IN_NAMESPACE.substitute(space=space, attr=repr(attr),
+                                                                  stub=stub))
         else:
-            stubs.append(f"_codeact_space.TOOL_CATALOG[{name!r}] = {name}\n")
-    source = TOOLSPACE_SOURCE.read_text(encoding="utf-8")
-    head = (
-        "import types as _codeact_types\n"
-        "_codeact_space = _codeact_types.ModuleType('_codeact_toolspace')\n"
-        f"exec(compile({source!r}, '<codeact toolspace>', 'exec'), _codeact_space.__dict__)\n"
-        "search_tools = _codeact_space.search_tools\n"
-    )
+            stubs.append(templates.REPLAY_IN_CATALOG.substitute(name=repr(name), stub=name))
+    head = templates.REPLAY_TOOLSPACE.substitute(source=repr(source("toolspace.py")))
     return head + "\n" + "\n".join(stubs)
 

@@ -38,7 +38,7 @@ from traitlets import Enum, Float
 from traitlets.config import Configurable
 
 from ..errors import MCPServerError, MCPToolError, ToolError
-from .bootstrap import stub_source
+from .bootstrap import rpc_call, stub_source
 from .mcp_schema import SchemaSignature, docstring, identifier, read_schemas
 from .tool import Tool, parse_docstring
 
@@ -389,10 +389,9 @@ class MCPTool(Tool):
         self.fn = self.invoke  # type: ignore[assignment]  # no function: the server runs it
 
     def render_stub(self) -> str:
-        names = list(self.signature.parameters)
-        kwargs = ", ".join(f"{n!r}: {n}" for n in names)
         header = self.header(quote=True).replace(self.name, self.stub_name, 1)
-        return stub_source(header, self.doc, f"call({self.name!r}, (), {{{kwargs}}})")
+        return stub_source(header, self.doc,
+                           rpc_call(self.name, [], list(self.signature.parameters)))
 
     def invoke(self, arguments: dict[str, Any]) -> Any:
         wire: dict[str, Any] = {}

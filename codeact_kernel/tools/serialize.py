@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import reprlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from ..kernel_side import codec
+from ..kernel_side import codec, source
 
 FINAL_ANSWER = "final_answer"
-KERNEL_SIDE = Path(__file__).parents[1] / "kernel_side"
 
 _short = reprlib.Repr()
 _short.maxstring = 80
@@ -88,5 +86,5 @@ def kernel_source(extra: tuple[str, ...] = ()) -> str:
     """The text of the kernel-side RPC client: the codec, the client, tool namespaces and
     search (toolspace.py), then ``extra`` files of kernel_side/ (another transport's client)."""
     names = ("codec.py", "rpc.py", "toolspace.py", *extra)
-    parts = [(KERNEL_SIDE / name).read_text(encoding="utf-8") for name in names]
+    parts = [source(name) for name in names]
     return "\n\n".join(parts)

@@ -37,8 +37,9 @@ from collections.abc import Callable
 from typing import Any, overload
 
 from ..errors import ToolError
+from ..kernel_side import templates
 from .args import ArgumentMismatch, annotation_text, check_value
-from .bootstrap import kernel_bootstrap_code, stub_source
+from .bootstrap import kernel_bootstrap_code, rpc_call, stub_source
 from .serialize import FINAL_ANSWER, FinalAnswer
 from .server import ToolCall, ToolServer
 
@@ -159,10 +160,8 @@ class Tool:
                 positional.append(param.name)
             else:
                 named.append(param.name)
-        args = "".join(f"{n}, " for n in positional)
-        kwargs = ", ".join(f"{n!r}: {n}" for n in named)
         return stub_source(self.header(quote=True), self.fn.__doc__,
-                           f"call({self.name!r}, ({args}), {{{kwargs}}})")
+                           rpc_call(self.name, positional, named))
 
     # ---- calling from untrusted arguments --------------------------------------------
 
@@ -328,7 +327,7 @@ def _default_text(value: Any, for_stub: bool) -> str:
     if not for_stub or _is_literal(value, text):
         return text
     # Not a literal: the kernel shows the host's repr and lets the host apply it.
-    return f"_codeact_rpc.HostDefault({text!r})"
+    return templates.HOST_DEFAULT.substitute(text=repr(text))
 
 
 def _is_literal(value: Any, text: str) -> bool:

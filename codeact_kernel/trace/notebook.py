@@ -23,6 +23,7 @@ from nbformat.v4.nbjson import writes as writes_json
 
 from ..agent.results import StepRecord
 from ..errors import TraceError
+from ..kernel_side import source as kernel_source
 from ..kernels.messages import invalid_output
 from ..tools.listing import replay_stubs
 from .validate import TraceLimits, check_trace, read_trace_text
@@ -39,7 +40,6 @@ KERNELSPEC = {
 BLOCKED_TAG = "blocked"
 SETUP_TAG = "codeact-setup"
 KEEP_REFUSED = 100  # refused tool calls kept with their details per run (all are counted)
-SETUP_TEMPLATE = Path(__file__).parents[1] / "kernel_side" / "replay_setup.py"
 
 
 class TraceWriter:
@@ -63,8 +63,12 @@ class TraceWriter:
             "versions": _versions(),
             **run_meta,
         }
-        setup = new_code_cell("", metadata={"codeact": {"role": "setup"}, "tags": [SETUP_TAG]})
-        self.nb.cells.append(setup)
+        # Collapsed in JupyterLab (and moved to the end of the HTML export): a reviewer
+        # reads the task first, and Run All still runs this before any step.
+        self.setup = new_code_cell("", metadata={
+            "codeact": {"role": "setup"}, "tags": [SETUP_TAG],
+            "jupyter": {"source_hidden": True, "outputs_hidden": True}})
+        self.nb.cells.append(self.setup)
 
     def add_task(self, task: str) -> None:
         """Open a run; one session (the %%agent magic) may hold several."""
@@ -72,28 +76,29 @@ class TraceWriter:
         if meta["task"] is None:
             meta["task"] = task
         meta["status"] = "running"
-        run = {"task": task, "status": "running", "first_cell": len(self.nb.cells),
+        cell = new_markdown_cell(f"## Task\n\n{task}", metadata={"codeact": {"role": "task"}})
+        # The first task opens the notebook, above the (collapsed) replay setup.
+        first = 0 if not meta["runs"] and self.nb.cells[:1] == [self.setup] else len(self.nb.cells)
+        run = {"task": task, "status": "running", "first_cell": first,
                "started_at": round(time.time(), 6)}
         meta["runs"].append(run)
         for observer in self.observers:
             observer.on_task(run, self.nb, self.path)
-        self.nb.cells.append(
-            new_markdown_cell(f"## Task\n\n{task}", metadata={"codeact": {"role": "task"}})
-        )
+        self.nb.cells.insert(first, cell)
         self.save()
 
     def add_step(self, record: StepRecord) -> None:
         meta = {"codeact": {**record.metadata(), "ended_at": round(time.time(), 6)}}
         for observer in self.observers:
             observer.on_step(record, meta["codeact"])
-        if record.model_text:
+        if record.model_text or record.code is None:
             # A step without code has no code cell: its record stays on the model's cell.
             model_meta = {"role": "model", "step": record.step}
             if record.code is None:
                 model_meta.update(meta["codeact"])
             self.nb.cells.append(
                 new_markdown_cell(
-                    _quote_model_text(record.step, record.model_text),
+                    _quote_model_text(record.step, record.model_text or "*(an empty reply)*"),
                     metadata={"codeact": model_meta},
                 )
             )
@@ -165,7 +170,7 @@ class TraceWriter:
         pure-Python encoder cost ~10 ms a save at 40 steps, growing with the
         notebook; the compact form between steps is the same notebook, one line.
         """
-        self.nb.cells[0].source = setup_source(self.nb)
+        self.setup.source = setup_source(self.nb)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         try:
@@ -237,9 +242,9 @@ def setup_source(nb: NotebookNode) -> str:
                     {k: call[k] for k in ("arguments", "value", "value_kind", "error")
                      if k in call}
                 )
-    source = SETUP_TEMPLATE.read_text(encoding="utf-8")
-    source = source.replace("__RECORDED__", repr(json.dumps(recorded, default=repr)))
-    return source + "\n\n" + replay_stubs(nb.metadata.get("codeact", {}).get("tools", []))
+    setup = kernel_source("replay_setup.py")
+    setup = setup.replace("__RECORDED__", repr(json.dumps(recorded, default=repr)))
+    return setup + "\n\n" + replay_stubs(nb.metadata.get("codeact", {}).get("tools", []))
 
 
 def answer_for_trace(value: Any, kind: str, type_name: str = "") -> Any:

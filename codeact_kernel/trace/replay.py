@@ -21,7 +21,8 @@ from nbformat import NotebookNode
 from traitlets import Bool, Float, Instance, TraitError, default, validate
 from traitlets.config import Configurable
 
-from ..agent.observation import keep_full_output, observed_text
+from ..agent.observation import observed_text
+from ..agent.workspace import keep_full_output
 from ..kernels.session import KernelSession
 from ..tools.tool import Tool, ToolServer, kernel_bootstrap_code
 from .notebook import BLOCKED_TAG, SETUP_TAG, load_trace

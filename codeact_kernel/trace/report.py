@@ -81,12 +81,16 @@ def _fmt_egress(record: dict[str, Any], width: int = 110) -> str:
 
 
 def step_cells(nb: NotebookNode) -> list[NotebookNode]:
-    """The cells that carry a step's metadata: executed code and blocked code."""
-    return [
-        c for c in nb.cells
-        if c.cell_type in ("code", "raw") and "step" in c.metadata.get("codeact", {})
-        and SETUP_TAG not in c.metadata.get("tags", [])
-    ]
+    """The cells that carry a step's record: executed code, blocked code, and the model's
+    reply for a step that had no code."""
+    return [c for c in nb.cells if _is_step(c)]
+
+
+def _is_step(cell: NotebookNode) -> bool:
+    meta = cell.metadata.get("codeact", {})
+    if "step" not in meta or SETUP_TAG in cell.metadata.get("tags", []):
+        return False
+    return cell.cell_type in ("code", "raw") or meta.get("status") == "no-code"
 
 
 def show_lines(nb: NotebookNode, indent: str = "", base: Path | None = None,
@@ -173,16 +177,29 @@ def show(path: str | Path) -> str:
 
 
 def annotated_copy(nb: NotebookNode) -> NotebookNode:
-    """A copy with each step's metadata shown in a markdown cell above its code."""
+    """A copy for reading (HTML): each step's metadata in a markdown cell above its code,
+    and the replay setup at the end, where it does not stand between the task and the
+    steps (the copy is read, never run)."""
     out = copy.deepcopy(nb)
     cells: list[NotebookNode] = []
+    setup: list[NotebookNode] = []
     for cell in out.cells:
-        m = cell.metadata.get("codeact", {})
-        if "step" in m and cell.cell_type in ("code", "raw"):
+        if SETUP_TAG in cell.metadata.get("tags", []):
+            cell.metadata.pop("jupyter", None)
+            setup += [new_markdown_cell(SETUP_NOTE), cell]
+            continue
+        if _is_step(cell):
             cells.append(new_markdown_cell(_step_markdown(cell)))
         cells.append(cell)
-    out.cells = cells
+    out.cells = cells + setup
     return out
+
+
+SETUP_NOTE = (
+    "### Replay setup\n\nThe notebook's first code cell (collapsed in JupyterLab): it "
+    "serves the tool results recorded in this trace, so that Run All and `codeact replay` "
+    "re-run the steps without the tools, the model or a network."
+)
 
 
 def _step_markdown(cell: NotebookNode) -> str:

@@ -16,6 +16,8 @@ from codeact_kernel import Agent, KernelSession, SandboxUnavailable
 from codeact_kernel.kernels.pool import KernelPool, PooledKernelManager
 from codeact_kernel.sandbox.config import SandboxConfig
 
+from ..scripted_llm import ScriptedLLMServer
+
 pytestmark = pytest.mark.timeout(180)
 
 
@@ -154,13 +156,12 @@ def greet(name: str) -> str:
     return f"hello {name}"
 
 
-def test_the_agent_runs_on_pooled_kernels(pool: KernelPool, tmp_path: Path) -> None:
-    agent = Agent(model="openai/gpt-4o-mini", tools=[greet], pool=pool,
+def test_the_agent_runs_on_pooled_kernels(pool: KernelPool, llm: ScriptedLLMServer,
+                                          tmp_path: Path) -> None:
+    agent = Agent(model="openai/scripted", api_base=llm.api_base, tools=[greet], pool=pool,
                   trace_path=str(tmp_path / "run.ipynb"))
-    agent.llm.scripted_replies = [
-        "```python\nleft_over = greet('pool')\nfinal_answer(left_over)\n```",
-        "```python\nfinal_answer('left_over' in globals())\n```",
-    ]
+    llm.enqueue("```python\nleft_over = greet('pool')\nfinal_answer(left_over)\n```",
+                "```python\nfinal_answer('left_over' in globals())\n```")
     assert isinstance(agent.session.manager, PooledKernelManager)
     first = agent.run("Greet the pool.")
     assert first.status == "answered" and first.answer == "hello pool"

@@ -26,6 +26,7 @@ from jupyter_core.utils import run_sync
 from traitlets.config import Config
 
 from codeact_kernel import Agent
+from codeact_kernel.agent.handoff import push_variables
 from codeact_kernel.errors import CodeActError, GatewayError, KernelLost, KernelStartError
 from codeact_kernel.kernels.connection import ConnectionFileKernelManager, ConnectionFileSession
 from codeact_kernel.kernels.factory import make_session
@@ -33,7 +34,6 @@ from codeact_kernel.kernels.gateway import GatewayKernelManager, GatewaySession
 from codeact_kernel.kernels.local import SandboxKernelManager
 from codeact_kernel.kernels.pool import KernelPool, PooledKernelManager
 from codeact_kernel.kernels.session import KernelSession
-from codeact_kernel.notebook.handoff import push_variables
 from codeact_kernel.sandbox.kernelspec import install_kernelspec
 from codeact_kernel.terminal.demo import demo_tools
 
@@ -425,11 +425,12 @@ def test_connection_file_problems_are_clear(tmp_path: Path) -> None:
 
 
 def test_configuration_selects_the_kernel(tmp_path: Path) -> None:
-    from codeact_kernel.terminal.cli import build_parser, load_config
+    from codeact_kernel.terminal.cli import RunApp
 
     def session_for(*flags: str) -> KernelSession:
-        args, extra = build_parser().parse_known_args(["run", "task", *flags])
-        return make_session(Agent(config=load_config(args, extra)))
+        command = RunApp()
+        command.initialize(["task", *flags])
+        return make_session(Agent(parent=command))
 
     assert isinstance(session_for().manager, SandboxKernelManager)
     attached_session = session_for("--connection-file", "/srv/k/kernel.json")

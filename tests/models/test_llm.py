@@ -1,4 +1,4 @@
-"""The litellm wrapper, through litellm's real code path with mock_response."""
+"""The litellm wrapper, through litellm's real HTTP code path against a scripted server."""
 
 from __future__ import annotations
 
@@ -12,18 +12,21 @@ from codeact_kernel.models.llm import LLM
 from ..scripted_llm import ScriptedLLMServer
 
 
-def test_scripted_replies_flow_through_litellm_with_usage() -> None:
-    llm = LLM(model="openai/gpt-4o-mini", scripted_replies=["one", "two"])
-    llm.validate()
-    first = asyncio.run(llm.complete([{"role": "user", "content": "hi"}]))
-    assert first.text == "one"
+def test_replies_flow_through_litellm_with_usage_and_cost() -> None:
+    with ScriptedLLMServer(["one", "two"]) as server:
+        # A priced model name: litellm reads the price from its own table.
+        llm = LLM(model="openai/gpt-4o-mini", api_base=server.api_base, max_retries=0)
+        llm.validate()
+        first = asyncio.run(llm.complete([{"role": "user", "content": "hi"}]))
+        tokens: list[str] = []
+        second = asyncio.run(llm.complete([{"role": "user", "content": "hi"}], tokens.append))
+        with pytest.raises(ModelError, match="ran out of replies"):
+            asyncio.run(llm.complete([{"role": "user", "content": "hi"}]))
+    assert first.text == "one" and first.model == "openai/gpt-4o-mini"
     assert first.prompt_tokens > 0 and first.completion_tokens > 0
-    assert first.cost is not None and first.cost > 0  # litellm's own price table
-    tokens: list[str] = []
-    second = asyncio.run(llm.complete([{"role": "user", "content": "hi"}], tokens.append))
+    assert first.cost is not None and first.cost > 0
     assert second.text == "two" and "".join(tokens) == "two"
-    with pytest.raises(ModelError, match="ran out"):
-        asyncio.run(llm.complete([{"role": "user", "content": "hi"}]))
+    assert server.requests[0]["model"] == "gpt-4o-mini"
 
 
 def test_unknown_model_is_a_clear_error() -> None:

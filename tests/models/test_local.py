@@ -7,6 +7,7 @@ never skip, when it is missing (see tests/models/localmodel.py).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import signal
@@ -18,8 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from traitlets.config import Config
 
 from codeact_kernel.errors import ModelError
+from codeact_kernel.models.llm import LLM
 from codeact_kernel.models.local import (
     INSTALL_HINT,
     QWEN_CODER_1_5B,
@@ -298,3 +301,29 @@ def test_startup_timeout_is_bounded_and_cleans_up(real_gguf: Path, tmp_path: Pat
     assert time.monotonic() - started < 15
     assert not server.running
     assert _procs_with(alias) == []
+
+
+@pytest.mark.localmodel
+def test_llms_naming_local_share_one_server_and_keep_their_settings(real_gguf: Path,
+                                                                     tmp_path: Path) -> None:
+    alias = f"shared-test-{os.getpid()}"
+    config = Config()
+    config.LocalModelServer.gguf_path = str(real_gguf)
+    config.LocalModelServer.model_alias = alias
+    first, second = (LLM(model="local", config=config, max_tokens=8) for _ in range(2))
+    asyncio.run(first.astart())
+    try:
+        asyncio.run(second.astart())
+        assert first.endpoint == second.endpoint
+        assert len(_procs_with(alias)) == 2  # one server (its supervisor and it) for both
+        asyncio.run(first.aclose())
+        reply = asyncio.run(second.complete(
+            [{"role": "user", "content": "What is 2+3? Answer with the number only."}]))
+        assert "5" in reply.text and reply.model == f"openai/{alias}"
+    finally:
+        asyncio.run(first.aclose())
+        asyncio.run(second.aclose())
+    # The provider never wrote its endpoint into the settings a sub-agent would copy.
+    assert (first.model, first.api_base, first.extra_params) == ("local", "", {})
+    assert not first.stop_after_first_block and first.label == "local"
+    assert _wait_gone(_procs_with(alias), 10) == []

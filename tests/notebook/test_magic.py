@@ -30,9 +30,9 @@ def ip() -> Any:
 @pytest.fixture
 def llm(ip: Any, tmp_path: Path) -> Iterator[ScriptedLLMServer]:
     with ScriptedLLMServer() as server:
-        ip.run_line_magic("config", "AgentMagics.model = 'openai/scripted'")
-        ip.run_line_magic("config", f"AgentMagics.api_base = {server.api_base!r}")
-        ip.run_line_magic("config", f"AgentMagics.trace_dir = {str(tmp_path)!r}")
+        ip.run_line_magic("config", "LLM.model = 'openai/scripted'")
+        ip.run_line_magic("config", f"LLM.api_base = {server.api_base!r}")
+        ip.run_line_magic("config", f"Agent.trace_dir = {str(tmp_path)!r}")
         yield server
     magics = ip.magics_manager.registry["AgentMagics"]
     magics.close()
@@ -142,7 +142,7 @@ def test_sandbox_kernel_stops_when_the_user_kernel_exits(tmp_path: Path) -> None
             "ip = start_ipython()\n"
             "ip.run_line_magic('load_ext', 'codeact_kernel')\n"
             f"ip.run_line_magic('config', \"KernelSession.runtime_dir = {str(runtime)!r}\")\n"
-            f"ip.run_line_magic('config', \"AgentMagics.trace_dir = {str(tmp_path)!r}\")\n"
+            f"ip.run_line_magic('config', \"Agent.trace_dir = {str(tmp_path)!r}\")\n"
             f"ip.run_cell_magic('agent', '--model openai/scripted --api-base {llm.api_base} "
             "-o x', 'one')\n"
             "print('alive', ip.user_ns['x'], len(os.listdir(" + repr(str(runtime)) + ")))\n"
@@ -155,3 +155,82 @@ def test_sandbox_kernel_stops_when_the_user_kernel_exits(tmp_path: Path) -> None
     assert not list(runtime.iterdir())  # and was shut down when the shell exited
     leftovers = subprocess.run(["pgrep", "-f", str(runtime)], capture_output=True, text=True)
     assert leftovers.stdout.strip() == ""
+
+
+# ---- one owner per setting: the notebook's config, with the cell's options over it ------
+
+
+def run_meta(ip: Any) -> dict[str, Any]:
+    """The session trace's metadata (its last run is the cell just run)."""
+    nb = nbformat.read(ip.run_line_magic("agent_trace", ""), as_version=4)
+    nbformat.validate(nb)
+    meta: dict[str, Any] = nb.metadata["codeact"]
+    return meta
+
+
+def test_config_agent_max_steps_bounds_a_run_and_the_cell_option_wins_once(
+        ip: Any, llm: ScriptedLLMServer) -> None:
+    llm.enqueue(*[fence(f"step = {n}") for n in range(20)])
+    ip.run_line_magic("config", "Agent.max_steps = 3")
+    try:
+        agent_cell(ip, "--new", "never answers")
+        assert len(llm.requests) == 3
+        assert run_meta(ip)["runs"][-1]["status"] == "max_steps"
+        agent_cell(ip, "--max-steps 1", "one step only")
+        assert len(llm.requests) == 4
+        agent_cell(ip, "", "the configured budget again")
+        assert len(llm.requests) == 7
+        assert "3 steps ran without final_answer()" in run_meta(ip)["totals"]["reason"]
+    finally:
+        ip.run_line_magic("config", "Agent.max_steps = 10")
+
+
+def test_config_llm_model_selects_the_model_and_options_do_not_write_it_back(
+        ip: Any, llm: ScriptedLLMServer) -> None:
+    llm.enqueue(fence("final_answer(1)"), fence("final_answer(2)"), fence("final_answer(3)"))
+    agent_cell(ip, "--new", "first")
+    assert llm.requests[-1]["model"] == "scripted"
+    assert run_meta(ip)["model"] == "openai/scripted"
+    agent_cell(ip, "--model openai/other-model", "second")
+    assert llm.requests[-1]["model"] == "other-model"
+    magics = ip.magics_manager.registry["AgentMagics"]
+    assert magics.config.LLM.model == ip.config.LLM.model == "openai/scripted"
+    agent_cell(ip, "", "third")  # back on the configured model, in a new session
+    assert llm.requests[-1]["model"] == "scripted"
+
+
+def test_old_agentmagics_settings_still_apply_with_a_warning(
+        ip: Any, llm: ScriptedLLMServer) -> None:
+    llm.enqueue(*[fence(f"step = {n}") for n in range(5)])
+    with pytest.warns(DeprecationWarning, match=r"use %config Agent\.max_steps = 2"):
+        ip.run_line_magic("config", "AgentMagics.max_steps = 2")
+    try:
+        agent_cell(ip, "--new", "never answers")
+        assert len(llm.requests) == 2
+    finally:
+        ip.run_line_magic("config", "AgentMagics.max_steps = None")
+    assert ip.config.Agent.get("max_steps") in (None, 10)  # never written into Agent's
+
+
+def test_in_sends_a_dataframe_to_a_sandbox_without_pyarrow(
+        ip: Any, llm: ScriptedLLMServer, python_without_pyarrow: Path) -> None:
+    import sys
+
+    import pandas as pd
+
+    packages = Path(pd.__file__).resolve().parents[1]
+    ip.user_ns["sales"] = pd.DataFrame({"when": pd.to_datetime(["2024-01-31", "2024-02-29"]),
+                                        "amount": [10.5, 7.25]})
+    llm.enqueue(fence("try:\n    import pyarrow\n    missing = False\n"
+                      "except ImportError:\n    missing = True\n"
+                      "final_answer([missing, str(sales['when'].dtype)[:10],\n"
+                      "              float(sales['amount'].sum())])"))
+    ip.run_line_magic("config", f"KernelSession.kernel_python = {str(python_without_pyarrow)!r}")
+    ip.run_line_magic("config", "SandboxConfig.extra_ro_binds = "
+                      f"{[str(python_without_pyarrow.parents[2]), str(packages)]!r}")
+    try:
+        agent_cell(ip, "--new --in sales -o seen", "look at the sales")
+    finally:
+        ip.run_line_magic("config", f"KernelSession.kernel_python = {sys.executable!r}")
+        ip.run_line_magic("config", "SandboxConfig.extra_ro_binds = []")
+    assert ip.user_ns["seen"] == [True, "datetime64", 17.75], run_meta(ip)["totals"]

@@ -446,3 +446,22 @@ def test_plan_has_the_recipes_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert f"exec {fd}< " in argv[2] and (tmp_path / "seccomp.bpf").stat().st_size > 0
     config.seccomp = False
     assert "--seccomp" not in config.plan(["python", "-V"], tmp_path, tmp_path / "work").argv
+
+
+def test_a_plot_prints_no_fontconfig_error(session: KernelSession) -> None:
+    # A fresh kernel: matplotlib builds its font list (running fc-list) on the first plot.
+    result = session.execute(
+        "import matplotlib.pyplot as plt\n"
+        "plt.plot([1, 2, 3], label='sales')\nplt.legend()\nplt.title('Sales')\nplt.show()\n"
+        "import subprocess\n"
+        "fonts = subprocess.run(['fc-list'], capture_output=True, text=True)\n"
+        "print(len(fonts.stdout.splitlines()) > 0, repr(fonts.stderr))\n",
+        timeout=120,
+    )
+    assert result.ok, result.error.text if result.error else result.reason
+    assert any("image/png" in o.get("data", {}) for o in result.outputs)
+    stderr = "".join(o.get("text", "") for o in result.outputs
+                     if o.get("output_type") == "stream" and o.get("name") == "stderr")
+    assert "Fontconfig" not in stderr, stderr
+    assert result.stdout.strip().splitlines()[-1] == "True ''"  # fonts found, fc-list quiet
+    assert not (session.work_path / ".cache").exists()  # its cache went to the sandbox's /tmp

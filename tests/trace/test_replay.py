@@ -27,6 +27,7 @@ from ..scripted_llm import ScriptedLLMServer
 REPLIES = [
     fence("cities = search_cities('France')\nprint(cities)\nprint(object())"),
     fence("import subprocess"),
+    "I have all the cities; next I will look up their populations.",  # a reply with no code
     fence("pops = {c: get_population(c) for c in cities}\nmissing = pops['Atlantis']"),
     fence("import matplotlib.pyplot as plt\nplt.bar(list(pops), list(pops.values()))\n"
           "plt.show()\ntotal = sum(pops.values())\ntotal"),
@@ -142,7 +143,14 @@ def test_show_and_export(trace_path: Path, tmp_path: Path) -> None:
     assert "BLOCKED" in text and "policy [import]" in text
     assert "tool search_cities(country='France')" in text
     assert "Final answer:" in text and "tokens" in text
+    steps = [line.split(":")[0].strip() for line in text.splitlines()
+             if line.startswith("  step ")]
+    assert steps == [f"step {n}" for n in range(1, 7)]  # the reply without code is step 3
+    assert "step 3: no-code" in text
     html = export_html(trace_path, tmp_path / "out.html").read_text()
+    # The replay setup is at the end of the export, after the answer, not before the task.
+    assert html.index("Total population of French cities") < html.index("Result: answered") \
+        < html.index("Replay setup") < html.index("_codeact_replay_call")
     assert "data:image/png;base64" in html  # the plot
     assert "blocked code (not run)" in html and "subprocess" in html
     assert "tool call:" in html and "get_population" in html and "tokens 100 prompt" in html
