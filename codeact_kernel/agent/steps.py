@@ -117,10 +117,22 @@ async def confirm_end(session: KernelSession, step: ExecutionResult,
     if barrier.timed_out or barrier.kernel_died:
         flags.append("the kernel was still busy after the step's reply (the step's code, or a "
                      f"__repr__ the variables probe called): {barrier.reason}")
+    flags += process_flags(session)
     report = read_report(barrier)
     if report.problem:
         flags.append(f"the variables probe gave no readable answer: {report.problem}")
     return StepEnd(barrier, report.variables, flags + report.flags)
+
+
+def process_flags(session: KernelSession) -> list[str]:
+    """Processes the step left running in the sandbox, counted by the host itself (the
+    one check here that code in the kernel cannot fake; None without a cgroup)."""
+    now, setup = session.process_count(), session.setup_processes
+    if now is None or setup is None or now <= setup:
+        return []
+    return [f"{now - setup} process(es) started by model code are still running in the "
+            "sandbox (counted by the host): their tool calls during later steps count in "
+            "those steps"]
 
 
 def message_flags(result: ExecutionResult, when: str) -> list[str]:

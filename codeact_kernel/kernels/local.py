@@ -24,7 +24,13 @@ from jupyter_client.manager import AsyncKernelManager
 from traitlets import Instance, Unicode, default
 
 from ..errors import KernelStartError, SessionClosed
-from ..sandbox.cgroups import Counters, death_cause, read_counters, release_cgroup
+from ..sandbox.cgroups import (
+    Counters,
+    death_cause,
+    process_count,
+    read_counters,
+    release_cgroup,
+)
 from ..sandbox.config import LaunchPlan, SandboxConfig
 from ..sandbox.dirs import sweep_stale_sessions
 from ..sandbox.workdir import WorkFolderLease
@@ -309,6 +315,10 @@ class SandboxKernelManager(SessionKernelManager):
     def counters(self) -> Counters:
         plan = self.plan
         return read_counters(list(plan.cgroups) if plan is not None else [])
+
+    def process_count(self) -> int | None:
+        plan = self.plan
+        return process_count(list(plan.cgroups)) if plan is not None else None
 
     def death_cause(self, before: Counters) -> str:
         process = self.process

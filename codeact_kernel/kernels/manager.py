@@ -183,6 +183,11 @@ class SessionKernelManager(LoggingConfigurable, metaclass=_Meta):
         """Resource-limit event counts, read before a cell (cgroup counters locally)."""
         return Counters(oom_kills=0, pids_max=None)
 
+    def process_count(self) -> int | None:
+        """The kernel's processes as the host counts them (a local cgroup's members),
+        which the kernel cannot misreport; None where the host cannot count them."""
+        return None
+
     def death_cause(self, before: Counters) -> str:
         """Why the kernel died during the cell that started at ``before``, in words."""
         return "it stopped answering"

@@ -137,6 +137,7 @@ class KernelSession(Configurable):
             self.manager = manager_from(SandboxKernelManager, self, settings)
         self.restarts = 0
         self._kernel_cwd: str | None = None
+        self.setup_processes: int | None = None
         # Answers tool prompts when tool_transport is "stdin" (set by the Agent).
         self.tool_handler: ToolPromptHandler | None = None
         # Decides on tool calls held for a human's approval (set by the Agent).
@@ -225,6 +226,12 @@ class KernelSession(Configurable):
             result = await self.async_execute(code, silent=True, store_history=False)
             if not result.ok:
                 raise KernelStartError(f"startup code failed: {result.reason}", self.log_tail())
+        self.setup_processes = self.process_count()
+
+    def process_count(self) -> int | None:
+        """The kernel's processes as the host counts them (None where it cannot);
+        ``setup_processes`` is the count once the startup code ran."""
+        return self.manager.process_count() if self.manager.has_kernel else None
 
     def log_tail(self, lines: int = 30) -> str:
         return self.manager.log_tail(lines)

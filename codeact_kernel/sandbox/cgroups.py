@@ -100,6 +100,17 @@ def cgroup_counter(cgroups: list[Path], controller: str, filename: str, key: str
     return None
 
 
+def process_count(cgroups: list[Path]) -> int | None:
+    """The processes in a kernel's cgroup, as the host counts them (the kernel cannot
+    misreport this), or None without a cgroup."""
+    for path in cgroups:
+        try:
+            return len((path / "cgroup.procs").read_text().split())
+        except OSError:
+            continue
+    return None
+
+
 def try_write(path: Path, value: str) -> None:
     try:
         path.write_text(value)

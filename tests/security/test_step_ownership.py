@@ -134,3 +134,36 @@ def test_kept_open_magic_session_refuses_calls_between_cells(
     nb = read_trace(trace_path)
     assert len(traced_calls(nb, "transfer_money")) == len(bank.amounts)
     assert nb.metadata["codeact"]["runs"][0]["refused_tool_calls"]["count"] >= 10
+
+
+FORKED = """
+import os, time
+if os.fork() == 0:
+    while True:
+        try:
+            transfer_money(2)
+        except Exception:
+            pass
+        time.sleep(0.05)
+time.sleep(0.3)
+final_answer('forked')
+"""
+
+
+def test_process_left_behind_is_counted_by_the_host_and_refused_after_the_run(
+    llm: ScriptedLLMServer, tmp_path: Path, runtime: Path, bank: Bank
+) -> None:
+    llm.enqueue(fence(FORKED))
+    with make_agent(llm, tmp_path, runtime, bank) as agent:
+        result = agent.run("fork a payer")
+        assert result.status == "answered", result.reason
+        ended = time.time()
+        time.sleep(1.0)
+        assert [t for t, _ in bank.transfers if t > ended] == []
+        counted = agent.session.process_count() is not None
+    nb = read_trace(result.trace_path)
+    flags = step_cells(nb)[0].metadata["codeact"]["flags"]
+    # Without a cgroup the host cannot count processes; the window holds regardless.
+    assert any("counted by the host" in f for f in flags) == counted, flags
+    assert len(traced_calls(nb, "transfer_money")) == len(bank.amounts)
+    assert nb.metadata["codeact"]["runs"][0]["refused_tool_calls"]["count"] >= 5
