@@ -39,3 +39,18 @@ def load_trace(path: str) -> nbformat.NotebookNode:
 def code_cells(nb: nbformat.NotebookNode) -> list[Any]:
     return [c for c in nb.cells
             if c.cell_type == "code" and SETUP_TAG not in c.metadata.get("tags", [])]
+
+
+def ipython_shell() -> Any:
+    """IPython's testing shell with the extension loaded.
+
+    The shell is one per process: ``start_ipython`` returns it the first time only, so a
+    module that runs after another that started it must find it with ``get_ipython``.
+    """
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython() or get_ipython()
+    assert shell is not None
+    shell.run_line_magic("load_ext", "codeact_kernel")
+    return shell

@@ -272,6 +272,11 @@ class KernelPool(Configurable):
         try:
             await kernel.prestart(runtime_dir=Path(self.runtime_dir or settings.runtime_dir),
                                   work_dir=settings.work_dir, timeout=settings.startup_timeout)
+        except asyncio.CancelledError:
+            # close() cancels launches in flight: the half-started kernel's process and
+            # session folder go with it, or they outlive the pool.
+            await kernel.shutdown_kernel()
+            raise
         except Exception as exc:  # handed to a taker, and kept as last_error
             await kernel.shutdown_kernel()
             self.last_error = exc

@@ -139,6 +139,18 @@ def test_close_leaves_no_process_folder_or_cgroup(runtime_dir: Path) -> None:
         pool.acquire()
 
 
+def test_close_during_a_launch_leaves_no_session_folder(runtime_dir: Path) -> None:
+    # The magic's pool refills after each take, and the user's shell can exit mid-refill:
+    # the launch close() cancels must take its half-started kernel with it.
+    pool = KernelPool(size=1, runtime_dir=str(runtime_dir)).start()
+    assert wait_until(lambda: any(runtime_dir.iterdir()), 30)  # a launch is under way
+    assert pool.ready == 0
+    pool.close()
+    assert pool.wait_closed(30)
+    assert list(runtime_dir.iterdir()) == []
+    assert processes_under(runtime_dir) == []
+
+
 def test_a_broken_sandbox_fails_acquire_with_the_fix(runtime_dir: Path) -> None:
     sandbox = SandboxConfig(bwrap_path="/nonexistent/bwrap")
     with KernelPool(size=1, runtime_dir=str(runtime_dir), sandbox=sandbox) as pool:

@@ -10,8 +10,8 @@ from typing import Any
 import nbformat
 import pytest
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import start_ipython
 
+from ..helpers import ipython_shell
 from ..scripted_llm import ScriptedLLMServer
 
 
@@ -21,10 +21,7 @@ def fence(code: str) -> str:
 
 @pytest.fixture(scope="module")
 def ip() -> Any:
-    shell = start_ipython()
-    assert shell is not None
-    shell.run_line_magic("load_ext", "codeact_kernel")
-    return shell
+    return ipython_shell()
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from codeact_kernel.sandbox.kernelspec import install_kernelspec
 from codeact_kernel.terminal.cli import main
 from codeact_kernel.trace.report import show
 
-from ..helpers import code_cells, fence, load_trace, make_agent
+from ..helpers import code_cells, fence, ipython_shell, load_trace, make_agent
 from ..scripted_llm import ScriptedLLMServer
 from .egress_servers import CITIES_CSV, Seen, make_ca_and_cert, serve
 
@@ -469,14 +469,10 @@ def test_agent_magic_takes_the_allow_list_from_config(
     net: Net, llm: ScriptedLLMServer, tmp_path: Path
 ) -> None:
     # %config reaches SandboxConfig; the magic's warm pool hands over kernels with their proxy.
-    from IPython.testing.globalipapp import start_ipython
-
-    ip = start_ipython()
-    assert ip is not None
-    ip.run_line_magic("load_ext", "codeact_kernel")
+    ip = ipython_shell()
     settings = {
-        "AgentMagics.model": "'openai/scripted'", "AgentMagics.api_base": repr(llm.api_base),
-        "AgentMagics.trace_dir": repr(str(tmp_path)),
+        "LLM.model": "'openai/scripted'", "LLM.api_base": repr(llm.api_base),
+        "Agent.trace_dir": repr(str(tmp_path)),
         "KernelSession.runtime_dir": repr(str(tmp_path / "rt")),
         "SandboxConfig.allowed_domains": "['data.test']",
         "SandboxConfig.egress_resolve": repr({"data.test:80": f"127.0.0.1:{net.http_port}"}),

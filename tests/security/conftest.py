@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from IPython import get_ipython
-from IPython.testing.globalipapp import start_ipython
 
+from ..helpers import ipython_shell
 from ..scripted_llm import ScriptedLLMServer
 from .helpers import Bank
 
@@ -28,18 +27,14 @@ def bank() -> Bank:
 
 @pytest.fixture(scope="module")
 def ip() -> Any:
-    # IPython's testing shell is one per process: a module that ran before started it.
-    shell = start_ipython() or get_ipython()
-    assert shell is not None
-    shell.run_line_magic("load_ext", "codeact_kernel")
-    return shell
+    return ipython_shell()
 
 
 @pytest.fixture
 def magic_llm(ip: Any, tmp_path: Path) -> Iterator[ScriptedLLMServer]:
     with ScriptedLLMServer() as server:
-        ip.run_line_magic("config", "AgentMagics.model = 'openai/scripted'")
-        ip.run_line_magic("config", f"AgentMagics.api_base = {server.api_base!r}")
-        ip.run_line_magic("config", f"AgentMagics.trace_dir = {str(tmp_path)!r}")
+        ip.run_line_magic("config", "LLM.model = 'openai/scripted'")
+        ip.run_line_magic("config", f"LLM.api_base = {server.api_base!r}")
+        ip.run_line_magic("config", f"Agent.trace_dir = {str(tmp_path)!r}")
         yield server
     ip.magics_manager.registry["AgentMagics"].close()

@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from IPython import get_ipython
-from IPython.testing.globalipapp import start_ipython
 from IPython.utils.capture import capture_output
 
 from codeact_kernel.trace.report import export_html
 
-from ..helpers import fence, make_agent
+from ..helpers import fence, ipython_shell, make_agent
 from ..scripted_llm import ScriptedLLMServer
 from .active import active_in_bundle, active_in_html
 
@@ -70,10 +68,7 @@ REMOVED = ["application/javascript", "application/vnd.jupyter.widget-view+json",
 
 @pytest.fixture(scope="module")
 def ip() -> Iterator[Any]:
-    # IPython's testing shell is one per process: a module that ran before started it.
-    shell = start_ipython() or get_ipython()
-    assert shell is not None
-    shell.run_line_magic("load_ext", "codeact_kernel")
+    shell = ipython_shell()
     # The testing shell formats text/plain only, as a terminal does; a notebook's kernel
     # formats every type, so the display's own Markdown and HTML must be seen too.
     active = shell.display_formatter.active_types
@@ -85,9 +80,9 @@ def ip() -> Iterator[Any]:
 @pytest.fixture
 def llm(ip: Any, tmp_path: Path) -> Iterator[ScriptedLLMServer]:
     with ScriptedLLMServer() as server:
-        ip.run_line_magic("config", "AgentMagics.model = 'openai/scripted'")
-        ip.run_line_magic("config", f"AgentMagics.api_base = {server.api_base!r}")
-        ip.run_line_magic("config", f"AgentMagics.trace_dir = {str(tmp_path)!r}")
+        ip.run_line_magic("config", "LLM.model = 'openai/scripted'")
+        ip.run_line_magic("config", f"LLM.api_base = {server.api_base!r}")
+        ip.run_line_magic("config", f"Agent.trace_dir = {str(tmp_path)!r}")
         yield server
     ip.magics_manager.registry["AgentMagics"].close()
 

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from IPython.testing.globalipapp import start_ipython
 
 from codeact_kernel.kernels.stdin import APPROVAL_PROMPT_MARK
 from codeact_kernel.terminal.cli import main
 from codeact_kernel.tools.approval import parse_answer
 from codeact_kernel.trace.replay import Replayer
 
-from ..helpers import code_cells, fence, load_trace, make_agent
+from ..helpers import code_cells, fence, ipython_shell, load_trace, make_agent
 from ..scripted_llm import ScriptedLLMServer
 from . import approval_tools
 from .mcp_servers import stdio_entry
@@ -139,10 +138,7 @@ def test_a_human_who_takes_longer_than_the_step_timeout_does_not_time_it_out(
 
 @pytest.fixture(scope="module")
 def ip() -> Any:
-    shell = start_ipython()
-    assert shell is not None
-    shell.run_line_magic("load_ext", "codeact_kernel")
-    return shell
+    return ipython_shell()
 
 
 def test_magic_approved_and_denied_mcp_calls(ip: Any, tmp_path: Path,
@@ -156,9 +152,9 @@ def test_magic_approved_and_denied_mcp_calls(ip: Any, tmp_path: Path,
 
     monkeypatch.setattr("builtins.input", human)
     with ScriptedLLMServer() as llm:
-        ip.run_line_magic("config", "AgentMagics.model = 'openai/scripted'")
-        ip.run_line_magic("config", f"AgentMagics.api_base = {llm.api_base!r}")
-        ip.run_line_magic("config", f"AgentMagics.trace_dir = {str(tmp_path)!r}")
+        ip.run_line_magic("config", "LLM.model = 'openai/scripted'")
+        ip.run_line_magic("config", f"LLM.api_base = {llm.api_base!r}")
+        ip.run_line_magic("config", f"Agent.trace_dir = {str(tmp_path)!r}")
         ip.run_line_magic("config", f"Agent.mcp_servers = [{stdio_entry()!r}]")
         llm.enqueue(fence(
             "print(files.delete_note(name='todo'))\n"
