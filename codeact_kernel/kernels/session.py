@@ -405,26 +405,41 @@ class KernelSession(Configurable):
 
     async def _pump_iopub(self, collector: OutputCollector) -> None:
         while not collector.idle:
-            try:
-                msg = await self.kc.get_iopub_msg()
-            except zmq.ZMQError:
-                raise  # the channel itself broke: a host failure, not a bad message
-            except Exception as exc:  # a signed frame that does not parse (deep JSON...)
-                collector.reject(f"unreadable iopub message: {type(exc).__name__}: {exc}")
-                continue
-            collector.handle(msg)
+            msg = await self._next_message("iopub", collector)
+            if msg is not None:
+                collector.handle(msg)
 
     async def _await_reply(self, msg_id: str, collector: OutputCollector) -> None:
         while True:
-            try:
-                msg = await self.kc.get_shell_msg()
-            except zmq.ZMQError:
-                raise
-            except Exception as exc:
-                collector.reject(f"unreadable shell message: {type(exc).__name__}: {exc}")
-                continue
-            if collector.take_reply(msg):
+            msg = await self._next_message("shell", collector)
+            if msg is not None and collector.take_reply(msg):
                 return
+
+    async def _next_message(
+        self, channel: str, collector: OutputCollector
+    ) -> dict[str, Any] | None:
+        """The next message of a cell on ``channel``; None for one that does not parse.
+
+        Only a bad message is skipped. A session shut down under the cell (Ctrl-C in
+        ``codeact run``, a lost kernel) ends it with SessionClosed: read as one more
+        bad message it would make this loop spin forever without yielding.
+        """
+        kc = self.kc  # SessionClosed once the manager has shut down
+        try:
+            if channel == "iopub":
+                return await kc.get_iopub_msg()
+            return await kc.get_shell_msg()
+        except zmq.ZMQError:
+            raise  # the channel itself broke: a host failure, not a bad message
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or getattr(task, "cancelling", lambda: 1)():
+                raise  # this task was cancelled (the step is over, or the run was stopped)
+            # jupyter_client's poll is cancelled from inside when its socket is closed.
+            raise SessionClosed("the kernel session was shut down while the cell ran") from None
+        except Exception as exc:  # a signed frame that does not parse (deep JSON...)
+            collector.reject(f"unreadable {channel} message: {type(exc).__name__}: {exc}")
+            return None
 
     @property
     def _tools_over_stdin(self) -> bool:

@@ -549,3 +549,24 @@ def run_with_timeout(func: Any, seconds: float) -> Any:
     thread.join(timeout=seconds)
     assert "value" in box, "timed out"
     return box["value"]
+
+
+def test_a_session_shut_down_under_a_running_cell_ends_the_cell(tmp_path: Path) -> None:
+    # Ctrl-C in `codeact run` shuts the session down while the step still waits on
+    # iopub: the wait must end, not spin on "session closed" as an unreadable message.
+    async def scenario() -> None:
+        session = KernelSession(runtime_dir=str(tmp_path / "rt"), timeout=120)
+        await session.async_start()
+        try:
+            cell = asyncio.ensure_future(
+                session.async_execute("import time\nprint('up', flush=True)\ntime.sleep(60)"))
+            await asyncio.sleep(2.0)
+            began = time.monotonic()
+            await session.async_shutdown()
+            with pytest.raises(SessionClosed):
+                await asyncio.wait_for(cell, HANG_BOUND)
+            assert time.monotonic() - began < HANG_BOUND
+        finally:
+            await session.async_shutdown()
+
+    asyncio.run(scenario())
