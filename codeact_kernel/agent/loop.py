@@ -18,9 +18,9 @@ from types import TracebackType
 from typing import Any
 
 from jupyter_core.utils import run_sync
-from traitlets import Bool, Float, Instance, Int, List, Unicode, default
+from traitlets import Bool, Enum, Float, Instance, Int, List, Unicode, default
 
-from ..errors import CodeActError
+from ..errors import CodeActError, ModelError
 from ..kernels.factory import make_session
 from ..kernels.session import KernelSession
 from ..kernels.stdin import StdinHandler, StdinToolChannel
@@ -28,10 +28,11 @@ from ..models.llm import LLM, Completion
 from ..policy.rules import Policy
 from ..telemetry.config import Telemetry, env_configured
 from ..tools.hub import ToolHub, ToolOptions
-from ..tools.listing import kernel_names, tool_meta
+from ..tools.listing import function_specs, kernel_names, tool_meta
 from ..tools.tool import Tool, ToolServer, kernel_bootstrap_code, tool
 from ..trace.notebook import TraceWriter, answer_for_trace, tool_call_record
 from ..traits import JSONObject
+from .json_actions import assistant_message, json_step, parse_actions
 from .managed import ManagedAgentTool, SubAgents
 from .observation import (
     failure_note,
@@ -39,7 +40,11 @@ from .observation import (
     model_view,
 )
 from .prompt import (
+    CODE_NOT_RUN_MESSAGE,
+    DEFAULT_AUTO_PROMPT,
+    DEFAULT_JSON_PROMPT,
     DEFAULT_SYSTEM_PROMPT,
+    NO_CALL_MESSAGE,
     NO_CODE_MESSAGE,
     extract_code,
     render_system_prompt,
@@ -77,6 +82,24 @@ class Agent(ToolOptions):
         DEFAULT_SYSTEM_PROMPT,
         help="System prompt template (string.Template): $tools, $imports and $variables are "
         "filled in. Keep an example in it that is unlike the tasks you expect.",
+    ).tag(config=True)
+    action_format = Enum(
+        ["code", "json", "auto"], "code",
+        help="How the model acts. 'code': it writes Python run in the sandboxed kernel "
+        "(CodeAct). 'json': it calls the tools by native function calling (JSON arguments, "
+        "schemas from the tools' signatures; final_answer is a function too), each call run "
+        "on the host like the kernel's calls. 'auto': each reply may do either. 'json' and "
+        "'auto' need a model with function calling (LLM.function_calling).",
+    ).tag(config=True)
+    json_prompt_template = Unicode(
+        DEFAULT_JSON_PROMPT,
+        help="System prompt template with action_format 'json' ($variables is filled in; "
+        "the tools travel as function schemas, not in the prompt).",
+    ).tag(config=True)
+    auto_prompt_template = Unicode(
+        DEFAULT_AUTO_PROMPT,
+        help="System prompt template with action_format 'auto' ($tools, $imports and "
+        "$variables are filled in, as in system_prompt_template).",
     ).tag(config=True)
     vision = Bool(
         False, help="Send images produced by the code to the model (for vision models)."
@@ -177,6 +200,13 @@ class Agent(ToolOptions):
         if self._started:
             return self
         await self.llm.astart()
+        if self.action_format != "code" and not self.llm.supports_function_calling():
+            await self.llm.aclose()
+            raise ModelError(
+                f"action_format {self.action_format!r} needs native function calling, and "
+                f"litellm does not know {self.llm.label!r} to have it. Fix: use "
+                "--action-format code, or, if the endpoint does take `tools` (vLLM, llama.cpp "
+                "with a tool-call template, Ollama), say so with --LLM.function_calling=yes")
         try:
             await self.session.async_start()
             assert self.session.session_dir is not None
@@ -255,6 +285,7 @@ class Agent(ToolOptions):
                 "max_steps": self.max_steps,
                 "step_timeout": self.step_timeout,
                 "max_output_chars": self.max_output_chars,
+                "action_format": self.action_format,
                 "authorized_imports": sorted(self.policy.effective_imports()),
             },
             "tools": [tool_meta(t) for t in self.all_tools],
@@ -353,8 +384,10 @@ class Agent(ToolOptions):
 
     async def _open_conversation(self, task: str) -> None:
         variables = format_variables(await self.variables())
+        template = {"code": self.system_prompt_template, "json": self.json_prompt_template,
+                    "auto": self.auto_prompt_template}[self.action_format]
         system = render_system_prompt(
-            self.system_prompt_template,
+            template,
             self.hub.prompt_docs(self.all_tools),
             sorted(self.policy.effective_imports()),
             variables,
@@ -370,15 +403,27 @@ class Agent(ToolOptions):
     ) -> StepRecord:
         self.step_counter += 1
         emit("thinking", None)
-        completion = await self.llm.complete(self.messages, lambda t: emit("token", t))
-        self.messages.append({"role": "assistant", "content": completion.text})
-        code = extract_code(completion.text)
+        specs = function_specs(self.all_tools) if self.action_format != "code" else None
+        completion = await self.llm.complete(self.messages, lambda t: emit("token", t), specs)
+        actions = parse_actions(completion.tool_calls, self.all_tools) if specs else []
+        code = extract_code(completion.text) if self.action_format != "json" else None
+        skipped_code = actions and code is not None
+        if actions:
+            code = None  # a reply that calls functions does not also run its code
+            self.messages.append(assistant_message(completion.text, actions))
+        else:
+            self.messages.append({"role": "assistant", "content": completion.text})
         record = _new_record(step, completion, code)
         assert self.trace is not None
         try:
-            if code is None:
+            if actions:
+                await json_step(self, record, actions, emit, stdin)
+                if skipped_code:
+                    self.messages.append({"role": "user", "content": CODE_NOT_RUN_MESSAGE})
+            elif code is None:
                 record.status = "no-code"
-                self.messages.append({"role": "user", "content": NO_CODE_MESSAGE})
+                self.messages.append({"role": "user", "content": (
+                    NO_CALL_MESSAGE if self.action_format == "json" else NO_CODE_MESSAGE)})
             else:
                 await self._act(record, code, emit, stdin)
         except BaseException as exc:

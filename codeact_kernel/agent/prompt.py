@@ -38,6 +38,40 @@ final_answer(red[0])
 ```
 """
 
+# action_format "json": the tools travel as function specs, so the prompt does not list them.
+DEFAULT_JSON_PROMPT = """\
+You solve tasks by calling the functions (tools) you are given. Each reply: one short
+sentence of plan, then one or more function calls. You will then see their results, and
+can continue. Use the tools to get the facts you need; never invent their data. If a
+call fails, read the error and fix the call: never send the same call twice.
+When you have the answer, call final_answer with it (a number, string, list or object).
+$variables"""
+
+# action_format "auto": either kind of action, each where it serves best.
+DEFAULT_AUTO_PROMPT = """\
+You solve tasks with tools. Each reply does ONE of two things:
+- call the functions (tools) directly, for one or a few lookups; or
+- write ONE ```python code block, run in a persistent IPython kernel where the same
+  functions exist, when you need loops, filtering or arithmetic over the results.
+You then see the results (or the code's output) and can continue. Never invent the tools'
+data. When you have the answer, call final_answer(value), as a function or in code.
+
+The functions, as the code calls them:
+$tools
+
+Allowed imports in code: $imports
+$variables"""
+
+NO_CALL_MESSAGE = (
+    "Your reply called no function, so nothing ran. Call the tools you need; when you "
+    "know the answer, call final_answer with it."
+)
+
+CODE_NOT_RUN_MESSAGE = (
+    "Your reply both called functions and held a code block: the calls ran, the code did "
+    "NOT. Do one or the other in a reply."
+)
+
 NO_CODE_MESSAGE = (
     "Your reply contained no code block, so nothing ran. Reply with one ```python code "
     "block. When you know the answer, call final_answer(value) inside the code."

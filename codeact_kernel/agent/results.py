@@ -27,6 +27,8 @@ class StepRecord:
     execution_count: int | None = None
     outputs: list[NotebookNode] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    # A reply's native function calls (action_format json/auto), as json_actions.Action.
+    actions: list[dict[str, Any]] = field(default_factory=list)
     egress: list[dict[str, Any]] = field(default_factory=list)  # network requests, judged
     policy: dict[str, Any] = field(default_factory=lambda: {"allowed": True, "violations": []})
     approvals: list[dict[str, Any]] = field(default_factory=list)  # decisions on held calls
@@ -61,7 +63,7 @@ class StepRecord:
         meta = asdict(self)
         for key in ("model_text", "code", "outputs"):
             meta.pop(key)
-        for key in ("cleared_outputs", "cleared_outputs_dropped"):
+        for key in ("cleared_outputs", "cleared_outputs_dropped", "actions"):
             if not meta[key]:
                 meta.pop(key)  # most steps clear nothing
         return meta

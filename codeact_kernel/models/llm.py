@@ -9,13 +9,14 @@ goes to litellm as it is. Tests point the LLM at a scripted OpenAI-compatible se
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from traitlets import Bool, Dict, Float, Int, Unicode
+from traitlets import Bool, Dict, Enum, Float, Int, Unicode
 from traitlets.config import Configurable
 
 from ..agent.prompt import first_block_end
@@ -39,6 +40,9 @@ class Completion:
     cost: float | None = None
     duration: float = 0.0
     model: str = ""
+    # Native function calls: {"id", "name", "arguments"} with the arguments as the raw
+    # JSON text the model wrote (parsed, and checked, by the agent).
+    tool_calls: list[dict[str, str]] = field(default_factory=list)
 
 
 class LLM(Configurable):
@@ -76,6 +80,13 @@ class LLM(Configurable):
     ).tag(config=True)
     extra_params = Dict(
         help="Extra keyword arguments passed to litellm.acompletion as they are."
+    ).tag(config=True)
+    function_calling = Enum(
+        ["auto", "yes", "no"], "auto",
+        help="Whether the model takes native function calls (Agent.action_format 'json' "
+        "and 'auto' need them): 'auto' asks litellm (litellm.supports_function_calling); "
+        "'yes' for a self-hosted OpenAI-compatible server that litellm does not know but "
+        "that takes `tools` (vLLM, llama.cpp with a tool-call template, Ollama).",
     ).tag(config=True)
     providers = Dict(
         key_trait=Unicode(),
@@ -168,16 +179,31 @@ class LLM(Configurable):
                     "environment: export it, or name another variable with --api-key-env"
                 )
 
+    def supports_function_calling(self) -> bool:
+        """Whether requests may carry ``tools`` (see ``function_calling``)."""
+        if self.function_calling != "auto":
+            return self.function_calling == "yes"
+        import litellm
+
+        endpoint = self.endpoint
+        try:
+            return bool(litellm.supports_function_calling(endpoint.model))
+        except Exception:  # a model litellm has never heard of
+            return False
+
     async def complete(
-        self, messages: list[Message], on_token: TokenCallback | None = None
+        self, messages: list[Message], on_token: TokenCallback | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> Completion:
-        """Ask the model, retrying transient failures; errors become ModelError."""
+        """Ask the model, retrying transient failures; errors become ModelError.
+
+        ``tools``: function specs the model may call (native function calling)."""
         from litellm import exceptions as errors
 
         delay = self.retry_backoff
         for attempt in range(self.max_retries + 1):
             try:
-                return await self._complete_once(messages, on_token)
+                return await self._complete_once(messages, on_token, tools)
             except (
                 errors.RateLimitError,
                 errors.Timeout,
@@ -207,7 +233,8 @@ class LLM(Configurable):
         raise AssertionError("unreachable")
 
     async def _complete_once(
-        self, messages: list[Message], on_token: TokenCallback | None
+        self, messages: list[Message], on_token: TokenCallback | None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> Completion:
         import litellm
 
@@ -221,6 +248,8 @@ class LLM(Configurable):
             **endpoint.params,
             **self.extra_params,
         }
+        if tools:
+            kwargs["tools"] = tools
         if endpoint.api_base:
             kwargs["api_base"] = endpoint.api_base
         if self.api_key:
@@ -265,7 +294,8 @@ class LLM(Configurable):
 def _to_completion(response: Any, duration: float, model: str) -> Completion:
     import litellm
 
-    text = response.choices[0].message.content or ""
+    message = response.choices[0].message
+    text = message.content or ""
     usage = getattr(response, "usage", None)
     cost: float | None
     try:
@@ -279,7 +309,24 @@ def _to_completion(response: Any, duration: float, model: str) -> Completion:
         cost=cost,
         duration=duration,
         model=model,
+        tool_calls=_tool_calls(message),
     )
+
+
+def _tool_calls(message: Any) -> list[dict[str, str]]:
+    """The function calls of a reply, as plain data; the arguments stay raw text."""
+    calls: list[dict[str, str]] = []
+    for index, call in enumerate(getattr(message, "tool_calls", None) or []):
+        function = getattr(call, "function", None)
+        name = getattr(function, "name", None)
+        arguments = getattr(function, "arguments", None)
+        calls.append({
+            "id": str(getattr(call, "id", None) or f"call_{index}"),
+            "name": name if isinstance(name, str) else "",
+            "arguments": arguments if isinstance(arguments, str) else (
+                json.dumps(arguments) if isinstance(arguments, dict) else ""),
+        })
+    return calls
 
 
 def _short(exc: Exception, limit: int = 300) -> str:

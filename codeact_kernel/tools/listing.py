@@ -1,5 +1,6 @@
 """How the tools are shown: in the model's prompt (in full, or as an index for large tool
-sets), in the trace's metadata, and in a trace's replay setup cell."""
+sets), as function schemas for JSON tool calls, in the trace's metadata, and in a trace's
+replay setup cell."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..kernel_side import source, templates
+from .mcp_schema import to_schema
+from .serialize import FINAL_ANSWER
 from .tool import Tool
 
 LISTINGS = ("full", "index", "auto")
@@ -92,3 +95,46 @@ def replay_stubs(tools: list[dict[str, Any]]) -> str:
     head = templates.REPLAY_TOOLSPACE.substitute(source=repr(source("toolspace.py")))
     return head + "\n" + "\n".join(stubs)
 
+
+
+FINAL_ANSWER_SPEC: dict[str, Any] = {"type": "function", "function": {
+    "name": FINAL_ANSWER,
+    "description": "Give the final answer to the task; this ends the task. Call it once you "
+                   "know the answer, alone.",
+    "parameters": {"type": "object", "required": ["value"], "properties": {"value": {
+        "description": "The answer: a number, a string, a list or an object."}}},
+}}
+
+
+def function_name(t: Tool) -> str:
+    """The tool's name in function calls: providers allow [A-Za-z0-9_-] only, so an MCP
+    tool ``files.read_text`` is called ``files__read_text``."""
+    return t.name.replace(".", "__")
+
+
+def function_specs(tools: Sequence[Tool]) -> list[dict[str, Any]]:
+    """The tools as OpenAI-style function specs (litellm's ``tools=``), from the same
+    signatures and docstrings the kernel's stubs have; ``final_answer`` last."""
+    specs: list[dict[str, Any]] = []
+    for t in tools:
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        for name, param in t.signature.parameters.items():
+            schema = to_schema(param.annotation)
+            if t.param_docs.get(name):
+                schema = {**schema, "description": t.param_docs[name]}
+            if param.default is param.empty:
+                required.append(name)
+            elif _plain_default(param.default):
+                schema = {**schema, "default": param.default}
+            properties[name] = schema
+        specs.append({"type": "function", "function": {
+            "name": function_name(t),
+            "description": t.description or t.doc.split("\n\n")[0],
+            "parameters": {"type": "object", "properties": properties, "required": required},
+        }})
+    return [*specs, FINAL_ANSWER_SPEC]
+
+
+def _plain_default(value: Any) -> bool:
+    return value is None or type(value) in (str, int, float, bool)

@@ -1,4 +1,5 @@
-"""From an MCP tool's JSON Schemas to a Python signature, a return type and a docstring.
+"""From an MCP tool's JSON Schemas to a Python signature, a return type and a docstring,
+and back (``to_schema``: a ``@tool``'s parameters as the JSON Schema of a function call).
 
 The stub in the kernel gets a real signature (``inspect.signature``, ``help()``), and the
 host checks the kernel's arguments against the same annotations (tools/args.py) before
@@ -8,12 +9,15 @@ unknown or odd schemas become ``Any``, never an exception.
 
 from __future__ import annotations
 
+import collections.abc
+import enum
 import functools
 import inspect
 import keyword
 import operator
 import re
 import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -211,3 +215,50 @@ def _is_json(value: Any) -> bool:
 
 def _text(value: Any) -> str:
     return value[:2000] if isinstance(value, str) else ""
+
+
+# ---- the other way: a Python annotation as a JSON Schema (JSON tool calls) -----------------
+
+_SCHEMA_TYPES = {python: name for name, python in _SIMPLE.items()}
+
+
+def to_schema(annotation: Any, depth: int = 0) -> dict[str, Any]:
+    """A JSON Schema for a tool parameter's annotation, the inverse of ``to_annotation``
+    (``{}``, any value, where it cannot say more: the host checks arguments anyway)."""
+    if depth > MAX_DEPTH or annotation is Any or isinstance(annotation, str):
+        return {}
+    if annotation is None or annotation in _SCHEMA_TYPES:
+        return {"type": _SCHEMA_TYPES[annotation if annotation is not None else type(None)]}
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return {"enum": list(args)}
+    if origin is typing.Union or origin is types.UnionType:
+        return {"anyOf": [to_schema(a, depth + 1) for a in args]}
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return {"enum": [m.value for m in annotation if _is_json(m.value)]}
+    if isinstance(annotation, type) and typing.is_typeddict(annotation):
+        hints = typing.get_type_hints(annotation)
+        required: frozenset[str] = getattr(annotation, "__required_keys__", frozenset())
+        return {"type": "object", "required": sorted(required),
+                "properties": {k: to_schema(v, depth + 1) for k, v in hints.items()}}
+    base = origin or annotation
+    if base in (list, tuple, set, frozenset) or base in _ABC_SEQUENCES:
+        items = [a for a in args if a is not Ellipsis]
+        if base is tuple and len(args) > 1 and args[1] is not Ellipsis:
+            return {"type": "array", "prefixItems": [to_schema(a, depth + 1) for a in args],
+                    "minItems": len(args), "maxItems": len(args)}
+        schema: dict[str, Any] = {"type": "array"}
+        if items:
+            schema["items"] = to_schema(items[0], depth + 1)
+        return schema
+    if base is dict or base in _ABC_MAPPINGS:
+        schema = {"type": "object"}
+        if len(args) == 2:
+            schema["additionalProperties"] = to_schema(args[1], depth + 1)
+        return schema
+    return {}
+
+
+_ABC_SEQUENCES = (collections.abc.Sequence, collections.abc.MutableSequence,
+                  collections.abc.Iterable, collections.abc.Collection, collections.abc.Set)
+_ABC_MAPPINGS = (collections.abc.Mapping, collections.abc.MutableMapping)

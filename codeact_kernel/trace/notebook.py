@@ -26,6 +26,7 @@ from ..errors import TraceError
 from ..kernel_side import source as kernel_source
 from ..kernels.messages import invalid_output
 from ..tools.listing import replay_stubs
+from .actions import action_cells
 from .validate import TraceLimits, check_trace, read_trace_text
 
 TRACE_FORMAT_VERSION = 1
@@ -103,7 +104,7 @@ class TraceWriter:
                 )
             )
         if record.code is None:
-            pass
+            self.nb.cells.extend(action_cells(record.step, record.actions, record.tool_calls))
         elif record.blocked:
             # A raw cell, so that Run All in JupyterLab never executes blocked code.
             reasons = "; ".join(v.get("message", "") for v in record.policy.get("violations", []))
@@ -233,9 +234,7 @@ def _replayable(value: Any) -> tuple[Any, str]:
 def setup_source(nb: NotebookNode) -> str:
     """The replay setup cell: recorded-tool stubs serving the results in ``nb``, in order."""
     recorded: dict[str, list[dict[str, Any]]] = {}
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
+    for cell in nb.cells:  # code cells, and the model's cell of a step of function calls
         for call in cell.metadata.get("codeact", {}).get("tool_calls", []):
             if call.get("name") != "final_answer":
                 recorded.setdefault(call["name"], []).append(

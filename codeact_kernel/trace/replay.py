@@ -25,6 +25,7 @@ from ..agent.observation import observed_text
 from ..agent.workspace import keep_full_output
 from ..kernels.session import KernelSession
 from ..tools.tool import Tool, ToolServer, kernel_bootstrap_code
+from .actions import INVALID_CALL_TAG
 from .notebook import BLOCKED_TAG, SETUP_TAG, load_trace
 from .validate import TraceLimits
 
@@ -112,7 +113,7 @@ def _merge_streams(lines: list[str]) -> list[str]:
 class CellVerdict:
     cell: int
     step: int | None
-    verdict: str  # same | differs | error-reproduced | blocked
+    verdict: str  # same | differs | error-reproduced | blocked | invalid-call
     diff: str = ""
 
 
@@ -220,6 +221,8 @@ class Replayer(Configurable):
         step = meta.get("step")
         if cell.cell_type == "raw" and BLOCKED_TAG in tags:
             return CellVerdict(index, step, "blocked")
+        if cell.cell_type == "raw" and INVALID_CALL_TAG in tags:
+            return CellVerdict(index, step, "invalid-call")  # a function call never made
         if cell.cell_type != "code" or SETUP_TAG in tags:
             return None
         result = await session.async_execute(cell.source, timeout=timeout)

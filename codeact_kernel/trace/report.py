@@ -19,6 +19,7 @@ from nbformat.v4 import new_markdown_cell
 
 from ..errors import CodeActError
 from ..tools.approval import safe_text
+from .actions import is_call_cell
 from .escape import escape_terminal
 from .firewall import OutputFirewall
 from .notebook import BLOCKED_TAG, SETUP_TAG, load_trace
@@ -49,6 +50,21 @@ def _fmt_call(call: dict[str, Any], width: int = 90) -> str:
     args = ", ".join(f"{k}={v!r}" for k, v in (call.get("arguments") or {}).items())
     outcome = f"raised {call['error']}" if call.get("error") else f"-> {call.get('result')}"
     text = f"{call.get('name')}({args}) {outcome} [{call.get('duration', 0) * 1000:.1f} ms]"
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _invalid_actions(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """A step's function calls that were never made (the made ones are its tool calls)."""
+    actions = meta.get("actions")
+    if not isinstance(actions, list):
+        return []
+    return [a for a in actions if isinstance(a, dict) and a.get("source") is None]
+
+
+def _fmt_action(action: dict[str, Any], width: int = 110) -> str:
+    """A function call the model sent that could not be made: what, and why not."""
+    text = (f"{action.get('name')}({str(action.get('arguments'))[:80]}) NOT MADE: "
+            f"{action.get('error')}").replace("`", "'").replace("\n", " ")
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -88,9 +104,10 @@ def step_cells(nb: NotebookNode) -> list[NotebookNode]:
 
 def _is_step(cell: NotebookNode) -> bool:
     meta = cell.metadata.get("codeact", {})
-    if "step" not in meta or SETUP_TAG in cell.metadata.get("tags", []):
+    if "step" not in meta or SETUP_TAG in cell.metadata.get("tags", []) or is_call_cell(cell):
         return False
-    return cell.cell_type in ("code", "raw") or meta.get("status") == "no-code"
+    return cell.cell_type in ("code", "raw") or meta.get("status") == "no-code" or bool(
+        meta.get("actions"))
 
 
 def show_lines(nb: NotebookNode, indent: str = "", base: Path | None = None,
@@ -127,6 +144,8 @@ def _step_lines(cell: NotebookNode, indent: str, base: Path | None,
     m = cell.metadata["codeact"]
     blocked = BLOCKED_TAG in cell.metadata.get("tags", [])
     status = "BLOCKED" if blocked else m.get("status", "")
+    if m.get("actions"):
+        status = f"{status} ({len(m['actions'])} function calls)"
     lines = [
         f"{indent}  step {m.get('step')}: {status:<8} llm {m.get('llm_duration', 0):.2f}s  "
         f"exec {m.get('exec_duration', 0):.3f}s  tokens {m.get('prompt_tokens', 0)}+"
@@ -139,6 +158,8 @@ def _step_lines(cell: NotebookNode, indent: str, base: Path | None,
         lines.append(f"{indent}      {m['reason']}")
     for decision in m.get("approvals", []):
         lines.append(f"{indent}      approval {_fmt_decision(decision)}")
+    for action in _invalid_actions(m):
+        lines.append(f"{indent}      call {_fmt_action(action)}")
     for call in m.get("tool_calls", []):
         lines.append(f"{indent}      tool {_fmt_call(call)}")
         child = call.get("trace")
@@ -216,6 +237,8 @@ def _step_markdown(cell: NotebookNode) -> str:
             f"[{v.get('rule')}] {v.get('message')}" for v in verdict.get("violations", [])))
     for decision in m.get("approvals", []):
         rows.append(f"approval: `{_fmt_decision(decision, 300)}`")
+    for action in _invalid_actions(m):
+        rows.append(f"function call: `{_fmt_action(action, 300)}`")
     for call in m.get("tool_calls", []):
         rows.append(f"tool call: `{_fmt_call(call, 200)}`")
     for record in m.get("egress", []):
