@@ -5,6 +5,10 @@ The agent reaches it through litellm's real HTTP code path (model
 words is real. Replies name the model the request asked for, so litellm prices a
 request to "openai/gpt-4o-mini" from its own table. Requests are recorded so tests can
 inspect prompts, and ``fail_next`` makes the server answer errors (for retry tests).
+
+A reply is a string (the message's text) or, for native function calling, what
+``tool_calls(...)`` returns: the server then answers with real OpenAI ``tool_calls``,
+whole or streamed as argument fragments (litellm's stream_chunk_builder joins them).
 """
 
 from __future__ import annotations
@@ -16,10 +20,26 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+Reply = str | dict[str, Any]
+
+
+def call(name: str, arguments: Any = None, call_id: str | None = None) -> dict[str, Any]:
+    """One function call; ``arguments`` is JSON-encoded unless it is already a string (so
+    malformed JSON can be scripted)."""
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
+    return {"id": call_id, "name": name, "arguments": text}
+
+
+def tool_calls(*calls: dict[str, Any], text: str = "") -> dict[str, Any]:
+    """A reply holding ``calls`` (from ``call``), with optional text beside them."""
+    numbered = [{**c, "id": c.get("id") or f"call_{i}_{id(c) % 10000}"}
+                for i, c in enumerate(calls)]
+    return {"content": text, "tool_calls": numbered}
+
 
 class ScriptedLLMServer:
-    def __init__(self, replies: list[str] | None = None) -> None:
-        self.replies: deque[str] = deque(replies or [])
+    def __init__(self, replies: list[Reply] | None = None) -> None:
+        self.replies: deque[Reply] = deque(replies or [])
         self.requests: list[dict[str, Any]] = []
         self.fail_next: deque[int] = deque()
         self.delay = 0.0
@@ -30,7 +50,7 @@ class ScriptedLLMServer:
     def api_base(self) -> str:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
-    def enqueue(self, *replies: str) -> None:
+    def enqueue(self, *replies: Reply) -> None:
         self.replies.extend(replies)
 
     def __enter__(self) -> ScriptedLLMServer:
@@ -79,19 +99,35 @@ class ScriptedLLMServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _stream(self, reply: str, model: str) -> None:
+            def _stream(self, reply: Reply, model: str) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
-                for i in range(0, len(reply), 16):
-                    chunk = _chunk({"content": reply[i : i + 16]}, None, model)
+                text, calls = _parts(reply)
+                deltas: list[dict[str, Any]] = [
+                    {"content": text[i : i + 16]} for i in range(0, len(text), 16)]
+                for index, c in enumerate(calls):
+                    deltas.append({"tool_calls": [{"index": index, "id": c["id"],
+                                   "type": "function",
+                                   "function": {"name": c["name"], "arguments": ""}}]})
+                    args = c["arguments"]
+                    deltas += [{"tool_calls": [{"index": index, "function": {
+                        "arguments": args[i : i + 7]}}]} for i in range(0, len(args), 7)]
+                for delta in deltas:
+                    chunk = _chunk(delta, None, model)
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                final = _chunk({}, "stop", model)
-                final["usage"] = _usage(reply)
+                final = _chunk({}, "tool_calls" if calls else "stop", model)
+                final["usage"] = _usage(text if not calls else json.dumps(reply))
                 self.wfile.write(f"data: {json.dumps(final)}\n\n".encode())
                 self.wfile.write(b"data: [DONE]\n\n")
 
         return Handler
+
+
+def _parts(reply: Reply) -> tuple[str, list[dict[str, Any]]]:
+    if isinstance(reply, str):
+        return reply, []
+    return str(reply.get("content") or ""), list(reply.get("tool_calls") or [])
 
 
 def _usage(reply: str) -> dict[str, int]:
@@ -99,17 +135,25 @@ def _usage(reply: str) -> dict[str, int]:
     return {"prompt_tokens": 100, "completion_tokens": completion, "total_tokens": 100 + completion}
 
 
-def _completion(reply: str, model: str) -> dict[str, Any]:
+def _completion(reply: Reply, model: str) -> dict[str, Any]:
+    text, calls = _parts(reply)
+    message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    if calls:
+        message["tool_calls"] = [
+            {"id": c["id"], "type": "function",
+             "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls]
+    else:
+        message["content"] = text
     return {
         "id": "chatcmpl-scripted",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": reply},
-             "finish_reason": "stop"}
+            {"index": 0, "message": message,
+             "finish_reason": "tool_calls" if calls else "stop"}
         ],
-        "usage": _usage(reply),
+        "usage": _usage(text if not calls else json.dumps(reply)),
     }
 
 

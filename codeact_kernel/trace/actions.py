@@ -64,7 +64,10 @@ def replayed_error(name: str, error: str) -> tuple[str, str]:
         return "ToolDenied", message
     base = getattr(builtins, type_name, None)
     if isinstance(base, type) and issubclass(base, Exception) and base is not Exception:
-        return type_name, f"{message} (raised by host tool {name})"
+        try:  # str() as the kernel shows it: a KeyError quotes its message
+            return type_name, str(base(f"{message} (raised by host tool {name})"))
+        except Exception:
+            pass
     return "ToolCallError", f"{error} (raised by host tool {name})"
 
 
