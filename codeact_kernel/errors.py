@@ -74,3 +74,7 @@ class MCPServerError(ToolError):
 
 class MCPToolError(ToolError):
     """An MCP tool answered with an error (``isError``); the message is the server's."""
+
+
+class BenchError(CodeActError):
+    """A ``codeact bench`` task file is unusable; the message names the task and the field."""

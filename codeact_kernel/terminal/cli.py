@@ -6,7 +6,7 @@ from, the later winning: ``jupyter_config`` and ``codeact_config`` (``.py`` or `
 in each folder of the Jupyter config path (``jupyter --paths``; the sandbox's kernelspec
 launcher reads the same path), the file named by ``--config``, then the command line.
 
-Subcommands: run, show, replay, export, doctor, kernelspec (install). Each is imported
+Subcommands: run, show, replay, export, bench, doctor, kernelspec (install). Each is imported
 when it is chosen, so ``codeact --help`` loads none of the agent stack.
 """
 
@@ -149,6 +149,8 @@ codeact run --help          # every option of a subcommand (--help-all: every se
             ("show", "commands.ShowApp", "Summarize a trace in the terminal."),
             ("replay", "commands.ReplayApp", "Re-run a trace in a fresh sandbox and compare."),
             ("export", "commands.ExportApp", "Export a trace for reviewers (HTML, OTLP)."),
+            ("bench", "commands.BenchApp",
+             "Compare the action formats (code, json, auto) on a task file."),
             ("doctor", "commands.DoctorApp", "Probe this machine's sandboxing support."),
             ("kernelspec", "commands.KernelSpecApp",
              "Manage the codeact-sandbox and codeact-review Jupyter kernelspecs."),
@@ -183,6 +185,7 @@ class RunApp(CodeActCommand):
         **COMMON_ALIASES,
         "model": "LLM.model", "api-base": "LLM.api_base", "api-key-env": "LLM.api_key_env",
         "max-steps": "Agent.max_steps", "step-timeout": "Agent.step_timeout",
+        "action-format": "Agent.action_format",
         "max-output-chars": "Agent.max_output_chars", "trace": "Agent.trace_path",
         "otlp": "Agent.otel_endpoint", "managed-agent": "Agent.managed_agents_config",
         "authorized-imports": "Policy.authorized_imports",

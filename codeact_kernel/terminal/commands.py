@@ -84,6 +84,61 @@ class ReplayApp(_TraceCommand):
         return 0 if report.all_same else 1
 
 
+class BenchApp(CodeActCommand):
+    name = "codeact bench"
+    description = ("Compare the action formats (code, json, auto) on your own tasks: "
+                   "codeact bench TASKS.py [--formats code,json,auto] [--model M] [--repeat N]. "
+                   "The task-file format is in codeact_kernel/bench/tasks.py (and the README).")
+    formats = Unicode("code,json,auto", help="Comma-separated action formats to compare."
+                      ).tag(config=True)
+    only = Unicode("", help="Comma-separated task names: run only these.").tag(config=True)
+    aliases: dict[Any, Any] = {  # noqa: RUF012
+        **COMMON_ALIASES,
+        "formats": "BenchApp.formats", "only": "BenchApp.only", "repeat": "Bench.repeat",
+        ("o", "output"): "Bench.output_dir", "model": "LLM.model", "api-base": "LLM.api_base",
+        "api-key-env": "LLM.api_key_env", "max-steps": "Agent.max_steps",
+        "step-timeout": "Agent.step_timeout",
+    }
+
+    def config_classes(self) -> list[type[Configurable]]:
+        from ..agent.loop import Agent
+        from ..bench.runner import Bench
+        from ..kernels.session import KernelSession
+        from ..models.llm import LLM
+        from ..models.local import LocalModelServer
+        from ..policy.rules import Policy
+        from ..sandbox.config import SandboxConfig
+
+        return [Bench, Agent, LLM, LocalModelServer, Policy, KernelSession, SandboxConfig]
+
+    def run(self) -> int:
+        from ..bench.runner import Bench, table
+        from ..bench.tasks import load_tasks
+        from ..trace.escape import escape_terminal
+
+        if len(self.extra_args) != 1:
+            raise CodeActError("`codeact bench TASKS.py`: give one task file")
+        formats = [f.strip() for f in self.formats.split(",") if f.strip()]
+        only = [n.strip() for n in self.only.split(",") if n.strip()]
+        tasks = load_tasks(self.extra_args[0], only)
+        bench = Bench(parent=self, formats=formats)
+        print(f"{len(tasks)} tasks x {len(formats)} formats x {bench.repeat} rounds; "
+              f"results in {bench.folder}", flush=True)
+
+        def progress(row: Any) -> None:
+            mark = "PASS" if row.category == "pass" else "FAIL"
+            print(escape_terminal(f"{mark} {row.format:5s} {row.task:28s} {row.category:17s} "
+                                  f"steps={row.steps} {row.seconds:.1f}s {row.note[:80]}"),
+                  flush=True)
+
+        report = bench.run(tasks, on_row=progress)
+        print(f"\nmodel {escape_terminal(report.model)}; load "
+              + ", ".join(f"{x:.1f}" for x in report.load) + "\n")
+        print(table(report))
+        print(f"\nresults: {bench.folder / 'results.json'}; traces: {bench.folder / 'traces'}")
+        return 0
+
+
 class ExportApp(_TraceCommand):
     name = "codeact export"
     description = "Export a trace for reviewers: HTML, or OpenTelemetry spans."
