@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from traitlets import TraitError
 
 from codeact_kernel import Agent
 from codeact_kernel.terminal.cli import RunApp, main
@@ -149,3 +150,16 @@ def test_kernelspec_install_bakes_launcher_options(tmp_path: Path, config_dir: P
         assert "--SandboxConfig.memory_limit=1073741824" in spec["argv"]
         assert "codeact_kernel.sandbox.launcher" in spec["argv"]
     assert main(["kernelspec", "install", "--user", "--prefix", str(tmp_path)]) == 2
+
+
+def test_action_format_flag_sets_the_agent_and_names_the_fix(
+        config_dir: Path, llm: ScriptedLLMServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert Agent(parent=run_command("task", "--action-format", "auto")).action_format == "auto"
+    code = main(["run", "2+2?", "--action-format", "json", "--model", "openai/scripted",
+                 "--api-base", llm.api_base, "--no-input"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "needs native function calling" in err and "--action-format code" in err
+    assert not llm.requests
+    with pytest.raises(TraitError, match="xml"):
+        Agent(parent=run_command("task", "--action-format", "xml"))
