@@ -151,6 +151,9 @@ class RunSpans:
         spans.append(self._chat(meta, step_id, start, llm_end))
         if step.code is not None:
             spans.extend(self._execution(step, step_id, llm_end, end, error))
+        else:  # a step of function calls (JSON actions): the tool calls are the step's
+            spans.extend(self.tool(call, step_id, index)
+                         for index, call in enumerate(meta.get("tool_calls", []) or []))
         return spans
 
     def _chat(self, meta: dict[str, Any], parent: int, start: float, end: float) -> SpanData:

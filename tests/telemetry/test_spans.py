@@ -257,3 +257,31 @@ def test_export_off_imports_no_opentelemetry(tmp_path: Path) -> None:
                           timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_json_function_calls_are_tool_spans_of_their_step(
+        llm: ScriptedLLMServer, rx: OTLPReceiver, tmp_path: Path, runtime_dir: Path) -> None:
+    from ..scripted_llm import call, tool_calls
+
+    @tool
+    def population(city: str) -> int:
+        """Population of a city."""
+        return {"Lyon": 522250}[city]
+
+    agent = _agent(llm, runtime_dir, tools=[population], action_format="json",
+                   trace_path=str(tmp_path / "t.ipynb"), otel_endpoint=rx.endpoint)
+    agent.llm.function_calling = "yes"
+    llm.enqueue(tool_calls(call("population", {"city": "Lyon"})),
+                tool_calls(call("final_answer", {"value": 522250})))
+    result = agent.run("Lyon?")
+    assert result.answer == 522250
+    spans = rx.wait_for(_run_done)
+    steps = children(spans, _root(spans))
+    assert [s.name for s in steps] == ["step 1", "step 2"]
+    tools = [s for s in children(spans, steps[0]) if s.name.startswith("execute_tool")]
+    assert [s.attributes["gen_ai.tool.name"] for s in tools] == ["population"]
+    assert tools[0].attributes["gen_ai.tool.call.result"] == "522250"
+    assert not [s for s in spans if s.name == "execute_code"]
+    # The saved trace exports the same tool span.
+    exported = spans_from_trace(result.trace_path)
+    assert [s.name for s in exported if s.attributes.get("gen_ai.tool.name") == "population"]
