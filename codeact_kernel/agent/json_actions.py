@@ -21,8 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ModelError
 from ..kernel_side import codec
 from ..kernels.stdin import StdinHandler
+from ..models.llm import LLM
 from ..tools.listing import function_name
 from ..tools.serialize import FINAL_ANSWER, encode_value
 from ..trace.notebook import tool_call_record
@@ -52,6 +54,17 @@ class Action:
     @property
     def valid(self) -> bool:
         return self.source is not None
+
+
+def require_function_calling(action_format: str, llm: LLM) -> None:
+    """ModelError naming the fix when ``action_format`` needs function calls the model
+    does not make."""
+    if action_format != "code" and not llm.supports_function_calling():
+        raise ModelError(
+            f"action_format {action_format!r} needs native function calling, and litellm "
+            f"does not know {llm.label!r} to have it. Fix: use --action-format code, or, if "
+            "the endpoint does take `tools` (vLLM, llama.cpp with a tool-call template, "
+            "Ollama), say so with --LLM.function_calling=yes")
 
 
 def parse_actions(calls: Sequence[dict[str, str]], tools: Sequence[Tool]) -> list[Action]:

@@ -32,7 +32,7 @@ from ..tools.listing import function_specs, kernel_names, tool_meta
 from ..tools.tool import Tool, ToolServer, kernel_bootstrap_code, tool
 from ..trace.notebook import TraceWriter, answer_for_trace, tool_call_record
 from ..traits import JSONObject
-from .json_actions import assistant_message, json_step, parse_actions
+from .json_actions import assistant_message, json_step, parse_actions, require_function_calling
 from .managed import ManagedAgentTool, SubAgents
 from .observation import (
     failure_note,
@@ -200,13 +200,11 @@ class Agent(ToolOptions):
         if self._started:
             return self
         await self.llm.astart()
-        if self.action_format != "code" and not self.llm.supports_function_calling():
+        try:
+            require_function_calling(self.action_format, self.llm)
+        except ModelError:
             await self.llm.aclose()
-            raise ModelError(
-                f"action_format {self.action_format!r} needs native function calling, and "
-                f"litellm does not know {self.llm.label!r} to have it. Fix: use "
-                "--action-format code, or, if the endpoint does take `tools` (vLLM, llama.cpp "
-                "with a tool-call template, Ollama), say so with --LLM.function_calling=yes")
+            raise
         try:
             await self.session.async_start()
             assert self.session.session_dir is not None

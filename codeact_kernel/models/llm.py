@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -186,6 +187,8 @@ class LLM(Configurable):
         import litellm
 
         endpoint = self.endpoint
+        if endpoint.tool_call_format:
+            return True  # the provider knows its server's template writes calls as text
         try:
             return bool(litellm.supports_function_calling(endpoint.model))
         except Exception:  # a model litellm has never heard of
@@ -260,7 +263,10 @@ class LLM(Configurable):
             response = await litellm.acompletion(**kwargs)
         else:
             response = await self._stream(kwargs, on_token, cut)
-        return _to_completion(response, time.monotonic() - started, endpoint.model)
+        completion = _to_completion(response, time.monotonic() - started, endpoint.model)
+        if tools and not completion.tool_calls and endpoint.tool_call_format == "hermes":
+            completion.text, completion.tool_calls = hermes_tool_calls(completion.text)
+        return completion
 
     async def _stream(self, kwargs: dict[str, Any], on_token: TokenCallback | None,
                       first_block_only: bool) -> Any:
@@ -311,6 +317,33 @@ def _to_completion(response: Any, duration: float, model: str) -> Completion:
         model=model,
         tool_calls=_tool_calls(message),
     )
+
+
+_HERMES_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|\Z)", re.DOTALL)
+_HERMES_NAME = re.compile(r'"name"\s*:\s*"([^"]{1,100})"')
+
+
+def hermes_tool_calls(text: str) -> tuple[str, list[dict[str, str]]]:
+    """Function calls written as ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``
+    text (Qwen's and Hermes' chat templates): the text without them, and the calls. A call
+    whose JSON does not parse keeps its raw text as arguments, so the agent's check tells
+    the model what was wrong."""
+    calls: list[dict[str, str]] = []
+    for index, match in enumerate(_HERMES_CALL.finditer(text)):
+        body = match.group(1)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("name"), str):
+            arguments = data.get("arguments", {})
+            raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+            calls.append({"id": f"call_{index}", "name": data["name"], "arguments": raw})
+        else:
+            name = _HERMES_NAME.search(body)
+            calls.append({"id": f"call_{index}", "name": name.group(1) if name else "",
+                          "arguments": body})
+    return _HERMES_CALL.sub("", text).strip(), calls
 
 
 def _tool_calls(message: Any) -> list[dict[str, str]]:

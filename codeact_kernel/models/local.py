@@ -128,6 +128,13 @@ class LocalModelServer(Configurable):
         "and write more, often tool-redefining, code; measured in "
         "benchmarks/bench_local_model.py.",
     ).tag(config=True)
+    tool_call_format = Unicode(
+        "hermes",
+        help="How the model writes function calls (Agent.action_format json/auto): "
+        "'hermes', <tool_call>{...}</tool_call> text, as the embedded Qwen model's chat "
+        "template asks (llama-cpp-python's server passes the tools to the template but does "
+        "not parse the calls back); '' if the server returns native tool_calls.",
+    ).tag(config=True)
     log_file = Unicode(
         "",
         help="File that receives the server's output. Empty: a temporary file, deleted by "
@@ -170,7 +177,8 @@ class LocalModelServer(Configurable):
         """Where requests to this running server go, with the defaults they carry."""
         return Endpoint(model=self.litellm_model, api_base=self.api_base, api_key=self.api_key,
                         params=self.completion_params(),
-                        stop_after_first_block=self.stop_after_first_block)
+                        stop_after_first_block=self.stop_after_first_block,
+                        tool_call_format=self.tool_call_format)
 
     def point(self, llm: LLM) -> None:
         """Send ``llm``'s requests to this running server, which the caller keeps running.

@@ -36,6 +36,10 @@ class Endpoint:
     """Request defaults (e.g. ``stop``); ``LLM.extra_params`` wins over them."""
     stop_after_first_block: bool = False
     """End replies at their first code block even when ``LLM.stop_after_first_block`` is off."""
+    tool_call_format: str = ""
+    """How the server returns function calls when it does not parse them itself: "hermes"
+    (``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` in the text, as Qwen and
+    Hermes chat templates ask for) is parsed by the LLM; "" means native ``tool_calls``."""
 
 
 class ModelProvider(Configurable):

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from codeact_kernel import Agent, ModelError, tool
-from codeact_kernel.models.llm import LLM
+from codeact_kernel.models.llm import LLM, hermes_tool_calls
+from codeact_kernel.models.provider import Endpoint
 from codeact_kernel.terminal import demo
 from codeact_kernel.trace.actions import INVALID_CALL_TAG, TOOL_CALL_ROLE
 from codeact_kernel.trace.replay import Replayer
@@ -213,3 +214,33 @@ def test_whole_replies_with_tool_calls(llm: ScriptedLLMServer) -> None:
     assert completion.tool_calls == [
         {"id": "c1", "name": "get_population", "arguments": '{"city": "Paris"}'},
         {"id": "c2", "name": "final_answer", "arguments": '{"value": 1'}]
+
+
+def test_calls_written_as_hermes_text_are_parsed(llm: ScriptedLLMServer, tmp_path: Path,
+                                                runtime_dir: Path) -> None:
+    """The embedded model's server passes the tools to Qwen's chat template, which makes
+    the model write <tool_call> text; an endpoint that says so gets it parsed."""
+    llm.enqueue(
+        'I look it up.\n<tool_call>\n{"name": "get_population", "arguments": {"city": "Lyon"}}'
+        '\n</tool_call>\n<tool_call>\n{"name": "get_population", "arguments": {"city": }\n'
+        '</tool_call>',
+        '<tool_call>\n{"name": "final_answer", "arguments": {"value": 522250}}\n</tool_call>',
+    )
+    agent = make_agent(llm, tmp_path, runtime_dir, action_format="json")
+    agent.llm.attach(Endpoint("openai/scripted", llm.api_base, tool_call_format="hermes"))
+    result = agent.run("Population of Lyon?")  # function_calling "auto": the endpoint says
+    assert result.answer == 522250, result.reason
+    first = result.steps[0]
+    assert first.model_text == "I look it up."
+    assert [a["name"] for a in first.actions] == ["get_population", "get_population"]
+    assert first.actions[0]["result"] == "522250"
+    assert "not valid JSON" in first.actions[1]["error"]
+
+
+def test_hermes_parser_keeps_what_it_cannot_read() -> None:
+    text, calls = hermes_tool_calls('a <tool_call>{"name": "f", "arguments": "{}"}</tool_call>'
+                                    ' b <tool_call>not json')
+    assert text == "a  b"
+    assert calls == [{"id": "call_0", "name": "f", "arguments": "{}"},
+                     {"id": "call_1", "name": "", "arguments": "not json"}]
+    assert hermes_tool_calls("no calls here") == ("no calls here", [])
