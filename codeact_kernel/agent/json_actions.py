@@ -249,6 +249,11 @@ async def json_step(
     timeout = min(agent.tool_call_timeout, agent.step_timeout, max(agent._time_left(), 0.5))
     agent.hub.begin_step(record.step, calls_text(actions), human=stdin is not None)
     emit("code", calls_text(actions))
+    trace_path = agent.trace.path
+    # Sub-agents called as functions get what is left of the step, as from code.
+    agent.sub_agents.bound(timeout, agent.max_steps,
+                           trace_path.parent / f"{trace_path.stem}.subagents",
+                           agent._otel_context())
     server.open_step(record.step)
     try:
         await run_actions(actions, server, agent.hub.gate, stdin, timeout,
@@ -260,6 +265,7 @@ async def json_step(
         record_refused(agent.trace, server)
         record.approvals += agent.hub.gate.end_step()
         record.actions = [asdict(a) for a in actions]
+    agent.sub_agents.link(record.tool_calls, trace_path.parent)
     record.status = "ok" if all(a.error is None for a in actions) else "error"
     record.reason = "; ".join(f"{a.name}: {a.error}" for a in actions if a.error)[:2000]
     for message in tool_messages(actions):
