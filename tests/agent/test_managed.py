@@ -174,3 +174,28 @@ def test_cli_declares_managed_agents(servers: dict[str, ScriptedLLMServer], tmp_
     assert code == 0, out
     assert "Final answer: Sao Paulo" in out
     assert main(["run", "x", "--managed-agent", "{not json"]) == 2
+
+
+def test_json_orchestrator_calls_a_sub_agent_as_a_function(
+        servers: dict[str, ScriptedLLMServer], tmp_path: Path, runtime_dir: Path) -> None:
+    from ..scripted_llm import call, tool_calls
+
+    servers["boss"].enqueue(
+        tool_calls(call("calculator", {"task": "Double the number n", "context": {"n": 21}})),
+        tool_calls(call("final_answer", {"value": 42})))
+    servers["calculator"].enqueue(fence("final_answer(n * 2)"))
+    orchestrator = boss(servers["boss"], tmp_path, runtime_dir, team(servers, runtime_dir),
+                        action_format="json")
+    orchestrator.llm.function_calling = "yes"
+    result = orchestrator.run("Double 21")
+    assert result.status == "answered", result.reason
+    spec = next(t["function"] for t in servers["boss"].requests[0]["tools"]
+                if t["function"]["name"] == "calculator")
+    assert spec["parameters"]["required"] == ["task"]
+    assert "Does arithmetic" in spec["description"]
+    answer = [m for m in servers["boss"].requests[1]["messages"] if m["role"] == "tool"]
+    assert answer[0]["content"] == "42"
+    # The child ran in its own kernel, with its trace linked from the call.
+    call_record = result.steps[0].tool_calls[0]
+    assert call_record["name"] == "calculator" and call_record["trace"]
+    assert (tmp_path / call_record["trace"]).exists()
