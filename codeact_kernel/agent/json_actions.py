@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 MAX_CALLS = 16  # calls of one reply that are run; more are answered with an error
 MAX_ARGUMENT_CHARS = 100_000
+MAX_DEPTH = 32  # nesting of one call's arguments (the trace and replay render them)
 
 
 @dataclass
@@ -102,12 +103,28 @@ def _parse_arguments(name: str, text: str) -> tuple[dict[str, Any] | None, str |
     if not isinstance(value, dict):
         return None, (f"the arguments of {name} must be a JSON object of named arguments, "
                       f"{example}; got {type(value).__name__}")
+    if _depth(value) > MAX_DEPTH:
+        return None, f"the arguments of {name} are nested more than {MAX_DEPTH} levels deep"
     if name == FINAL_ANSWER and list(value) != ["value"]:
         return None, f"final_answer takes one argument, value: {example}"
     bad = [k for k in value if not k.isidentifier() or keyword.iskeyword(k)]
     if bad:
         return None, f"{name} has no argument named {bad[0][:50]!r}"
     return value, None
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests, without recursion (a hostile reply may nest deeply)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH:
+            break
+        children = item.values() if isinstance(item, dict) else (
+            item if isinstance(item, list) else ())
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _no_constant(word: str) -> Any:

@@ -48,6 +48,8 @@ class RunRow:
     steps: int
     tokens: int
     seconds: float
+    model_seconds: float = 0.0  # of ``seconds``, waiting for the model
+    load: float = -1.0  # the 1-minute load average when the run started
     answer: str = ""
     note: str = ""
     trace: str = ""
@@ -86,6 +88,7 @@ def summarize(rows: list[RunRow]) -> dict[str, Any]:
         "median_steps": statistics.median(r.steps for r in rows),
         "median_tokens": statistics.median(r.tokens for r in rows),
         "median_seconds": round(statistics.median(r.seconds for r in rows), 2),
+        "median_model_seconds": round(statistics.median(r.model_seconds for r in rows), 2),
         "categories": {c: sum(r.category == c for r in rows) for c in CATEGORIES},
     }
 
@@ -176,7 +179,7 @@ class Bench(Configurable):
 
     async def _run_one(self, task: BenchTask, fmt: str, round_: int) -> RunRow:
         trace = self.folder / "traces" / fmt / f"{task.name}-{round_}.ipynb"
-        started = time.monotonic()
+        started, load = time.monotonic(), _load()
         try:
             # Settings come from the configuration (Agent.*, LLM.*), as for `codeact run`.
             agent = Agent(tools=task.tool_objects(), name=task.name, action_format=fmt,
@@ -185,13 +188,14 @@ class Bench(Configurable):
             result = await agent.arun(task.prompt)
         except CodeActError as exc:
             return RunRow(task.name, fmt, round_, task.difficulty, "error", "error", 0, 0,
-                          round(time.monotonic() - started, 2), note=str(exc)[:300],
+                          round(time.monotonic() - started, 2), load=load, note=str(exc)[:300],
                           trace=str(trace))
         category, note = categorize(task, result)
         return RunRow(task.name, fmt, round_, task.difficulty, category, result.status,
                       len(result.steps), result.prompt_tokens + result.completion_tokens,
-                      round(result.duration, 2), repr(result.answer)[:200], note,
-                      result.trace_path)
+                      round(result.duration, 2),
+                      round(sum(s.llm_duration for s in result.steps), 2), load,
+                      repr(result.answer)[:200], note, result.trace_path)
 
     def _write(self, report: BenchReport) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -215,7 +219,8 @@ def table(report: BenchReport) -> str:
     for level in levels:
         lines.append((f"  {level}", *(_level(summary[f], level) for f in report.formats)))
     for key, label in (("median_steps", "median steps"), ("median_tokens", "median tokens"),
-                       ("median_seconds", "median seconds")):
+                       ("median_seconds", "median seconds"),
+                       ("median_model_seconds", "  of it, model")):
         lines.append((label, *(f"{summary[f][key]:g}" for f in report.formats)))
     for category in CATEGORIES[1:]:
         lines.append((category, *(str(summary[f]["categories"][category])

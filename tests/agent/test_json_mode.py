@@ -93,7 +93,8 @@ def test_bad_calls_are_errors_for_the_model_never_a_crash(
                    call("get_population", '{"city": "Paris"'),
                    call("get_population", {"city": 3}),
                    call("get_population", "[1, 2]"),
-                   call("final_answer", {"answer": 1})),
+                   call("final_answer", {"answer": 1}),
+                   call("get_population", '{"city": ' + "[" * 40 + "]" * 40 + "}")),
         tool_calls(call("get_population", {"city": "Atlantis"})),
         tool_calls(call("final_answer", {"value": "done"})),
     )
@@ -108,6 +109,7 @@ def test_bad_calls_are_errors_for_the_model_never_a_crash(
     assert "argument 'city' must be str, got int 3" in errors[2]
     assert "must be a JSON object of named arguments" in errors[3]
     assert "final_answer takes one argument, value" in errors[4]
+    assert "nested more than 32 levels deep" in errors[5]
     # The tool's own exception, on the next step, reaches the model as an error too.
     assert "Atlantis" in _tool_messages(llm.requests[2])[-1]["content"]
     assert _tool_messages(llm.requests[2])[-1]["content"].startswith("Error: KeyError")
@@ -116,7 +118,7 @@ def test_bad_calls_are_errors_for_the_model_never_a_crash(
     cells = _call_cells(nb)
     invalid = [c for c in cells if INVALID_CALL_TAG in c.metadata.get("tags", [])]
     assert [json.loads(c.source)["name"] for c in invalid] == [
-        "get_weather", "get_population", "get_population", "final_answer"]
+        "get_weather", "get_population", "get_population", "final_answer", "get_population"]
     assert all(c.cell_type == "raw" for c in invalid)
     wrong_type = next(c for c in cells if c.cell_type == "code")
     assert wrong_type.source == "get_population(city=3);"
@@ -126,7 +128,7 @@ def test_bad_calls_are_errors_for_the_model_never_a_crash(
 
     report = Replayer().replay(result.trace_path)
     assert report.all_same, report.to_json()
-    assert report.counts() == {"invalid-call": 4, "error-reproduced": 2, "same": 1}
+    assert report.counts() == {"invalid-call": 5, "error-reproduced": 2, "same": 1}
 
 
 def test_auto_mode_takes_calls_and_code(llm: ScriptedLLMServer, tmp_path: Path,

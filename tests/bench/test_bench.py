@@ -63,7 +63,8 @@ def test_bench_runs_a_task_file_in_three_formats(
     assert summary["json"]["categories"] == {"pass": 0, "wrong answer": 1,
                                              "budget exhausted": 0, "no answer": 1, "error": 0}
     assert summary["auto"]["median_steps"] == 1.5
-    assert all(r["tokens"] > 0 and r["seconds"] > 0 for r in results["runs"])
+    assert all(r["tokens"] > 0 and r["seconds"] >= r["model_seconds"] > 0 and r["load"] >= 0
+               for r in results["runs"])
     for row in results["runs"]:  # every run left a finished, valid trace
         nb = load_trace(row["trace"])
         assert nb.metadata["codeact"]["agent"]["action_format"] == row["format"]
