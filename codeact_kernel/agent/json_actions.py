@@ -252,7 +252,7 @@ def assistant_message(text: str, actions: Sequence[Action]) -> dict[str, Any]:
 def tool_messages(actions: Sequence[Action]) -> list[dict[str, Any]]:
     """One answer per call, as the provider requires: its result, or its error."""
     return [{"role": "tool", "tool_call_id": a.id,
-             "content": a.result if a.error is None else f"Error: {a.error}"}
+             "content": (a.result or "") if a.error is None else f"Error: {a.error}"}
             for a in actions]
 
 
