@@ -343,7 +343,42 @@ def hermes_tool_calls(text: str) -> tuple[str, list[dict[str, str]]]:
             name = _HERMES_NAME.search(body)
             calls.append({"id": f"call_{index}", "name": name.group(1) if name else "",
                           "arguments": body})
+    if not calls and "```" not in text:
+        return _bare_calls(text)
     return _HERMES_CALL.sub("", text).strip(), calls
+
+
+_BARE_START = re.compile(r'(\{+)\s*(?="name"\s*:)')
+
+
+def _bare_calls(text: str) -> tuple[str, list[dict[str, str]]]:
+    """Calls written as bare ``{"name": ..., "arguments": {...}}`` objects, without the tags
+    (the embedded 1.5B model does this, even in the doubled braces its template shows)."""
+    decoder = json.JSONDecoder()
+    calls: list[dict[str, str]] = []
+    kept, at = [], 0
+    for match in _BARE_START.finditer(text):
+        if match.start() < at:
+            continue
+        try:
+            data, used = decoder.raw_decode("{" + text[match.end():])
+        except ValueError:
+            continue
+        if not (isinstance(data, dict) and isinstance(data.get("name"), str)
+                and "arguments" in data):
+            continue
+        end = match.end() + used - 1
+        extra = len(match.group(1)) - 1  # the doubled braces around it
+        while extra and text[end:end + 1] == "}":
+            end, extra = end + 1, extra - 1
+        arguments = data["arguments"]
+        calls.append({"id": f"call_{len(calls)}", "name": data["name"],
+                      "arguments": arguments if isinstance(arguments, str)
+                      else json.dumps(arguments)})
+        kept.append(text[at:match.start()])
+        at = end
+    kept.append(text[at:])
+    return "".join(kept).strip(), calls
 
 
 def _tool_calls(message: Any) -> list[dict[str, str]]:

@@ -246,3 +246,14 @@ def test_hermes_parser_keeps_what_it_cannot_read() -> None:
     assert calls == [{"id": "call_0", "name": "f", "arguments": "{}"},
                      {"id": "call_1", "name": "", "arguments": "not json"}]
     assert hermes_tool_calls("no calls here") == ("no calls here", [])
+    # Without the tags, as the embedded model writes them (doubled braces and all).
+    text, calls = hermes_tool_calls(
+        'Call: {{"name": "molar_mass", "arguments": {"formula": "NaCl"}}} and '
+        '{"name": "f", "arguments": {}}')
+    assert text == "Call:  and"
+    assert calls == [{"id": "call_0", "name": "molar_mass", "arguments": '{"formula": "NaCl"}'},
+                     {"id": "call_1", "name": "f", "arguments": "{}"}]
+    # A dict in code is code, not a call.
+    code = '```python\nd = {"name": "x", "arguments": 1}\n```'
+    assert hermes_tool_calls(code) == (code, [])
+    assert hermes_tool_calls('{"name": "x"}') == ('{"name": "x"}', [])
