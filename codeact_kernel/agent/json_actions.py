@@ -17,6 +17,7 @@ import asyncio
 import json
 import keyword
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -272,11 +273,13 @@ async def json_step(
                            trace_path.parent / f"{trace_path.stem}.subagents",
                            agent._otel_context())
     server.open_step(record.step)
+    started = time.monotonic()
     try:
         await run_actions(actions, server, agent.hub.gate, stdin, timeout,
                           agent.max_output_chars)
     finally:
         server.close_step()
+        record.exec_duration = round(time.monotonic() - started, 4)  # the calls, on the host
         record.tool_calls = _in_call_order(
             [tool_call_record(c) for c in server.drain_calls()], actions)
         record_refused(agent.trace, server)

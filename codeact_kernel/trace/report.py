@@ -145,7 +145,8 @@ def _step_lines(cell: NotebookNode, indent: str, base: Path | None,
     blocked = BLOCKED_TAG in cell.metadata.get("tags", [])
     status = "BLOCKED" if blocked else m.get("status", "")
     if m.get("actions"):
-        status = f"{status} ({len(m['actions'])} function calls)"
+        count = len(m["actions"])
+        status = f"{status} ({count} function call{'s' if count != 1 else ''})"
     lines = [
         f"{indent}  step {m.get('step')}: {status:<8} llm {m.get('llm_duration', 0):.2f}s  "
         f"exec {m.get('exec_duration', 0):.3f}s  tokens {m.get('prompt_tokens', 0)}+"

@@ -78,7 +78,7 @@ def test_json_run_parallel_calls_trace_show_and_replay(
         {"city": "Paris"}, {"city": "Lyon"}]
 
     text = show(result.trace_path)
-    assert "step 2: ok       (2 function calls)" in text or "(2 function calls)" in text
+    assert "step 2: ok (2 function calls) llm" in text
     assert "tool get_population(city='Lyon') -> 522250" in text
 
     report = Replayer().replay(result.trace_path)
