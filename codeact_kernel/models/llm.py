@@ -258,18 +258,21 @@ class LLM(Configurable):
         if self.api_key:
             kwargs["api_key"] = self.api_key
         cut = self.stop_after_first_block or endpoint.stop_after_first_block
+        # A model that writes its calls as text is cut after its first call too (it would
+        # otherwise go on to imagine the result); one call per reply, as one block.
+        ends = _first_action_end if tools and endpoint.tool_call_format else first_block_end
         started = time.monotonic()
         if on_token is None and not cut:
             response = await litellm.acompletion(**kwargs)
         else:
-            response = await self._stream(kwargs, on_token, cut)
+            response = await self._stream(kwargs, on_token, ends if cut else None)
         completion = _to_completion(response, time.monotonic() - started, endpoint.model)
         if tools and not completion.tool_calls and endpoint.tool_call_format == "hermes":
             completion.text, completion.tool_calls = hermes_tool_calls(completion.text)
         return completion
 
     async def _stream(self, kwargs: dict[str, Any], on_token: TokenCallback | None,
-                      first_block_only: bool) -> Any:
+                      first_end: Callable[[str], int | None] | None) -> Any:
         import litellm
 
         chunks, text, cut = [], "", False
@@ -281,7 +284,7 @@ class LLM(Configurable):
                 if not piece:
                     continue
                 text += piece
-                end = first_block_end(text) if first_block_only else None
+                end = first_end(text) if first_end is not None else None
                 if end is not None:
                     piece, text, cut = piece[: len(piece) - (len(text) - end)], text[:end], True
                 if piece and on_token is not None:
@@ -346,6 +349,32 @@ def hermes_tool_calls(text: str) -> tuple[str, list[dict[str, str]]]:
     if not calls and "```" not in text:
         return _bare_calls(text)
     return _HERMES_CALL.sub("", text).strip(), calls
+
+
+def _first_action_end(text: str) -> int | None:
+    """Where the first complete action of ``text`` ends: a code block, a <tool_call>
+    element, or a bare call object; None while there is none."""
+    ends = [first_block_end(text)]
+    closed = text.find("</tool_call>")
+    ends.append(closed + len("</tool_call>") if closed >= 0 else None)
+    if "<tool_call>" not in text and "```" not in text:
+        ends.append(_bare_end(text))
+    found = [e for e in ends if e is not None]
+    return min(found) if found else None
+
+
+def _bare_end(text: str) -> int | None:
+    for match in _BARE_START.finditer(text):
+        try:
+            _, used = json.JSONDecoder().raw_decode("{" + text[match.end():])
+        except ValueError:
+            continue
+        end = match.end() + used - 1
+        extra = len(match.group(1)) - 1
+        while extra and text[end:end + 1] == "}":
+            end, extra = end + 1, extra - 1
+        return end
+    return None
 
 
 _BARE_START = re.compile(r'(\{+)\s*(?="name"\s*:)')

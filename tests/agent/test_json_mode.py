@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from codeact_kernel import Agent, ModelError, tool
+from codeact_kernel.agent.prompt import first_block_end
 from codeact_kernel.models.llm import LLM, hermes_tool_calls
 from codeact_kernel.models.provider import Endpoint
 from codeact_kernel.terminal import demo
@@ -257,3 +258,23 @@ def test_hermes_parser_keeps_what_it_cannot_read() -> None:
     code = '```python\nd = {"name": "x", "arguments": 1}\n```'
     assert hermes_tool_calls(code) == (code, [])
     assert hermes_tool_calls('{"name": "x"}') == ('{"name": "x"}', [])
+
+
+def test_a_text_call_ends_the_reply_like_a_code_block(llm: ScriptedLLMServer) -> None:
+    """With stop_after_first_block (the embedded model), a reply is cut after its first
+    call written as text: the model would go on to imagine the result."""
+    llm.enqueue('{{"name": "get_population", "arguments": {"city": "Lyon"}}}\n'
+                'The result is 5. {"name": "final_answer", "arguments": {"value": 5}}')
+    model = LLM(model="openai/scripted", max_retries=0)
+    model.attach(Endpoint("openai/scripted", llm.api_base, stop_after_first_block=True,
+                          tool_call_format="hermes"))
+    asyncio.run(model.astart())
+    completion = asyncio.run(model.complete(
+        [{"role": "user", "content": "x"}],
+        tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]))
+    assert llm.requests[0]["stream"]
+    assert completion.tool_calls == [
+        {"id": "call_0", "name": "get_population", "arguments": '{"city": "Lyon"}'}]
+    assert "result is 5" not in completion.text
+    # Without tools, the same endpoint cuts at a code block only, as before.
+    assert first_block_end("{x}\n```python\n1\n```\nmore") == len("{x}\n```python\n1\n```")
