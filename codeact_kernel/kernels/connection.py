@@ -29,6 +29,7 @@ from traitlets import Bool, Float, Unicode
 
 from ..errors import KernelLost, KernelStartError, SessionClosed
 from ..sandbox.cgroups import Counters
+from .client import BoundedKernelClient
 from .manager import KernelChannels, SessionKernelManager
 from .session import SessionFactory
 
@@ -104,7 +105,7 @@ class ConnectionFileKernelManager(SessionKernelManager):
                                    "(ConnectionFileSession.connection_file)")
         deadline = time.monotonic() + timeout
         info = _reroot_ipc(await _read_connection_file(self._path, timeout), self._path)
-        kc = AsyncKernelClient(parent=self)
+        kc = BoundedKernelClient(parent=self)
         kc.load_connection_info(info)  # type: ignore[arg-type]  # checked keys above
         kc.start_channels()
         self._kc, self._silent_since, self._probe, self._replaced = kc, None, None, False

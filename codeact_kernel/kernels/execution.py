@@ -35,7 +35,8 @@ class ExecutionResult:
     """The structured outcome of :meth:`KernelSession.execute`.
 
     ``status`` is the kernel's reply status ("ok", "error", "aborted"), or
-    "timeout" / "died" when the kernel could not reply.  ``recovery`` says what
+    "timeout" / "died" when the kernel could not reply, or "lost" when its reply
+    was lost on the way (``lost_channels``).  ``recovery`` says what
     the session did about it, and ``state_lost`` whether the kernel's variables
     survived.  ``duration`` is the wall time of the whole call in seconds,
     including any interrupt or restart it needed.
@@ -66,7 +67,23 @@ class ExecutionResult:
     foreign: dict[str, int] = field(default_factory=dict)
     # Requests through the egress proxy since the previous execute (EgressRecord dicts).
     egress: list[dict[str, Any]] = field(default_factory=list)
+    # Output past the budget: {"bytes": N, "messages": M} dropped, or None.
+    output_dropped: dict[str, int] | None = None
+    # Channels whose connection dropped (a message over the size limit): messages lost.
+    lost_channels: list[str] = field(default_factory=list)
+    # What the host cut or lost, for the model and the trace (also in ``reason``).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    def set_reason(self, text: str) -> None:
+        """Say why the execution ended as it did, ahead of the notes."""
+        self.reason = "; ".join([text, *self.notes])
+
+    def add_note(self, note: str) -> None:
+        """Record something the host did to this result; it joins ``reason`` too."""
+        if note:
+            self.notes.append(note)
+            self.reason = f"{self.reason}; {note}" if self.reason else note

@@ -34,6 +34,7 @@ from ..sandbox.cgroups import (
 from ..sandbox.config import LaunchPlan, SandboxConfig
 from ..sandbox.dirs import sweep_stale_sessions
 from ..sandbox.workdir import WorkFolderLease
+from .client import BoundedKernelClient
 from .manager import KernelChannels, SessionKernelManager, wait_until_ready
 from .provisioner import SandboxProvisioner
 
@@ -258,6 +259,8 @@ class SandboxKernelManager(SessionKernelManager):
         km = SpecKernelManager(
             spec, parent=self, transport="ipc", ip=str(socket_dir / "kernel"),
             connection_file=str(session_dir / "kernel.json"),
+            # Every client of this kernel refuses oversized messages and queues few.
+            client_factory=BoundedKernelClient,
         )
         km.provisioner = SandboxProvisioner(
             kernel_id=uuid.uuid4().hex, kernel_spec=spec, parent=km, sandbox=self.sandbox,

@@ -83,7 +83,7 @@ class SessionKernelManager(LoggingConfigurable, metaclass=_Meta):
             async def start_kernel(self, *, runtime_dir, work_dir, timeout):
                 self.open_folders(runtime_dir, work_dir)  # session_dir for the conn file
                 ...  # docker run -v {session_dir}:/conn image; wait for the file
-                self._kc = AsyncKernelClient(); self._kc.load_connection_file(...)
+                self._kc = BoundedKernelClient(); self._kc.load_connection_file(...)
                 self._kc.start_channels()
                 await wait_until_ready(self._kc, timeout)
 
@@ -95,6 +95,10 @@ class SessionKernelManager(LoggingConfigurable, metaclass=_Meta):
             async def shutdown_kernel(self): ...  # docker rm -f; self.remove_folders()
 
     and ``KernelSession(manager=DockerKernelManager(image=...))`` runs agents in it.
+    Channels over ZMQ should be a :class:`~codeact_kernel.kernels.client.BoundedKernelClient`
+    (``client_factory=`` for a jupyter_client manager): its sockets refuse oversized
+    messages and queue few, and the session re-opens a channel libzmq dropped. Any other
+    channels still get the session's per-execute output budget.
     Nothing else changes: tests/kernels/test_manager.py builds such a class (a plain
     local ipykernel) and runs a session on it.
 

@@ -10,6 +10,7 @@ from typing import Any
 from nbformat import NotebookNode, from_dict
 from nbformat.v4 import new_output, output_from_msg
 
+from .budget import OutputBudget, content_size
 from .execution import ErrorInfo, ExecutionResult, strip_ansi
 from .messages import (
     MAX_REASONS,
@@ -21,6 +22,9 @@ from .messages import (
 )
 
 OUTPUT_TYPES = {"stream", "display_data", "execute_result", "error"}
+# Messages that add to or change the outputs: what the budget counts.
+BUDGETED = OUTPUT_TYPES | {"update_display_data", "clear_output"}
+UNLIMITED = 2**62
 
 
 class OutputCollector:
@@ -32,14 +36,20 @@ class OutputCollector:
     removes was already shown live, so the first ``max_cleared`` of those outputs are kept
     aside in ``cleared`` (the rest counted in ``cleared_dropped``): the trace is the
     record of what the operator saw, and code must not be able to erase it.
+    Within ``budget``: past its caps the rest of the output is dropped and counted (a
+    stream that straddles the cap keeps its head).
     """
 
     def __init__(self, msg_id: str, on_output: Callable[[NotebookNode], Any] | None,
-                 max_cleared: int = 200) -> None:
+                 max_cleared: int = 200, budget: OutputBudget | None = None) -> None:
         self.msg_id = msg_id
         self.on_output = on_output
+        self.budget = budget or OutputBudget(UNLIMITED, UNLIMITED)
         self.started = time.monotonic()
         self.outputs: list[NotebookNode] = []
+        # Stream chunks by output index, joined once at the end: appending to one
+        # growing str per chunk is quadratic under a flood of small prints.
+        self.chunks: dict[int, list[str]] = {}
         self.display_ids: dict[str, list[int]] = {}
         self.clear_pending = False
         self.max_cleared = max_cleared
@@ -51,6 +61,21 @@ class OutputCollector:
         self.rejected: list[str] = []
         self.rejected_count = 0
         self.foreign: dict[str, int] = {}
+
+    def wants(self, msg_type: str, parent: str | None, size: int) -> bool:
+        """Whether a message is worth parsing, from its header frames alone; a refused
+        output of this execution is counted as dropped."""
+        if parent != self.msg_id:
+            self.note_foreign(parent)
+            return False
+        if msg_type not in BUDGETED:
+            return True
+        room = self.budget.room()
+        # A stream that straddles the cap is parsed for its head; anything else whole.
+        if room == 0 or (size > room and msg_type != "stream"):
+            self.budget.drop(size)
+            return False
+        return True
 
     def handle(self, msg: dict[str, Any]) -> None:
         if not isinstance(msg.get("parent_header"), dict):
@@ -97,17 +122,38 @@ class OutputCollector:
             self.idle = content.get("execution_state") == "idle"
         elif kind == "execute_input":
             self.execution_count = content.get("execution_count")
-        elif kind == "clear_output":
+        elif kind in BUDGETED and self._admit(kind, content):
+            self._apply(kind, msg)
+
+    def _apply(self, kind: str, msg: dict[str, Any]) -> None:
+        content = msg["content"]
+        if kind == "clear_output":
             if content.get("wait"):
                 self.clear_pending = True
             else:
                 self._clear()
         elif kind == "update_display_data":
             self._update_display(content)
-        elif kind in OUTPUT_TYPES:
+        else:
             self._add(msg)
 
+    def _admit(self, kind: str, content: dict[str, Any]) -> bool:
+        size = content_size(content)
+        room = self.budget.room()
+        if size <= room:
+            self.budget.keep(size)
+            return True
+        if kind == "stream" and room > 0 and isinstance(content.get("text"), str):
+            # Keep the head that fits; the rest of this chunk, and all that follows, go.
+            content["text"] = content["text"][:room]
+            self.budget.keep(room)
+            self.budget.drop(size - room)
+            return True
+        self.budget.drop(size)
+        return False
+
     def _clear(self) -> None:
+        self._join_streams()
         room = max(0, self.max_cleared - len(self.cleared))
         self.cleared.extend(self.outputs[:room])
         self.cleared_dropped += len(self.outputs[room:])
@@ -126,7 +172,7 @@ class OutputCollector:
         if output.output_type == "stream" and self.outputs:
             last = self.outputs[-1]
             if last.output_type == "stream" and last.name == output.name:
-                last.text += output.text
+                self.chunks.setdefault(len(self.outputs) - 1, [last.text]).append(output.text)
                 self._notify(output)
                 return
         display_id = msg["content"].get("transient", {}).get("display_id")
@@ -148,12 +194,17 @@ class OutputCollector:
             self.outputs[index].metadata = from_dict(content.get("metadata", {}))
 
     def _notify(self, output: NotebookNode) -> None:
-        # A copy: the collected node of a stream keeps growing as later chunks
-        # merge into it, and the callback must see each chunk exactly once.
+        # A copy: the callback may keep or change it, and must see each chunk exactly once.
         if self.on_output is not None:
             self.on_output(copy.deepcopy(output))
 
+    def _join_streams(self) -> None:
+        for index, parts in self.chunks.items():
+            self.outputs[index].text = "".join(parts)
+        self.chunks.clear()
+
     def result(self, status: str | None = None) -> ExecutionResult:
+        self._join_streams()
         reply = self.reply or {}
         result = ExecutionResult(
             status=status or reply.get("status", "ok"),
@@ -166,17 +217,18 @@ class OutputCollector:
             rejected=self.rejected,
             rejected_count=self.rejected_count,
             foreign=self.foreign,
+            output_dropped=self.budget.as_dict() if self.budget.exhausted else None,
         )
+        stdout: list[str] = []
+        stderr: list[str] = []
         for output in self.outputs:
             if output.output_type == "stream":
-                if output.name == "stdout":
-                    result.stdout += output.text
-                else:
-                    result.stderr += output.text
+                (stdout if output.name == "stdout" else stderr).append(output.text)
             elif output.output_type == "error":
                 result.error = ErrorInfo(
                     output.ename, output.evalue, [strip_ansi(t) for t in output.traceback]
                 )
+        result.stdout, result.stderr = "".join(stdout), "".join(stderr)
         if result.error is None and reply.get("status") == "error":
             result.error = ErrorInfo(
                 reply.get("ename", ""),
@@ -185,4 +237,5 @@ class OutputCollector:
             )
         if result.error is not None:
             result.reason = f"{result.error.ename}: {result.error.evalue}"
+        result.add_note(self.budget.note())
         return result

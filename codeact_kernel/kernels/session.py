@@ -17,22 +17,24 @@ import ast
 import asyncio
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
 
-import zmq
 from jupyter_core.utils import run_sync
 from nbformat import NotebookNode
-from traitlets import Enum, Float, Instance, Int, List, Unicode, default
+from traitlets import Bool, Enum, Float, Instance, Int, List, Unicode, default
 from traitlets.config import Configurable, LoggingConfigurable
 
 from ..errors import KernelStartError, SessionClosed
 from ..kernel_side.templates import CWD_EXPRESSION, RESET
 from ..sandbox.cgroups import Counters
 from ..sandbox.dirs import default_runtime_dir
+from .budget import MIB, OutputBudget
+from .client import BoundedKernelClient
 from .execution import ExecutionResult
+from .inflight import InFlight, Verdict
 from .local import SandboxKernelManager
 from .manager import KernelChannels, SessionKernelManager
 from .outputs import OutputCollector
@@ -46,7 +48,6 @@ from .stdin import (
 )
 
 OutputCallback = Callable[[NotebookNode], Any]
-POLL_INTERVAL = 0.1
 LOST = "ALL VARIABLES WERE LOST"
 # Keywords that configure the session itself, not its manager.
 _CONSTRUCTION = ("parent", "config", "log")
@@ -94,6 +95,23 @@ class KernelSession(Configurable):
         help="Outputs that clear_output() removed during one execute and that are still "
         "kept in the result (the trace puts them in the cell's metadata: the operator may "
         "have seen them). The first ones are kept; the rest are only counted.",
+    ).tag(config=True)
+    max_output_bytes = Int(
+        16 * MIB,
+        help="Output one execute keeps, in characters of text and MIME data as received. "
+        "Past it the rest of the execution's output is dropped, counted, and the result "
+        "says so (ExecutionResult.output_dropped): the host never holds more.",
+    ).tag(config=True)
+    max_output_messages = Int(
+        10_000,
+        help="Output messages (streams, displays, updates, clears) one execute keeps; "
+        "past it the rest is dropped and counted, as for max_output_bytes.",
+    ).tag(config=True)
+    interrupt_on_flood = Bool(
+        True,
+        help="Interrupt a cell that goes on producing output after a cap was hit, once "
+        "it has produced as much again as the caps allow (a flood), instead of letting "
+        "it run to its timeout.",
     ).tag(config=True)
     runtime_dir = Unicode(
         help="Host folder holding one sub-folder per session (connection file, ipc sockets)."
@@ -245,6 +263,7 @@ class KernelSession(Configurable):
         self._ensure_running()
         await self.manager.restart_kernel(timeout=self.startup_timeout)
         self.restarts += 1
+        self._lost_channels()  # the restart's own disconnects: those sockets reconnected
         await self.async_run_startup_code()
 
     async def async_interrupt(self) -> None:
@@ -309,6 +328,7 @@ class KernelSession(Configurable):
                              f"not {limit!r}")
         started = time.monotonic()
         before = self.manager.counters()
+        await self._reopen(self._lost_channels())  # dropped between executes
         msg_id = self.kc.execute(
             code,
             silent=silent,
@@ -316,12 +336,15 @@ class KernelSession(Configurable):
             allow_stdin=stdin_handler is not None,
             user_expressions=user_expressions or {},
         )
-        collector = OutputCollector(msg_id, on_output, self.max_cleared_outputs)
+        collector = OutputCollector(
+            msg_id, on_output, self.max_cleared_outputs,
+            budget=OutputBudget(self.max_output_bytes, self.max_output_messages),
+        )
         clock = InputClock()
-        tasks = [
-            asyncio.ensure_future(self._pump_iopub(collector)),
-            asyncio.ensure_future(self._await_reply(msg_id, collector)),
-        ]
+        flight = InFlight(self.kc, collector, alive=self.async_is_alive,
+                          interrupt=self.async_interrupt, grace=self.interrupt_grace,
+                          stop_floods=self.interrupt_on_flood)
+        tasks: list[asyncio.Future[None]] = []
         if stdin_handler is not None or self._tools_over_stdin:
             tools = self.tool_handler if self._tools_over_stdin else None
             tasks.append(asyncio.ensure_future(pump_stdin(
@@ -330,7 +353,7 @@ class KernelSession(Configurable):
                 clock,
             )))
         try:
-            verdict = await self._supervise(tasks[:2], started + limit, clock)
+            verdict = await flight.run(started + limit, clock)
         finally:
             for task in tasks:
                 task.cancel()
@@ -348,98 +371,54 @@ class KernelSession(Configurable):
             raise clock.error
         return result
 
-    async def _supervise(
-        self, waiters: Sequence[asyncio.Future[None]], deadline: float, clock: InputClock
-    ) -> str:
-        """Wait for reply and idle; return "done", "interrupted", "stuck" or "died"."""
-        interrupted_at: float | None = None
-        while True:
-            done, _ = await asyncio.wait(waiters, timeout=POLL_INTERVAL)
-            for task in done:
-                task.result()  # a broken channel is a bug to surface, not a timeout
-            if len(done) == len(waiters):
-                return "done" if interrupted_at is None else "interrupted"
-            if not await self.async_is_alive():
-                return "died"
-            now = time.monotonic()
-            if interrupted_at is None and now >= deadline + clock.paused(now):
-                interrupted_at = now
-                await self.async_interrupt()
-            elif interrupted_at is not None and now >= interrupted_at + self.interrupt_grace:
-                return "stuck"
-
     async def _conclude(
-        self, verdict: str, collector: OutputCollector, limit: float, before: Counters
+        self, verdict: Verdict, collector: OutputCollector, limit: float, before: Counters
     ) -> ExecutionResult:
-        if verdict == "died":
+        # Channels are re-made first: a restart waits for kernel_info on shell.
+        await self._reopen(verdict.lost - verdict.reopened)
+        if verdict.kind == "died":
             cause = self.manager.death_cause(before)
             await self.async_restart()
             result = collector.result(status="died")
             result.kernel_died, result.recovery, result.state_lost = True, "restarted", True
-            result.reason = f"the kernel died ({cause}); it was restarted and {LOST}"
-            return result
-        if verdict == "stuck":
+            result.set_reason(f"the kernel died ({cause}); it was restarted and {LOST}")
+        elif verdict.kind == "stuck" or {"iopub", "shell"} <= verdict.lost:
             await self.async_restart()
-            result = collector.result(status="timeout")
-            result.timed_out, result.recovery, result.state_lost = True, "restarted", True
-            result.reason = (
-                f"timed out after {limit:g}s and ignored the interrupt; the kernel was "
-                f"restarted and {LOST}"
-            )
-            return result
-        result = collector.result()
-        if verdict == "interrupted":
-            result.timed_out, result.recovery = True, "interrupted"
-            result.reason = (
-                f"timed out after {limit:g}s; the cell was interrupted and the kernel kept "
-                "its variables"
-            )
+            result = collector.result(status="timeout" if verdict.kind == "stuck" else "lost")
+            result.timed_out = verdict.kind == "stuck"
+            result.recovery, result.state_lost = "restarted", True
+            result.set_reason(f"{verdict.why_stopped(limit)} and ignored the interrupt"
+                              if verdict.kind == "stuck" else "its end could not be seen")
+            result.reason += f"; the kernel was restarted and {LOST}"
+        else:
+            result = collector.result(status=None if collector.reply else "lost")
+            if verdict.kind == "interrupted":
+                result.timed_out, result.recovery = not verdict.flood, "interrupted"
+                result.set_reason(f"{verdict.why_stopped(limit)}; the cell was "
+                                  "interrupted and the kernel kept its variables")
+            await self._check_exhausted(result, before)
+        result.lost_channels = sorted(verdict.lost)
+        result.add_note(verdict.lost_note(getattr(self.kc, "max_message_bytes", 0)))
+        return result
+
+    async def _check_exhausted(self, result: ExecutionResult, before: Counters) -> None:
         exhausted = self.manager.exhausted_limit(before)
         if exhausted is not None:
             # A fork bomb leaves the kernel alive but unable to start threads,
             # so a cell that hit the process limit gets a fresh kernel.
             await self.async_restart()
             result.recovery, result.state_lost = "restarted", True
-            result.reason = f"the cell hit {exhausted}; the kernel was restarted and {LOST}"
-        return result
+            result.set_reason(f"the cell hit {exhausted}; the kernel was restarted and {LOST}")
 
-    async def _pump_iopub(self, collector: OutputCollector) -> None:
-        while not collector.idle:
-            msg = await self._next_message("iopub", collector)
-            if msg is not None:
-                collector.handle(msg)
+    def _lost_channels(self) -> set[str]:
+        """Channels whose connection libzmq dropped (a message over the size limit)."""
+        kc = self.kc
+        return kc.lost_channels() if isinstance(kc, BoundedKernelClient) else set()
 
-    async def _await_reply(self, msg_id: str, collector: OutputCollector) -> None:
-        while True:
-            msg = await self._next_message("shell", collector)
-            if msg is not None and collector.take_reply(msg):
-                return
-
-    async def _next_message(
-        self, channel: str, collector: OutputCollector
-    ) -> dict[str, Any] | None:
-        """The next message of a cell on ``channel``; None for one that does not parse.
-
-        Only a bad message is skipped. A session shut down under the cell (Ctrl-C in
-        ``codeact run``, a lost kernel) ends it with SessionClosed: read as one more
-        bad message it would make this loop spin forever without yielding.
-        """
-        kc = self.kc  # SessionClosed once the manager has shut down
-        try:
-            if channel == "iopub":
-                return await kc.get_iopub_msg()
-            return await kc.get_shell_msg()
-        except zmq.ZMQError:
-            raise  # the channel itself broke: a host failure, not a bad message
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is None or getattr(task, "cancelling", lambda: 1)():
-                raise  # this task was cancelled (the step is over, or the run was stopped)
-            # jupyter_client's poll is cancelled from inside when its socket is closed.
-            raise SessionClosed("the kernel session was shut down while the cell ran") from None
-        except Exception as exc:  # a signed frame that does not parse (deep JSON...)
-            collector.reject(f"unreadable {channel} message: {type(exc).__name__}: {exc}")
-            return None
+    async def _reopen(self, lost: set[str]) -> None:
+        kc = self.kc
+        if lost and isinstance(kc, BoundedKernelClient):
+            await kc.reopen(lost)
 
     @property
     def _tools_over_stdin(self) -> bool:
