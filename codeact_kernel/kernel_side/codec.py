@@ -207,11 +207,30 @@ def _to_png(value: Any) -> "bytes | None":
 
 
 class Decoder:
-    """Rebuilds values from (object, blobs). Blobs are untrusted bytes."""
+    """Rebuilds values from (object, blobs). Blobs are untrusted bytes.
 
-    def __init__(self, blobs: "list[bytes]") -> None:
+    With ``max_bytes``, the decoded size of every Parquet and .npy blob is read from
+    its own metadata before anything is decoded, and the value is refused (ValueError
+    naming ``limit_name``) once their total would pass it.
+    """
+
+    def __init__(
+        self, blobs: "list[bytes]", max_bytes: "int | None" = None, limit_name: str = "",
+    ) -> None:
         self.blobs = blobs
         self.notes: list[str] = []
+        self.max_bytes = max_bytes
+        self.limit_name = limit_name
+        self.decoded = 0
+
+    def _charge(self, size: int, what: str) -> None:
+        self.decoded += size
+        if self.max_bytes is not None and self.decoded > self.max_bytes:
+            raise ValueError(
+                f"the {what} decodes to {size:,} bytes, over the host's limit of "
+                f"{self.max_bytes:,} bytes for one value ({self.limit_name or 'max_bytes'}); "
+                "return a smaller value, or a summary of it"
+            )
 
     def decode(self, obj: Any) -> Any:
         if isinstance(obj, list):
@@ -233,8 +252,10 @@ class Decoder:
         if kind == "ndarray":
             import numpy
 
-            array = numpy.load(io.BytesIO(self._bytes(obj)), allow_pickle=False)
-            return array
+            data = self._bytes(obj)
+            if self.max_bytes is not None:
+                self._charge(npy_decoded_size(data), "array")
+            return numpy.load(io.BytesIO(data), allow_pickle=False)
         if kind == "png":
             data = self._bytes(obj)
             if not data.startswith(PNG_SIGNATURE):
@@ -256,7 +277,11 @@ class Decoder:
             # reading through read_table keeps pandas' own metadata only.
             import pyarrow.parquet
 
-            frame = pyarrow.parquet.read_table(io.BytesIO(self._bytes(obj))).to_pandas()
+            data = self._bytes(obj)
+            if self.max_bytes is not None:
+                self._charge(parquet_decoded_size(data, self.max_bytes - self.decoded),
+                             f"{kind} (Parquet)")
+            frame = pyarrow.parquet.read_table(io.BytesIO(data)).to_pandas()
         elif obj.get("format") == "split":
             import pandas
 
@@ -273,6 +298,86 @@ class Decoder:
             series.name = self.decode(obj.get("name"))
             return series
         return frame
+
+
+# Bytes one value of a Parquet physical type takes once decoded.
+PARQUET_WIDTHS = {"BOOLEAN": 1, "INT32": 4, "INT64": 8, "INT96": 12, "FLOAT": 4, "DOUBLE": 8}
+POINTER = 8  # per value of a variable-width column, once in pandas
+
+
+def npy_decoded_size(data: bytes) -> int:
+    """Bytes the .npy ``data`` decodes to, from its header; ValueError if the data
+    does not match it."""
+    import numpy.lib.format as npy
+
+    stream = io.BytesIO(data)
+    version = npy.read_magic(stream)
+    if version == (1, 0):
+        shape, _, dtype = npy.read_array_header_1_0(stream)
+    elif version == (2, 0):
+        shape, _, dtype = npy.read_array_header_2_0(stream)
+    else:
+        raise ValueError(f"unsupported .npy version {version}")
+    count = math.prod(shape)
+    size = count * dtype.itemsize
+    if len(data) - stream.tell() != size:
+        raise ValueError(f"the .npy data is {len(data) - stream.tell()} bytes; its header "
+                         f"says {size}")
+    return int(max(size, count))  # zero-width items still cost a slot each
+
+
+def parquet_decoded_size(data: bytes, room: int) -> int:
+    """Bytes the Parquet ``data`` decodes to, from its footer: fixed-width columns by
+    count x width, plain strings by their page sizes. Dictionary-encoded strings are
+    read as dictionaries (bounded by the file's own pages) and measured exactly, but
+    only when the footer's estimate is already within ``room``."""
+    import pyarrow
+    import pyarrow.parquet
+
+    meta = pyarrow.parquet.ParquetFile(pyarrow.BufferReader(data)).metadata
+    estimate, dictionary_paths = 0, set()
+    for group in range(meta.num_row_groups):
+        row_group = meta.row_group(group)
+        for index in range(row_group.num_columns):
+            column = row_group.column(index)
+            kind = column.physical_type
+            if kind in PARQUET_WIDTHS:
+                estimate += column.num_values * PARQUET_WIDTHS[kind]
+            elif kind == "FIXED_LEN_BYTE_ARRAY":
+                estimate += column.num_values * max(1, meta.schema.column(index).length)
+            elif "DELTA_BYTE_ARRAY" in column.encodings:
+                # Each value is a suffix of the one before: the decoded size of the
+                # column is in no metadata, and the host's own encoder never writes it.
+                raise ValueError("a Parquet column uses DELTA_BYTE_ARRAY, whose decoded size "
+                                 "cannot be read before decoding; it is not accepted")
+            else:
+                estimate += column.total_uncompressed_size + column.num_values * POINTER
+                if any("DICTIONARY" in e for e in column.encodings):
+                    dictionary_paths.add(column.path_in_schema)
+    if estimate > room or not dictionary_paths:
+        return estimate
+    table = pyarrow.parquet.read_table(pyarrow.BufferReader(data),
+                                       read_dictionary=sorted(dictionary_paths))
+    return estimate + sum(_expanded(column.chunks) for column in table.columns)
+
+
+def _expanded(arrays: "list[Any]") -> int:
+    """Extra bytes dictionary arrays (at any depth) take once their values are expanded."""
+    import pyarrow
+    import pyarrow.compute
+
+    extra = 0
+    for array in arrays:
+        kind = array.type
+        if pyarrow.types.is_dictionary(kind):
+            lengths = pyarrow.compute.binary_length(array.dictionary)
+            total = pyarrow.compute.sum(pyarrow.compute.take(lengths, array.indices)).as_py()
+            extra += int(total or 0)
+        elif pyarrow.types.is_list(kind) or pyarrow.types.is_large_list(kind):
+            extra += _expanded([array.flatten()])
+        elif pyarrow.types.is_struct(kind):
+            extra += _expanded([array.field(i) for i in range(kind.num_fields)])
+    return extra
 
 
 def kind_of(obj: Any) -> str:

@@ -196,6 +196,9 @@ class Client:
             sock = _context().socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing towards a host that is not there
+            if self.token:  # the host admits only peers that show it in the handshake
+                sock.setsockopt(zmq.PLAIN_USERNAME, b"codeact")
+                sock.setsockopt(zmq.PLAIN_PASSWORD, self.token.encode())
             sock.connect(self.endpoint)
             self.local.sock = sock
             with self.lock:
@@ -254,8 +257,6 @@ class Client:
         kwargs = {k: v for k, v in kwargs.items() if not isinstance(v, HostDefault)}
         header = {"v": PROTOCOL_VERSION, "tool": tool, "args": list(args), "kwargs": kwargs,
                   "accept": self.accept}
-        if self.token:
-            header["token"] = self.token
         try:
             payload = json.dumps(header, default=_json_default).encode()
         except (TypeError, ValueError) as exc:
@@ -274,8 +275,6 @@ class Client:
         encoded = encoder.encode(value)
         header = {"v": PROTOCOL_VERSION, "tool": "final_answer", "args": [],
                   "kwargs": {"value": encoded}, "notes": encoder.notes, "accept": self.accept}
-        if self.token:
-            header["token"] = self.token
         payload = json.dumps(header).encode()
         self._roundtrip("final_answer", [payload, *encoder.blobs])
         for note in encoder.notes:
@@ -288,7 +287,9 @@ class Client:
                 f"{tool}(): the request is {size} bytes, over the {self.max_bytes} byte limit; "
                 "send less data (tools run on the host: pass a path or a query, not the data)"
             )
-        reply = self.request(frames, tool)
+        # The token travels alone in the first frame: the host checks it before it
+        # looks at anything else.
+        reply = self.request([self.token.encode(), *frames], tool)
         try:
             header = json.loads(reply[0])
         except (ValueError, IndexError):

@@ -28,8 +28,9 @@ class StdinClient(Client):
                 "which only the main thread can use. Call tools from the main thread.",
                 tool=tool, category="unreachable",
             )
-        blobs = [base64.b64encode(b).decode("ascii") for b in frames[1:]]
-        answer = _ask_host(TOOL_PROMPT_MARK + json.dumps([frames[0].decode("utf-8"), *blobs]))
+        token, header = frames[0].decode("utf-8"), frames[1].decode("utf-8")
+        blobs = [base64.b64encode(b).decode("ascii") for b in frames[2:]]
+        answer = _ask_host(TOOL_PROMPT_MARK + json.dumps([token, header, *blobs]))
         try:
             parts: Any = json.loads(answer)
             return [parts[0].encode("utf-8"), *(base64.b64decode(p) for p in parts[1:])]

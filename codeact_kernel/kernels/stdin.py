@@ -8,8 +8,9 @@ Jupyter frontend can answer ``input()`` though, so with
 (``kernel_side/stdin_rpc.py``) sends a tool request as the prompt of an
 ``input_request``, and the host answers it in the ``input_reply``:
 
-* prompt: ``TOOL_PROMPT_MARK`` + JSON ``[header, blob, ...]``: the same frames
-  as on the socket (see tools/tool.py), the header as text, blobs in base64;
+* prompt: ``TOOL_PROMPT_MARK`` + JSON ``[token, header, blob, ...]``: the same
+  frames as on the socket (see tools/tool.py), token and header as text, blobs in
+  base64;
 * reply: JSON ``[header, blob, ...]`` in the same form.
 
 Limits, by construction: tools can be called from the kernel's main thread
@@ -54,20 +55,22 @@ def is_tool_prompt(prompt: str) -> bool:
     return prompt.startswith(TOOL_PROMPT_MARK)
 
 
-def encode_frames(frames: list[bytes]) -> str:
-    """Frames as JSON text: the header as it is, blobs in base64."""
-    header = frames[0].decode("utf-8")
-    return json.dumps([header, *(base64.b64encode(b).decode("ascii") for b in frames[1:])])
+def encode_frames(frames: list[bytes], texts: int = 1) -> str:
+    """Frames as JSON text: the first ``texts`` (a reply's header; a request's token and
+    header) as they are, blobs in base64."""
+    return json.dumps([*(f.decode("utf-8") for f in frames[:texts]),
+                       *(base64.b64encode(b).decode("ascii") for b in frames[texts:])])
 
 
-def decode_frames(text: str) -> list[bytes]:
+def decode_frames(text: str, texts: int = 1) -> list[bytes]:
     """The inverse of :func:`encode_frames`; ValueError for anything malformed."""
     try:
         parts = json.loads(text)
-        if not isinstance(parts, list) or not parts or not all(isinstance(p, str) for p in parts):
-            raise ValueError("not a list of strings")
-        return [parts[0].encode("utf-8"),
-                *(base64.b64decode(p, validate=True) for p in parts[1:])]
+        if (not isinstance(parts, list) or len(parts) < texts
+                or not all(isinstance(p, str) for p in parts)):
+            raise ValueError(f"not a list of at least {texts} strings")
+        return [*(p.encode("utf-8") for p in parts[:texts]),
+                *(base64.b64decode(p, validate=True) for p in parts[texts:])]
     except (ValueError, binascii.Error, RecursionError) as exc:
         raise ValueError(f"malformed tool request on the stdin channel: {exc}") from None
 
@@ -87,11 +90,11 @@ class StdinToolChannel:
 
     async def answer(self, prompt: str) -> str:
         try:
-            frames = decode_frames(prompt[len(TOOL_PROMPT_MARK):])
+            frames = decode_frames(prompt[len(TOOL_PROMPT_MARK):], texts=2)
         except ValueError as exc:
             self.server.rejected_messages += 1
             return encode_frames(error_frames("ProtocolError", str(exc), "protocol"))
-        name = _tool_name(frames[0])
+        name = _tool_name(frames[1])
         timeout = self.server.call_timeout
         try:
             reply = await _in_daemon_thread(

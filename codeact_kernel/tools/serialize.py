@@ -55,10 +55,14 @@ def encode_value(value: Any, accept: list[str]) -> tuple[Any, list[bytes], list[
     return obj, encoder.blobs, encoder.notes
 
 
-def decode_final_answer(obj: Any, blobs: list[bytes], notes: list[str]) -> FinalAnswer:
-    """Rebuild a final answer sent by the kernel (untrusted: raises ValueError if bad)."""
+def decode_final_answer(
+    obj: Any, blobs: list[bytes], notes: list[str], max_bytes: int | None = None,
+    limit_name: str = "Agent.max_answer_bytes",
+) -> FinalAnswer:
+    """Rebuild a final answer sent by the kernel (untrusted: raises ValueError if bad, or
+    if its Parquet/.npy blobs would decode to more than ``max_bytes``)."""
     try:
-        value = codec.Decoder(blobs).decode(obj)
+        value = codec.Decoder(blobs, max_bytes, limit_name).decode(obj)
     except ValueError:
         raise
     except Exception as exc:  # pyarrow/numpy reject malformed bytes with many types

@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from ..errors import ToolError
+from .auth import TokenGate
 from .bootstrap import kernel_bootstrap_code
 from .serialize import FINAL_ANSWER, FinalAnswer, decode_final_answer, encode_value, summarize
 from .window import REFUSED_MESSAGE, StepWindow
+from .workers import Workers
 
 if TYPE_CHECKING:
     from .approval import GateVerdict
@@ -40,6 +42,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
 MAX_BLOBS = 16
+# The token frame comes first and is checked before any other frame is looked at.
+MAX_TOKEN_FRAME = 256
+# Per peer; a REQ peer has one request in flight, so more only lets a flood queue.
+RECEIVE_HWM = 2
 
 
 @dataclass
@@ -82,6 +88,8 @@ class ToolServer:
         max_pending_per_peer: int = 8,
         max_message_bytes: int = 64 * 1024 * 1024,
         require_step: bool = False,
+        max_header_bytes: int = 4 * 1024 * 1024,
+        max_answer_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         names = [t.name for t in tools]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -102,6 +110,10 @@ class ToolServer:
         self.max_pending = max_pending
         self.max_pending_per_peer = max_pending_per_peer
         self.max_message_bytes = max_message_bytes
+        # JSON headers are parsed whole (a few MB of "[]," are GBs of lists), and blobs
+        # are decoded only within max_answer_bytes (Agent.max_answer_bytes owns it).
+        self.max_header_bytes = max_header_bytes
+        self.max_answer_bytes = max_answer_bytes
         self.calls: list[ToolCall] = []
         # With require_step, calls are served only between open_step and close_step.
         self.window = StepWindow(enforce=require_step)
@@ -109,6 +121,7 @@ class ToolServer:
         # Decides on calls of tools that need approval (tools/approval.py); None runs all.
         self.gate: Gate | None = None
         self.rejected_messages = 0
+        self.refused_peers = 0  # handshakes refused: peers without the token
         self._drained = 0
         self._final: FinalAnswer | None = None
         self._lock = threading.Lock()
@@ -175,7 +188,7 @@ class ToolServer:
         served, step = self.window.admit(header["tool"])
         if not served:
             return _error("PermissionError", REFUSED_MESSAGE, "refused")
-        request = _Request(next(self._seq), b"", header, frames[1:],
+        request = _Request(next(self._seq), b"", header, frames[2:],
                            time.monotonic() + self.call_timeout, step)
         try:
             self._worker.step = step
@@ -230,10 +243,15 @@ class ToolServer:
             self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
-        pool = _Workers(self.max_workers)
+        pool = Workers(self.max_workers)
+        gate: TokenGate | None = None
         try:
+            if self.token:
+                gate = TokenGate(ctx, self.token)
+                gate.guard(router)
             router.setsockopt(zmq.LINGER, 0)
             router.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)  # larger: disconnected
+            router.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
             router.setsockopt(zmq.SNDHWM, 1000)
             router.bind(f"ipc://{self.socket_path}")
             # The kernel runs as another uid; the session folder is traversable only.
@@ -243,10 +261,12 @@ class ToolServer:
         self._ready.set()
         try:
             if self._start_error is None:
-                self._loop(router, pool)
+                self._loop(router, pool, gate)
         finally:
             pool.shutdown(timeout=1.0)
             router.close(0)
+            if gate is not None:
+                gate.close()
             ctx.term()
             with self._wake_lock:
                 os.close(self._wake_r)
@@ -258,10 +278,14 @@ class ToolServer:
                 except OSError:
                     pass
 
-    def _loop(self, router: zmq.Socket[bytes], pool: _Workers) -> None:
+    def _loop(self, router: zmq.Socket[bytes], pool: Workers, gate: TokenGate | None) -> None:
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
+        if gate is not None:
+            assert gate.monitor is not None
+            poller.register(gate.socket, zmq.POLLIN)
+            poller.register(gate.monitor, zmq.POLLIN)
         pending: dict[int, _Request] = {}
         while not self._stopping:
             timeout = None
@@ -269,12 +293,18 @@ class ToolServer:
                 nearest = min(r.deadline for r in pending.values())
                 timeout = max(0, int((nearest - time.monotonic()) * 1000) + 1)
             events = dict(poller.poll(timeout))
+            if gate is not None and gate.socket in events:
+                gate.answer()
+            if gate is not None and gate.monitor in events:
+                gate.count_refusals()
+                self.refused_peers = gate.refused
             if self._wake_r in events:
                 self._send_finished(router, pending)
             if router in events:
                 for _ in range(100):  # bounded, so replies and timeouts get their turn
                     try:
-                        frames = router.recv_multipart(zmq.NOBLOCK)
+                        # Not copied: a refused frame is freed without ever being read.
+                        frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
                     self._accept(router, pool, pending, frames)
@@ -305,15 +335,15 @@ class ToolServer:
                     f"{self.call_timeout:g}s (it may still be running on the host)", "timeout"))
 
     def _accept(
-        self, router: zmq.Socket[bytes], pool: _Workers,
-        pending: dict[int, _Request], frames: list[bytes],
+        self, router: zmq.Socket[bytes], pool: Workers,
+        pending: dict[int, _Request], frames: list[zmq.Frame],
     ) -> None:
-        # A REQ peer sends [identity, b"", header, blobs...]; anything else
+        # A REQ peer sends [identity, b"", token, header, blobs...]; anything else
         # cannot be answered in a way REQ understands, so it is dropped.
-        if len(frames) < 3 or frames[1] != b"":
+        if len(frames) < 3 or len(frames[1]) != 0:
             self.rejected_messages += 1
             return
-        ident = frames[0]
+        ident = frames[0].bytes
         header, problem = self._parse(frames[2:])
         if header is None:
             self.rejected_messages += 1
@@ -331,25 +361,35 @@ class ToolServer:
                 "BusyError", f"the host is busy with {len(pending)} tool calls; retry later",
                 "busy"))
             return
-        request = _Request(next(self._seq), ident, header, frames[3:],
+        request = _Request(next(self._seq), ident, header, [f.bytes for f in frames[4:]],
                            time.monotonic() + self.call_timeout, step)
         pending[request.key] = request
         pool.submit(lambda: self._run(request))
 
-    def _parse(self, frames: list[bytes]) -> tuple[dict[str, Any] | None, str]:
-        if len(frames) > MAX_BLOBS + 1:
+    def _parse(self, frames: list[Any]) -> tuple[dict[str, Any] | None, str]:
+        """Check [token, header, blobs...] (bytes or zmq frames) in order of cost: the
+        token frame first, then the header's size, then its JSON."""
+        token = frames[0]
+        if len(token) > MAX_TOKEN_FRAME or not hmac.compare_digest(
+                _as_bytes(token), self.token.encode()):
+            return None, "bad or missing token (the first frame)"
+        if len(frames) < 2:
+            return None, "a request is a token frame, a header frame, then blobs"
+        if len(frames) > MAX_BLOBS + 2:
             return None, f"too many frames ({len(frames)})"
+        if len(frames[1]) > self.max_header_bytes:
+            return None, (
+                f"the request header is {len(frames[1]):,} bytes, over the host's limit of "
+                f"{self.max_header_bytes:,} (ToolServer max_header_bytes): arguments are "
+                "plain JSON; pass large data as a DataFrame or array, or pass a path")
         try:
-            header = json.loads(frames[0])
+            header = json.loads(_as_bytes(frames[1]))
         except (ValueError, UnicodeDecodeError, RecursionError):
             return None, "the request header is not JSON"
         if not isinstance(header, dict) or not isinstance(header.get("tool"), str):
             return None, "the request header must be an object with a 'tool' string"
         if header.get("v", 1) != 1:
             return None, f"unsupported protocol version {header.get('v')!r}"
-        token = header.get("token", "")
-        if self.token and not (isinstance(token, str) and hmac.compare_digest(token, self.token)):
-            return None, "bad or missing token"
         return header, ""
 
     # ---- worker threads --------------------------------------------------------------
@@ -413,7 +453,8 @@ class ToolServer:
             self._record(FINAL_ANSWER, {}, None, message, started, t0)
             return _error("TypeError", message, "arguments")
         try:
-            answer = decode_final_answer(kwargs["value"], request.blobs, notes)
+            answer = decode_final_answer(kwargs["value"], request.blobs, notes,
+                                         self.max_answer_bytes)
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
             message = f"the final answer could not be decoded: {exc}"
             self._record(FINAL_ANSWER, {}, None, message, started, t0)
@@ -434,56 +475,8 @@ class ToolServer:
             self.calls.append(call)
 
 
-class _Workers:
-    """Daemon worker threads, started on demand.
-
-    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so
-    one hung tool would keep the whole CLI from exiting after Ctrl-C.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self.threads: list[threading.Thread] = []
-        self.idle = 0
-        self.queued = 0  # submitted, not yet taken by a worker
-        self.stopping = False
-        self.lock = threading.Lock()
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self.lock:
-            # Compare with the jobs still queued, not just zero: idle workers that have
-            # not woken yet are already spoken for, and a call that waits for its
-            # siblings (threads in the kernel) would wait for a worker that never comes.
-            self.queued += 1
-            if self.queued > self.idle and len(self.threads) < self.size:
-                thread = threading.Thread(target=self._work, daemon=True,
-                                          name=f"codeact-tool-{len(self.threads)}")
-                self.threads.append(thread)
-                thread.start()
-        self.jobs.put(job)
-
-    def _work(self) -> None:
-        while True:
-            with self.lock:
-                self.idle += 1
-            job = self.jobs.get()
-            if job is None:
-                return
-            with self.lock:
-                self.idle -= 1
-                self.queued -= 1
-            if not self.stopping:
-                job()
-
-    def shutdown(self, timeout: float) -> None:
-        """Stop idle workers; a worker stuck in a tool is left behind (it is a daemon)."""
-        self.stopping = True
-        for _ in self.threads:
-            self.jobs.put(None)
-        deadline = time.monotonic() + timeout
-        for thread in self.threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+def _as_bytes(frame: Any) -> bytes:
+    return frame.bytes if isinstance(frame, zmq.Frame) else bytes(frame)
 
 
 def _send(router: zmq.Socket[bytes], ident: bytes, frames: list[bytes]) -> None:

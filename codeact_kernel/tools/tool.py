@@ -6,11 +6,13 @@ checks them against the signature, runs the real function and sends the result
 back. No tool source and no secret ever enters the sandbox.
 
 Wire format (ZMQ REQ in the kernel -> ROUTER on the host, ``ipc://`` socket in
-the session folder). Every message is multipart: frame 0 is a UTF-8 JSON
-header, further frames are binary blobs referenced by index.
+the session folder). Every message is multipart. A request's frame 0 is the
+per-session token alone (the host compares it before it reads anything else),
+frame 1 a UTF-8 JSON header (at most ``ToolServer.max_header_bytes``), further
+frames binary blobs referenced by index; a reply has no token frame.
 
 * request:  ``{"v": 1, "tool": NAME, "args": [...], "kwargs": {...},
-  "accept": [formats the kernel can rebuild], "token": T?}``. Arguments are
+  "accept": [formats the kernel can rebuild]}``. Arguments are
   plain JSON. For ``final_answer`` the single argument ``value`` is an encoded
   value (below) and may reference blobs.
 * reply:    ``{"ok": true, "result": VALUE, "notes": [...]}`` or

@@ -22,8 +22,8 @@ from codeact_kernel import KernelSession, ToolError
 from codeact_kernel.kernel_side import codec
 from codeact_kernel.terminal.demo import get_population, search_cities
 from codeact_kernel.tools.serialize import decode_final_answer, kernel_source
-from codeact_kernel.tools.server import _Workers
 from codeact_kernel.tools.tool import FINAL_ANSWER, Tool, ToolServer, kernel_bootstrap_code, tool
+from codeact_kernel.tools.workers import Workers
 
 SECRET_VAR = "CODEACT_TEST_SECRET_TOKEN"
 SECRET = "s3cr3t-value-never-in-the-sandbox"
@@ -324,7 +324,7 @@ def test_concurrent_calls_from_kernel_threads(kernel: tuple[KernelSession, ToolS
 def test_calls_arriving_together_each_get_a_worker() -> None:
     # Idle workers that had not woken yet counted as free for every call queued
     # meanwhile: four calls waiting for each other then shared two workers.
-    workers = _Workers(8)
+    workers = Workers(8)
     warmed = threading.Barrier(3, timeout=10)
     for _ in range(2):
         workers.submit(warmed.wait)
@@ -382,18 +382,25 @@ def test_reset_keeps_tools_and_adds_no_private_globals(
 # ---- misuse of the socket ------------------------------------------------------------
 
 
-def _req(ctx: zmq.Context[zmq.Socket[bytes]], path: Path) -> zmq.Socket[bytes]:
+def _req(ctx: zmq.Context[zmq.Socket[bytes]], path: Path,
+         handshake: bytes = b"") -> zmq.Socket[bytes]:
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVTIMEO, 10_000)
+    if handshake:
+        sock.setsockopt(zmq.PLAIN_USERNAME, b"codeact")
+        sock.setsockopt(zmq.PLAIN_PASSWORD, handshake)
     sock.connect(f"ipc://{path}")
     return sock
 
 
-def _ask(ctx: zmq.Context[zmq.Socket[bytes]], path: Path, *frames: bytes) -> dict[str, Any]:
-    sock = _req(ctx, path)
+def _ask(ctx: zmq.Context[zmq.Socket[bytes]], path: Path, *frames: bytes,
+         token: bytes = b"", handshake: bytes = b"") -> dict[str, Any]:
+    """One request as the kernel frames it: the token frame, then ``frames``; with
+    ``handshake``, the token shown in the ZMQ handshake too."""
+    sock = _req(ctx, path, handshake)
     try:
-        sock.send_multipart(list(frames))
+        sock.send_multipart([token, *frames])
         reply: dict[str, Any] = json.loads(sock.recv_multipart()[0])
         return reply
     finally:
@@ -432,7 +439,7 @@ def test_junk_on_the_socket_never_breaks_the_host(
         dealer.setsockopt(zmq.LINGER, 0)
         dealer.connect(f"ipc://{path}")
         for i in range(500):
-            dealer.send_multipart([b"", b'{"tool": "search_cities", "args": ["Japan"]}'])
+            dealer.send_multipart([b"", b"", b'{"tool": "search_cities", "args": ["Japan"]}'])
             dealer.send_multipart([b"no delimiter", str(i).encode()])
         # Meanwhile the kernel's own calls are served.
         out = run(session, "import json\nprint(json.dumps(get_population('Paris')))")
@@ -450,10 +457,23 @@ def test_token_is_checked(tmp_path: Path) -> None:
     with ToolServer([tool(get_population)], path, token="abc") as server:
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         try:
-            body = {"tool": "get_population", "kwargs": {"city": "Nice"}}
-            reply = _ask(ctx, path, json.dumps(body).encode())
+            body = json.dumps({"tool": "get_population", "kwargs": {"city": "Nice"}}).encode()
+            # Without the token in the handshake, no message is even read.
+            for wrong in (b"", b"abd"):
+                stranger = _req(ctx, path, wrong)
+                stranger.send_multipart([b"abc", body])
+                assert stranger.poll(1000) == 0
+                stranger.close()
+            # Past the handshake, the first frame must carry it as well.
+            for wrong in (b"", b"abd", b"abc" * 100):
+                reply = _ask(ctx, path, body, token=wrong, handshake=b"abc")
+                assert reply["ok"] is False and "token" in reply["error"]["message"]
+            # In the header, where it used to travel, a token no longer counts.
+            reply = _ask(ctx, path, json.dumps({"tool": "get_population", "token": "abc",
+                                                "kwargs": {"city": "Nice"}}).encode(),
+                         handshake=b"abc")
             assert reply["ok"] is False and "token" in reply["error"]["message"]
-            reply = _ask(ctx, path, json.dumps({**body, "token": "abc"}).encode())
+            reply = _ask(ctx, path, body, token=b"abc", handshake=b"abc")
             assert reply == {"ok": True, "result": 348_085}
         finally:
             ctx.destroy(linger=0)
@@ -478,7 +498,7 @@ def test_slow_tool_times_out_without_blocking_others(tmp_path: Path) -> None:
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         try:
             slow = _req(ctx, path)
-            slow.send(b'{"tool": "stuck", "args": [30]}')
+            slow.send_multipart([b"", b'{"tool": "stuck", "args": [30]}'])
             reply = _ask(ctx, path, b'{"tool": "get_population", "args": ["Lyon"]}')
             assert reply == {"ok": True, "result": 522_250}
             reply = json.loads(slow.recv())
