@@ -33,6 +33,7 @@ from ..tools.tool import Tool, ToolServer, kernel_bootstrap_code, tool
 from ..trace.notebook import TraceWriter, answer_for_trace, tool_call_record
 from ..traits import JSONObject
 from .json_actions import assistant_message, json_step, parse_actions, require_function_calling
+from .limits import OutputLimits
 from .managed import ManagedAgentTool, SubAgents
 from .observation import (
     failure_note,
@@ -57,10 +58,11 @@ from .workspace import keep_full_output, setup_code
 EventCallback = Callable[[AgentEvent], Any]
 
 
-class Agent(ToolOptions):
+class Agent(ToolOptions, OutputLimits):
     """A CodeAct agent: the model acts by writing Python run in a sandboxed kernel.
 
-    Its MCP servers, approval and tool-listing traits come from ToolOptions.
+    Its MCP servers, approval and tool-listing traits come from ToolOptions, its caps on
+    what it keeps from the kernel from OutputLimits.
     """
 
     name = Unicode("", help="Name of the agent (used when it is managed by another).").tag(
@@ -76,7 +78,7 @@ class Agent(ToolOptions):
     max_output_chars = Int(
         10_000,
         help="Characters of a step's output shown to the model; longer output is cut to "
-        "head and tail, and stays whole in the trace and as _outputs[step] in the kernel.",
+        "head and tail, and kept in the trace and as _outputs[step] in the kernel.",
     ).tag(config=True)
     system_prompt_template = Unicode(
         DEFAULT_SYSTEM_PROMPT,
@@ -216,7 +218,7 @@ class Agent(ToolOptions):
             self.tool_server = ToolServer(
                 self.all_tools, self.session.session_dir / "tools.sock",
                 call_timeout=self.tool_call_timeout, token=secrets.token_hex(16),
-                require_step=True,
+                require_step=True, max_answer_bytes=self.max_answer_bytes,
             )
             self.tool_server.gate = self.hub.gate.check
             self.tool_server.start()
@@ -284,6 +286,8 @@ class Agent(ToolOptions):
                 "step_timeout": self.step_timeout,
                 "max_output_chars": self.max_output_chars,
                 "action_format": self.action_format,
+                "max_kept_output_chars": self.max_kept_output_chars,
+                "max_trace_output_bytes": self.max_trace_output_bytes,
                 "authorized_imports": sorted(self.policy.effective_imports()),
             },
             "tools": [tool_meta(t) for t in self.all_tools],
@@ -480,10 +484,10 @@ class Agent(ToolOptions):
         if result.timed_out or result.kernel_died:
             await self.sub_agents.cancel()
         self.sub_agents.link(record.tool_calls, self.trace.path.parent)
-        record.record_execution(result)
+        record.record_execution(result, self.max_trace_output_bytes)
         record.flags = end.flags
         observation = model_view(result, self.step_counter, end.variables,
-                                 self.max_output_chars)
+                                 self.max_output_chars, self.max_kept_output_chars)
         if observation.truncated:
             record.outputs_key = self.step_counter
             observation.text += await self._keep_full_output(observation.full_text)

@@ -50,10 +50,12 @@ def model_view(
     step: int,
     variables: list[dict[str, str]],
     max_chars: int,
+    max_kept_chars: int | None = None,
 ) -> Observation:
-    """Build the model's view; when it is cut, ``full_text`` holds the whole of it."""
+    """Build the model's view; when it is cut, ``full_text`` holds the whole of it (itself
+    cut to ``max_kept_chars``: it goes back to the kernel as ``_outputs[step]``)."""
     images: list[tuple[str, str]] = []
-    full_text = observed_text(result, images)
+    full_text = observed_text(result, images, max_kept_chars)
     truncated = len(full_text) > max_chars
     body = truncate_middle(full_text, max_chars, step) if truncated else full_text
     text = f"Step {step} output:\n{body}"
@@ -62,9 +64,13 @@ def model_view(
     return Observation(text, images, truncated, len(full_text), full_text if truncated else "")
 
 
-def observed_text(result: ExecutionResult, images: list[tuple[str, str]] | None = None) -> str:
-    """The text of a step's outputs as the model reads it, before any cut; images are
-    noted in the text and collected into ``images``."""
+def observed_text(
+    result: ExecutionResult, images: list[tuple[str, str]] | None = None,
+    limit: int | None = None,
+) -> str:
+    """The text of a step's outputs as the model reads it, before the view's cut, at most
+    ``limit`` characters (head and tail); images are noted in the text and collected
+    into ``images``."""
     parts: list[str] = []
     images = [] if images is None else images
     for output in result.outputs:
@@ -75,9 +81,17 @@ def observed_text(result: ExecutionResult, images: list[tuple[str, str]] | None 
             parts.append("Error:\n" + "\n".join(strip_ansi(t) for t in output.traceback))
         elif kind in ("execute_result", "display_data"):
             parts.append(_rich_text(output.data, kind, images))
-    if (result.reason and result.recovery != "none") or result.kernel_died:
+    if (result.reason and (result.recovery != "none" or result.notes)) or result.kernel_died:
         parts.append(f"[{result.reason}]")
-    return "\n".join(p.rstrip("\n") for p in parts if p) or "(no output)"
+    text = "\n".join(p.rstrip("\n") for p in parts if p) or "(no output)"
+    return text if limit is None or len(text) <= limit else _cut_kept(text, limit)
+
+
+def _cut_kept(text: str, limit: int) -> str:
+    head = limit * 2 // 3
+    tail = limit - head
+    return (f"{text[:head]}\n\n[... {len(text) - limit:,} characters of this step's output "
+            f"are not kept (Agent.max_kept_output_chars) ...]\n\n{text[-tail:]}")
 
 
 def failure_note(

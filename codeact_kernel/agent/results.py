@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import copy
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from nbformat import NotebookNode
 
 from ..kernels.execution import ExecutionResult
+from ..trace.caps import cap_outputs
 
 
 @dataclass
@@ -43,29 +45,39 @@ class StepRecord:
     # What the host noticed for the auditor: malformed kernel messages, hooks or threads
     # the step's code left behind, a late or forged end of step, an unreadable probe.
     flags: list[str] = field(default_factory=list)
+    # Output the session dropped past its budget ({"bytes", "messages"}), or None.
+    output_dropped: dict[str, int] | None = None
+    lost_channels: list[str] = field(default_factory=list)
+    # One note per output kept cut in the trace: index, original size, sha256, marker.
+    outputs_cut: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def blocked(self) -> bool:
         return not self.policy.get("allowed", True)
 
-    def record_execution(self, result: ExecutionResult) -> None:
-        """Keep what the kernel did with this step's code."""
+    def record_execution(self, result: ExecutionResult, max_output_bytes: int) -> None:
+        """Keep what the kernel did with this step's code, each output (cleared ones
+        too) capped to ``max_output_bytes``: the run keeps only these, the full ones die
+        with the step."""
         self.status, self.execution_count = result.status, result.execution_count
-        self.outputs, self.exec_duration = result.outputs, round(result.duration, 4)
+        self.outputs, self.outputs_cut = cap_outputs(result.outputs, max_output_bytes)
+        self.exec_duration = round(result.duration, 4)
         self.recovery, self.state_lost = result.recovery, result.state_lost
         self.timed_out = result.timed_out
-        self.reason = result.reason
-        self.cleared_outputs = result.cleared_outputs
+        self.reason, self.output_dropped = result.reason, result.output_dropped
+        self.cleared_outputs, _ = cap_outputs(result.cleared_outputs, max_output_bytes)
         self.cleared_outputs_dropped = result.cleared_dropped
         self.egress = result.egress
+        self.lost_channels = list(result.lost_channels)
 
     def metadata(self) -> dict[str, Any]:
-        meta = asdict(self)
-        for key in ("model_text", "code", "outputs"):
-            meta.pop(key)
-        for key in ("cleared_outputs", "cleared_outputs_dropped", "actions"):
+        # Not dataclasses.asdict: it would deep-copy the outputs only to drop them.
+        meta = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
+                if f.name not in ("model_text", "code", "outputs")}
+        for key in ("cleared_outputs", "cleared_outputs_dropped", "output_dropped",
+                    "lost_channels", "outputs_cut", "actions"):
             if not meta[key]:
-                meta.pop(key)  # most steps clear nothing
+                meta.pop(key)  # most steps clear, drop, lose and cut nothing
         return meta
 
 

@@ -26,6 +26,7 @@ from ..agent.workspace import keep_full_output
 from ..kernels.session import KernelSession
 from ..tools.tool import Tool, ToolServer, kernel_bootstrap_code
 from .actions import INVALID_CALL_TAG
+from .caps import cap_outputs
 from .notebook import BLOCKED_TAG, SETUP_TAG, load_trace
 from .validate import TraceLimits
 
@@ -93,6 +94,12 @@ def render_outputs(outputs: list[Any]) -> list[str]:
                     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
                     lines.extend(normalize(_text(text)).splitlines())
     return _merge_streams(lines)
+
+
+def _cap(value: Any) -> int | None:
+    """A size cap recorded in the trace's metadata, if it is a usable one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 \
+        else None
 
 
 def _text(value: Any) -> str:
@@ -173,7 +180,8 @@ class Replayer(Configurable):
             try:
                 await self._run_setup(session, nb)
                 for index, cell in enumerate(nb.cells):
-                    verdict = await self._replay_cell(session, index, cell, timeout)
+                    verdict = await self._replay_cell(session, index, cell, timeout,
+                                                      nb.metadata["codeact"].get("agent", {}))
                     if verdict is not None:
                         report.cells.append(verdict)
             finally:
@@ -215,7 +223,7 @@ class Replayer(Configurable):
                 raise TraceError(f"the trace's replay setup cell failed: {result.reason}")
 
     async def _replay_cell(self, session: KernelSession, index: int, cell: NotebookNode,
-                           timeout: float) -> CellVerdict | None:
+                           timeout: float, caps: dict[str, Any]) -> CellVerdict | None:
         meta = cell.metadata.get("codeact", {})
         tags = cell.metadata.get("tags", [])
         step = meta.get("step")
@@ -228,8 +236,13 @@ class Replayer(Configurable):
         result = await session.async_execute(cell.source, timeout=timeout)
         if isinstance(meta.get("outputs_key"), int):
             # As in the run: later cells may page through this one's whole output.
-            await keep_full_output(session, meta["outputs_key"], observed_text(result), timeout)
-        recorded, fresh = render_outputs(cell.outputs), render_outputs(result.outputs)
+            text = observed_text(result, limit=_cap(caps.get("max_kept_output_chars")))
+            await keep_full_output(session, meta["outputs_key"], text, timeout)
+        outputs = result.outputs
+        limit = _cap(caps.get("max_trace_output_bytes"))
+        if limit is not None:  # compared as the run kept them: cut alike iff the same
+            outputs, _ = cap_outputs(outputs, limit)
+        recorded, fresh = render_outputs(cell.outputs), render_outputs(outputs)
         if recorded != fresh:
             diff = "\n".join(list(difflib.unified_diff(
                 recorded[:MAX_DIFF_LINES], fresh[:MAX_DIFF_LINES], "recorded", "replayed",
