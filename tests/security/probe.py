@@ -66,7 +66,6 @@ def _configure(obj: Any, traits: dict[str, Any]) -> None:
 def agent_run(spec: dict[str, Any]) -> dict[str, Any]:
     """Steps of scripted code through a real Agent; the peak covers the whole run."""
     from codeact_kernel import Agent
-
     from tests.scripted_llm import ScriptedLLMServer
 
     workdir = Path(spec["tmp"])
@@ -103,8 +102,13 @@ def agent_run(spec: dict[str, Any]) -> dict[str, Any]:
 
 def tool_attack(spec: dict[str, Any]) -> dict[str, Any]:
     """Attack code in a real sandboxed kernel against the real tool socket of this process."""
+    # Loaded before the peak is reset: the host has its decoders loaded already, and
+    # their import is not what a bomb costs.
+    import pandas  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
     from codeact_kernel import KernelSession, tool
-    from codeact_kernel.tools import ToolServer
+    from codeact_kernel.tools.server import ToolServer
 
     def get_population(city: str) -> int:
         """Return a city's population.
@@ -127,7 +131,7 @@ def tool_attack(spec: dict[str, Any]) -> dict[str, Any]:
             base = reset_peak()
             attack = session.execute(spec["code"], timeout=120)
             deadline = time.monotonic() + 60
-            while server.rejected_messages < spec.get("expect_rejected", 0):
+            while refused(server) < spec.get("expect_rejected", 0):
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
@@ -138,11 +142,16 @@ def tool_attack(spec: dict[str, Any]) -> dict[str, Any]:
             final = server.final_answer
     return {
         "rss_base": base, "rss_peak": peak, "rss_growth": peak - base,
-        "rss_settled_growth": settled - base, "rejected": server.rejected_messages,
+        "rss_settled_growth": settled - base, "rejected": refused(server),
         "attack_stdout": attack.stdout[-2000:], "attack_error": attack.reason[-2000:],
         "legit_stdout": legit.stdout, "final_kind": final.kind if final else None,
         "calls": [(c.name, c.error) for c in server.calls][-5:],
     }
+
+
+def refused(server: Any) -> int:
+    """Messages the server refused, and peers it turned away in the handshake."""
+    return int(server.rejected_messages + getattr(server, "refused_peers", 0))
 
 
 SCENARIOS = {"agent_run": agent_run, "tool_attack": tool_attack}

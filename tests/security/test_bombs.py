@@ -47,7 +47,7 @@ def attack(tmp_path: Path, code: str) -> dict[str, Any]:
     })
 
 
-def assert_refused(report: dict[str, Any], bound: int = 48 * MIB) -> None:
+def assert_refused(report: dict[str, Any], bound: int = 80 * MIB) -> None:
     out = report["attack_stdout"]
     assert "REFUSED" in out and LIMIT_NAME in out, (out, report["attack_error"])
     assert report["final_kind"] is None
