@@ -65,6 +65,8 @@ def _configure(obj: Any, traits: dict[str, Any]) -> None:
 
 def agent_run(spec: dict[str, Any]) -> dict[str, Any]:
     """Steps of scripted code through a real Agent; the peak covers the whole run."""
+    from traitlets.config import Config
+
     from codeact_kernel import Agent
     from tests.scripted_llm import ScriptedLLMServer
 
@@ -73,7 +75,8 @@ def agent_run(spec: dict[str, Any]) -> dict[str, Any]:
     with ScriptedLLMServer() as llm:
         llm.enqueue(*(f"Step.\n```python\n{code}\n```" for code in spec["steps"]))
         agent = Agent(model="openai/scripted", api_base=llm.api_base, tools=[],
-                      trace_path=str(trace), max_steps=len(spec["steps"]))
+                      trace_path=str(trace), max_steps=len(spec["steps"]),
+                      config=Config(spec.get("config", {})))
         _configure(agent, spec.get("agent", {}))
         _configure(agent.session, spec.get("session", {}))
         agent.session.runtime_dir = str(workdir / "rt")

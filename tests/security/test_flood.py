@@ -127,7 +127,7 @@ def test_tight_print_loop_is_stopped_as_a_flood(tmp_path: Path) -> None:
         "time.sleep(30)\n"
         "print('NEVER')",
         "final_answer('stopped')",
-    ], session={"max_message_bytes": 8 * MIB})
+    ], config={"BoundedKernelClient": {"max_message_bytes": 8 * MIB}})
     assert report["status"] == "answered" and report["answer"] == "stopped", report
     assert report["rss_growth"] <= RSS_BOUND, report["rss_growth"] / MIB
     flood = report["steps"][1]
@@ -197,7 +197,8 @@ def test_one_message_over_the_size_limit_is_reported_and_the_session_recovers(
         "display({'text/plain': 'q' * 100_000_000}, raw=True)",
         "print('NEXT-STEP-OUTPUT')",
         "final_answer('recovered')",
-    ], session={"max_message_bytes": 16 * MIB}, agent={"step_timeout": 30})
+    ], agent={"step_timeout": 30},
+        config={"BoundedKernelClient": {"max_message_bytes": 16 * MIB}})
     assert report["status"] == "answered", report
     assert report["rss_growth"] <= 64 * MIB, report["rss_growth"] / MIB
     big = report["steps"][0]
@@ -211,13 +212,14 @@ def test_one_message_over_the_size_limit_is_reported_and_the_session_recovers(
 
 def test_host_client_sockets_carry_size_and_queue_caps(tmp_path: Path) -> None:
     import zmq
+    from traitlets.config import Config
 
     from codeact_kernel import KernelSession
 
     runtime = tmp_path / "rt"
     runtime.mkdir()
-    with KernelSession(runtime_dir=str(runtime), max_message_bytes=8 * MIB,
-                       receive_hwm=3) as session:
+    config = Config({"BoundedKernelClient": {"max_message_bytes": 8 * MIB, "receive_hwm": 3}})
+    with KernelSession(runtime_dir=str(runtime), config=config) as session:
         for name in ("iopub", "shell", "stdin"):
             sock = getattr(session.kc, f"{name}_channel").socket
             assert sock.getsockopt(zmq.MAXMSGSIZE) == 8 * MIB, name
