@@ -20,6 +20,7 @@ from traitlets.config import Config, Configurable
 import codeact_kernel
 from codeact_kernel import Agent, ConnectionFileSession, GatewaySession, KernelSession
 from codeact_kernel.agent.managed import spawn
+from codeact_kernel.kernels.client import BoundedKernelClient
 from codeact_kernel.kernels.connection import ConnectionFileKernelManager
 from codeact_kernel.kernels.factory import configured_manager, make_session
 from codeact_kernel.kernels.gateway import GatewayKernelManager
@@ -144,6 +145,33 @@ def test_a_backend_missing_a_method_cannot_be_built() -> None:
 
 # ---- a session for each backend, by passing its manager ------------------------------------
 
+CAP = 256 * 1024
+
+
+def assert_bounded(session: KernelSession, over_zmq: bool) -> None:
+    """The host's budgets hold on this backend: the session's output budget always, and
+    the client's socket caps where the channels are ZMQ sockets."""
+    import zmq
+
+    # Counted in messages on every backend (a gateway rate-limits bytes itself).
+    session.max_output_messages = 50
+    flood = session.execute("for i in range(300):\n    print(i, flush=True)")
+    # Past the cap the rest is dropped; as much again is a flood, which is interrupted.
+    assert flood.output_dropped is not None and flood.output_dropped["messages"] >= 50
+    assert flood.stdout == "".join(f"{i}\n" for i in range(50))
+    assert "output truncated" in flood.reason and "max_output_messages" in flood.reason
+    assert session.execute("print('next')").stdout == "next\n"  # the budget is per execute
+    if over_zmq:
+        session.max_output_bytes = CAP
+        flood = session.execute("print('x' * 8_000_000)\nprint('after')")
+        assert flood.output_dropped is not None and flood.output_dropped["bytes"] > 7_000_000
+        assert len(flood.stdout) <= CAP and flood.stdout.startswith("xxx")
+        assert isinstance(session.kc, BoundedKernelClient)
+        for name in ("iopub", "shell", "stdin"):
+            socket = getattr(session.kc, f"{name}_channel").socket
+            assert socket.getsockopt(zmq.MAXMSGSIZE) == session.kc.max_message_bytes, name
+            assert socket.getsockopt(zmq.RCVHWM) == session.kc.receive_hwm, name
+
 
 def test_a_session_on_the_local_sandbox_manager(runtime_dir: Path) -> None:
     manager = SandboxKernelManager(sandbox=SandboxConfig(pids_limit=128))
@@ -153,6 +181,7 @@ def test_a_session_on_the_local_sandbox_manager(runtime_dir: Path) -> None:
         assert manager.plan is not None and manager.process is not None
         assert any("bubblewrap" in line for line in session.isolation)
         assert session.kernel_work_dir == str(session.work_path)
+        assert_bounded(session, over_zmq=True)
     assert manager.process is None and list(runtime_dir.iterdir()) == []
 
 
@@ -177,6 +206,7 @@ def test_a_session_on_the_connection_file_manager(
         assert session.execute("left = 6 * 7\nprint(left)").stdout == "42\n"
         assert session.tool_transport == "stdin" and not manager.shares_work_folder
         assert session.isolation[0].startswith("attached kernel: connection file")
+        assert_bounded(session, over_zmq=True)
     assert outside_kernel.is_alive()  # not ours: left running
 
 
@@ -198,6 +228,7 @@ def test_a_session_on_the_gateway_manager(
         assert session.execute("print(6 * 7)").stdout == "42\n"
         assert session.tool_transport == "stdin"
         assert [k["id"] for k in gateway.rest("GET", "/api/kernels")] == [manager.kernel_id]
+        assert_bounded(session, over_zmq=False)  # a websocket: the budget alone
     assert gateway.rest("GET", "/api/kernels") == []  # deleted at close
 
 
@@ -211,6 +242,7 @@ def test_a_session_on_a_pooled_manager(runtime_dir: Path) -> None:
             assert session.execute("print(HELPER + 41)").stdout == "42\n"
             assert session.tool_transport == "ipc" and session.session_dir is not None
             assert session.session_dir.parent == runtime_dir  # the pool's folders
+            assert_bounded(session, over_zmq=True)
         assert manager.kernel is None and not manager.has_kernel
 
 
