@@ -114,16 +114,24 @@ def child(name: str, workdir: str) -> dict[str, Any]:
     import pandas  # noqa: F401 - the decoders are loaded before the peak is reset
     import pyarrow.parquet  # noqa: F401
 
-    from codeact_kernel import Agent
+    from tests.scripted_llm import ScriptedLLMServer  # the tests' scripted model
 
     spec = SCENARIOS[name]
-    timeout = float(spec.get("timeout", TIMEOUT))
-    trace = Path(workdir) / "trace.ipynb"
     steps = ["print('STEP-ONE-MARKER')", spec["code"], "final_answer('done')"]
-    agent = Agent(model="openai/gpt-4o-mini", max_steps=len(steps), trace_path=str(trace),
-                  step_timeout=timeout)
-    agent.llm.scripted_replies = [f"```python\n{code}\n```" for code in steps]
-    agent.session.runtime_dir = workdir
+    with ScriptedLLMServer([f"```python\n{code}\n```" for code in steps]) as model:
+        return measure(spec, steps, model.api_base, Path(workdir))
+
+
+def measure(spec: dict[str, Any], steps: list[str], api_base: str,
+            workdir: Path) -> dict[str, Any]:
+    from codeact_kernel import Agent
+
+    timeout = float(spec.get("timeout", TIMEOUT))
+    trace = workdir / "trace.ipynb"
+    agent = Agent(model="openai/scripted", api_base=api_base, max_steps=len(steps),
+                  trace_path=str(trace), step_timeout=timeout)
+    agent.llm.max_retries = 1
+    agent.session.runtime_dir = str(workdir)
     # The attacks import sys, zmq and pyarrow: the AST policy is not the guard measured.
     agent.policy.authorized_imports = ["sys", "zmq", "pyarrow"]
     for trait, value in spec.get("session", {}).items():
@@ -145,11 +153,11 @@ def child(name: str, workdir: str) -> dict[str, Any]:
         "before_kept": any("STEP-ONE-MARKER" in t for t in texts)
         and any("BEFORE-THE-FLOOD" in t for t in texts),
         "status": result.status, "reason": attack.reason[:300],
-        "dropped": attack.output_dropped, "answer": str(result.answer)[:80],
+        "dropped": getattr(attack, "output_dropped", None), "answer": str(result.answer)[:80],
         "stdout": "".join(o.get("text", "") for o in attack.outputs
                           if o.get("output_type") == "stream")[-300:],
         # The trace may hold one step's output cap plus a cut copy of each output.
-        "trace_cap_mb": (agent.session.max_output_bytes * len(steps)) / MB,
+        "trace_cap_mb": (getattr(agent.session, "max_output_bytes", 0) * len(steps)) / MB,
     }
 
 
