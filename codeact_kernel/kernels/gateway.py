@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, Dict, Float, Unicode
+from traitlets import Bool, Dict, Float, Int, Unicode
 
 from ..errors import GatewayError, KernelStartError, SessionClosed
 from ..sandbox.cgroups import Counters
-from .gateway_client import GatewayChannels, GatewayClient
+from .gateway_client import MAX_INCOMING_MESSAGE, GatewayChannels, GatewayClient
 from .manager import KernelChannels, SessionKernelManager, wait_until_ready
 from .session import SessionFactory
 
@@ -55,6 +55,11 @@ class GatewayKernelManager(SessionKernelManager):
         "kernel (a kernel deleted or culled there sends nothing on the websocket)."
     ).tag(config=True)
     validate_cert = Bool(True, help="Verify the gateway's TLS certificate.").tag(config=True)
+    max_message_bytes = Int(
+        MAX_INCOMING_MESSAGE, help="Largest message read from the kernel's websocket (each "
+        "is parsed whole before the session's output budget sees it). A larger one closes "
+        "the websocket; the kernel then counts as lost and is restarted, with its state."
+    ).tag(config=True)
 
     @classmethod
     def section_names(cls) -> list[str]:
@@ -110,7 +115,8 @@ class GatewayKernelManager(SessionKernelManager):
             self.kernel_id = await self.client.start_kernel(
                 self.kernel_name, dict(self.kernel_env), timeout
             )
-        self._kc = await self.client.connect(self.kernel_id, self.request_timeout)
+        self._kc = await self.client.connect(self.kernel_id, self.request_timeout,
+                                             self.max_message_bytes)
         self._lost = None
         await wait_until_ready(self._kc, timeout)
         self.isolation = [f"gateway kernel: {self.kernel_name} {self.kernel_id} at {self.url}; "

@@ -27,8 +27,9 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from ..errors import GatewayError
 
-# Outputs (images, big DataFrames' HTML) can be large; tornado's default is 10 MiB.
-MAX_INCOMING_MESSAGE = 512 * 1024 * 1024
+# The default of GatewayKernelManager.max_message_bytes (tornado's own is 10 MiB):
+# outputs (images, big DataFrames' HTML) can be large, and each message is parsed whole.
+MAX_INCOMING_MESSAGE = 32 * 1024 * 1024
 # The kernel states a gateway announces on iopub when the kernel is gone or replaced.
 LOST_STATES = ("restarting", "autorestarting", "dead")
 
@@ -145,8 +146,10 @@ class GatewayClient:
     async def delete(self, kernel_id: str) -> None:
         await self.request("DELETE", f"/api/kernels/{quote(kernel_id)}")
 
-    async def connect(self, kernel_id: str, timeout: float) -> GatewayChannels:
-        """Open the kernel's channels websocket."""
+    async def connect(self, kernel_id: str, timeout: float,
+                      max_message_bytes: int = MAX_INCOMING_MESSAGE) -> GatewayChannels:
+        """Open the kernel's channels websocket; tornado closes it rather than read a
+        message over ``max_message_bytes``."""
         session = Session()
         url = (
             "ws" + self.url[len("http"):]
@@ -156,7 +159,7 @@ class GatewayClient:
                               request_timeout=timeout, validate_cert=self.validate_cert)
         try:
             ws = await asyncio.wait_for(
-                websocket_connect(request, max_message_size=MAX_INCOMING_MESSAGE), timeout + 5
+                websocket_connect(request, max_message_size=max_message_bytes), timeout + 5
             )
         except HTTPClientError as exc:
             if exc.code in (401, 403):
@@ -166,7 +169,7 @@ class GatewayClient:
                                f"{self.url}: {exc}") from exc
         except (OSError, asyncio.TimeoutError) as exc:
             raise self._unreachable(exc) from exc
-        return GatewayChannels(ws, session)
+        return GatewayChannels(ws, session, max_message_bytes)
 
 
 def _message(data: Any) -> str:
@@ -194,9 +197,11 @@ class GatewayChannels:
     """The kernel's channels over one websocket, shaped like the part of jupyter_client's
     AsyncKernelClient that KernelSession uses."""
 
-    def __init__(self, ws: WebSocketClientConnection, session: Session) -> None:
+    def __init__(self, ws: WebSocketClientConnection, session: Session,
+                 max_message_bytes: int = MAX_INCOMING_MESSAGE) -> None:
         self.ws = ws
         self.session = session
+        self.max_message_bytes = max_message_bytes
         self.queues: dict[str, asyncio.Queue[dict[str, Any]]] = {
             name: asyncio.Queue() for name in ("shell", "iopub", "stdin", "control")
         }
@@ -212,7 +217,10 @@ class GatewayChannels:
             raw = await self.ws.read_message()
             if raw is None:
                 self.lost = self.lost or (
-                    f"the gateway closed the kernel's websocket (code {self.ws.close_code})"
+                    f"the kernel's websocket closed (code {self.ws.close_code}): the gateway "
+                    "ended it, or a message from the kernel was over the "
+                    f"{self.max_message_bytes:,} byte limit "
+                    "(GatewayKernelManager.max_message_bytes)"
                 )
                 return
             try:

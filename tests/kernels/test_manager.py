@@ -212,7 +212,10 @@ def test_a_session_on_the_connection_file_manager(
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gw = Gateway(tmp_path_factory.mktemp("gateway"))
+    # Without the server's iopub rate limit, which would drop a flood before the host
+    # sees it: the host's own guards are what is tested.
+    gw = Gateway(tmp_path_factory.mktemp("gateway"),
+                 "--ZMQChannelsWebsocketConnection.limit_rate=False")
     try:
         yield gw
     finally:
@@ -230,6 +233,23 @@ def test_a_session_on_the_gateway_manager(
         assert [k["id"] for k in gateway.rest("GET", "/api/kernels")] == [manager.kernel_id]
         assert_bounded(session, over_zmq=False)  # a websocket: the budget alone
     assert gateway.rest("GET", "/api/kernels") == []  # deleted at close
+
+
+def test_a_gateway_message_over_the_size_limit_is_not_read(
+    gateway: Gateway, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each websocket message is parsed whole before the budget sees it: tornado refuses
+    # one over max_message_bytes instead, the kernel counts as lost and is restarted.
+    monkeypatch.setenv(TOKEN_VAR, gateway.token)
+    manager = GatewayKernelManager(url=gateway.url, token_env=TOKEN_VAR,
+                                   max_message_bytes=4 * 1024 * 1024)
+    with KernelSession(manager=manager, runtime_dir=str(runtime_dir), timeout=30) as session:
+        big = session.execute("print('before', flush=True)\n"
+                              "display({'text/plain': 'q' * 8_000_000}, raw=True)")
+        assert big.kernel_died and big.recovery == "restarted", big.reason
+        assert "GatewayKernelManager.max_message_bytes" in big.reason
+        assert "before" in big.stdout
+        assert session.execute("print('again')").stdout == "again\n"
 
 
 def test_a_session_on_a_pooled_manager(runtime_dir: Path) -> None:

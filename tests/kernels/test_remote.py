@@ -53,7 +53,7 @@ def free_port() -> int:
 
 
 class Gateway:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *args: str) -> None:
         self.port = free_port()
         self.token = secrets.token_hex(16)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -66,7 +66,7 @@ class Gateway:
             [sys.executable, "-m", "kernel_gateway", "--KernelGatewayApp.ip=127.0.0.1",
              f"--KernelGatewayApp.port={self.port}", "--KernelGatewayApp.port_retries=0",
              f"--KernelGatewayApp.auth_token={self.token}",
-             "--JupyterWebsocketPersonality.list_kernels=True"],
+             "--JupyterWebsocketPersonality.list_kernels=True", *args],
             stdout=self.log, stderr=subprocess.STDOUT, env=env,
         )
         # jupyter_server's imports alone took over 30 s on a loaded 2-core machine.
