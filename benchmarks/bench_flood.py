@@ -86,6 +86,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "1 GB prints, 1 MB lines": {
         "code": BEFORE + "line = 'y' * 1_000_000\nfor i in range(1000):\n    print(line)",
         "session": {"interrupt_on_flood": False}},
+    "1 GB prints, 1 MB lines, flood interrupt on": {
+        "code": BEFORE + "line = 'y' * 1_000_000\nfor i in range(1000):\n    print(line)"},
     "1 GB prints, 100-byte lines": {
         "code": BEFORE + "line = 'y' * 99\nfor i in range(10_000_000):\n    print(line)",
         "session": {"interrupt_on_flood": False}},
