@@ -74,6 +74,7 @@ class InFlight:
         self._pump: asyncio.Future[None] | None = None
         self._reply: asyncio.Future[None] | None = None
         self._replied_at: float | None = None
+        self._both_lost_at: float | None = None
 
     async def run(self, deadline: float, clock: InputClock) -> Verdict:
         """Until the cell is over (see the module's docstring); nothing left reading."""
@@ -166,15 +167,19 @@ class InFlight:
             self._pump = asyncio.ensure_future(self.pump_iopub())
         if self._reply is not None and self._reply.done() and self._replied_at is None:
             self._replied_at = time.monotonic()
+        if {"iopub", "shell"} <= self.lost and self._both_lost_at is None:
+            self._both_lost_at = time.monotonic()
 
     def _over_despite_loss(self) -> bool:
         """Whether the end is known, or can never be, with a channel lost. With both
-        lost nothing can tell when the cell ends: the session restarts the kernel. With
-        iopub lost, its idle status may have been the lost part: the reply decides,
-        after a moment for the rest of the output."""
+        lost nothing can tell when the cell ends: the session restarts the kernel, after
+        ``grace`` for the liveness check to say whether the kernel died instead (a dying
+        kernel drops every connection; an attached kernel's death shows in missed
+        heartbeats only). With iopub lost, its idle status may have been the lost part:
+        the reply decides, after a moment for the rest of the output."""
         assert self._pump is not None and self._reply is not None
-        if {"iopub", "shell"} <= self.lost:
-            return True
+        if self._both_lost_at is not None:
+            return time.monotonic() - self._both_lost_at >= self.grace
         if "shell" in self.lost and self._pump.done():
             return True
         return ("iopub" in self.lost and self._replied_at is not None

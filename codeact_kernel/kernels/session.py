@@ -374,15 +374,17 @@ class KernelSession(Configurable):
     async def _conclude(
         self, verdict: Verdict, collector: OutputCollector, limit: float, before: Counters
     ) -> ExecutionResult:
-        # Channels are re-made first: a restart waits for kernel_info on shell.
-        await self._reopen(verdict.lost - verdict.reopened)
+        # Channels are re-made first: a restart waits for kernel_info on shell (and
+        # proves them live, so no greeting is awaited from a kernel about to restart).
+        restart = verdict.kind in ("died", "stuck") or {"iopub", "shell"} <= verdict.lost
+        await self._reopen(verdict.lost - verdict.reopened, welcome=not restart)
         if verdict.kind == "died":
             cause = self.manager.death_cause(before)
             await self.async_restart()
             result = collector.result(status="died")
             result.kernel_died, result.recovery, result.state_lost = True, "restarted", True
             result.set_reason(f"the kernel died ({cause}); it was restarted and {LOST}")
-        elif verdict.kind == "stuck" or {"iopub", "shell"} <= verdict.lost:
+        elif restart:
             await self.async_restart()
             result = collector.result(status="timeout" if verdict.kind == "stuck" else "lost")
             result.timed_out = verdict.kind == "stuck"
@@ -397,8 +399,9 @@ class KernelSession(Configurable):
                 result.set_reason(f"{verdict.why_stopped(limit)}; the cell was "
                                   "interrupted and the kernel kept its variables")
             await self._check_exhausted(result, before)
-        result.lost_channels = sorted(verdict.lost)
-        result.add_note(verdict.lost_note(getattr(self.kc, "max_message_bytes", 0)))
+        if verdict.kind != "died":  # a dying kernel drops every connection: no news
+            result.lost_channels = sorted(verdict.lost)
+            result.add_note(verdict.lost_note(getattr(self.kc, "max_message_bytes", 0)))
         return result
 
     async def _check_exhausted(self, result: ExecutionResult, before: Counters) -> None:
@@ -415,10 +418,10 @@ class KernelSession(Configurable):
         kc = self.kc
         return kc.lost_channels() if isinstance(kc, BoundedKernelClient) else set()
 
-    async def _reopen(self, lost: set[str]) -> None:
+    async def _reopen(self, lost: set[str], welcome: bool = True) -> None:
         kc = self.kc
         if lost and isinstance(kc, BoundedKernelClient):
-            await kc.reopen(lost)
+            await kc.reopen(lost, welcome)
 
     @property
     def _tools_over_stdin(self) -> bool:

@@ -20,7 +20,9 @@ from ..tools import approval_tools
 
 
 def send(server: ToolServer, key: str, **header: Any) -> dict[str, Any]:
-    frames = [json.dumps({"v": 1, "tool": "delete_record", "args": [], "kwargs": {"key": key},
+    # The session token travels alone in the first frame, as the kernel's client sends it.
+    frames = [server.token.encode(),
+              json.dumps({"v": 1, "tool": "delete_record", "args": [], "kwargs": {"key": key},
                           **header}).encode()]
     reply: dict[str, Any] = json.loads(server.handle_request(frames)[0])
     return reply
