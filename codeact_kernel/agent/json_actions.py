@@ -183,7 +183,8 @@ async def _request(server: ToolServer, header: dict[str, Any],
 
     def work() -> None:
         try:
-            frames = server.handle_request([json.dumps(header).encode()])
+            # The token frame first, as every request to the server carries it.
+            frames = server.handle_request([server.token.encode(), json.dumps(header).encode()])
         except BaseException as exc:  # handle_request answers errors; this is a safety net
             frames = [json.dumps({"ok": False, "error": {
                 "type": "InternalError", "message": f"{type(exc).__name__}: {exc}"}}).encode()]

@@ -18,6 +18,7 @@ from typing import Any
 
 import zmq
 
+from ..errors import SessionClosed
 from .client import BoundedKernelClient
 from .outputs import OutputCollector
 from .stdin import InputClock
@@ -59,11 +60,11 @@ class InFlight:
     """Reads one execute's messages into ``collector`` and supervises it."""
 
     def __init__(
-        self, kc: Any, collector: OutputCollector, *,
+        self, channels: Callable[[], Any], collector: OutputCollector, *,
         alive: Callable[[], Awaitable[bool]], interrupt: Callable[[], Awaitable[None]],
         grace: float, stop_floods: bool,
     ) -> None:
-        self.kc = kc
+        self._channels = channels
         self.collector = collector
         self.alive = alive
         self.interrupt = interrupt
@@ -87,21 +88,16 @@ class InFlight:
                 task.cancel()
             await asyncio.gather(self._pump, self._reply, return_exceptions=True)
 
+    @property
+    def kc(self) -> Any:
+        """The session's channels; SessionClosed once its manager has shut down."""
+        return self._channels()
+
     async def pump_iopub(self) -> None:
         """Until the cell's idle status (parsing only what the collector wants)."""
-        read = self.kc.read_iopub if isinstance(self.kc, BoundedKernelClient) else None
         breathed = time.monotonic()
         while not self.collector.idle:
-            try:
-                if read is None:
-                    msg = await self.kc.get_iopub_msg()
-                else:
-                    msg = await read(self.collector.wants)
-            except zmq.ZMQError:
-                raise  # the channel itself broke: a host failure, not a bad message
-            except Exception as exc:  # a signed frame that does not parse (deep JSON...)
-                self.collector.reject(f"unreadable iopub message: {type(exc).__name__}: {exc}")
-                continue
+            msg = await self.next_message("iopub")
             if msg is not None:
                 self.collector.handle(msg)
             if time.monotonic() - breathed > YIELD_EVERY:
@@ -110,15 +106,38 @@ class InFlight:
 
     async def await_reply(self) -> None:
         while True:
-            try:
-                msg = await self.kc.get_shell_msg()
-            except zmq.ZMQError:
-                raise
-            except Exception as exc:
-                self.collector.reject(f"unreadable shell message: {type(exc).__name__}: {exc}")
-                continue
-            if self.collector.take_reply(msg):
+            msg = await self.next_message("shell")
+            if msg is not None and self.collector.take_reply(msg):
                 return
+
+    async def next_message(self, channel: str) -> dict[str, Any] | None:
+        """The next message of the cell on ``channel``; None for one that does not parse
+        or that the collector does not want (read unparsed where the client can).
+
+        Only a bad message is skipped. A session shut down under the cell (Ctrl-C in
+        ``codeact run``, a lost kernel) ends it with SessionClosed: read as one more
+        bad message it would make the reader spin forever without yielding.
+        """
+        kc = self.kc
+        try:
+            if channel == "shell":
+                msg: dict[str, Any] = await kc.get_shell_msg()
+                return msg
+            if isinstance(kc, BoundedKernelClient):
+                return await kc.read_iopub(self.collector.wants)
+            msg = await kc.get_iopub_msg()
+            return msg
+        except zmq.ZMQError:
+            raise  # the channel itself broke: a host failure, not a bad message
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or getattr(task, "cancelling", lambda: 1)():
+                raise  # this task was cancelled (the cell is over, or the run was stopped)
+            # The poll is cancelled from inside when its socket is closed.
+            raise SessionClosed("the kernel session was shut down while the cell ran") from None
+        except Exception as exc:  # a signed frame that does not parse (deep JSON...)
+            self.collector.reject(f"unreadable {channel} message: {type(exc).__name__}: {exc}")
+            return None
 
     async def _supervise(self, deadline: float, clock: InputClock) -> Verdict:
         assert self._pump is not None and self._reply is not None

@@ -341,7 +341,7 @@ class KernelSession(Configurable):
             budget=OutputBudget(self.max_output_bytes, self.max_output_messages),
         )
         clock = InputClock()
-        flight = InFlight(self.kc, collector, alive=self.async_is_alive,
+        flight = InFlight(lambda: self.kc, collector, alive=self.async_is_alive,
                           interrupt=self.async_interrupt, grace=self.interrupt_grace,
                           stop_floods=self.interrupt_on_flood)
         tasks: list[asyncio.Future[None]] = []
