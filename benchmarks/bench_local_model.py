@@ -1,72 +1,104 @@
-"""Run the local-model task set (benchmarks/local_tasks.py) and report how the agent did.
+"""The local-model benchmark: the agent and a minimal CodeAct loop on the embedded model.
 
-    python benchmarks/bench_local_model.py                  # all tasks, default prompt
-    python benchmarks/bench_local_model.py --tasks warmest_city rainy_days
-    python benchmarks/bench_local_model.py --prompt my_prompt.txt --label variant-b
+    python benchmarks/bench_local_model.py                        # everything (make bench-local)
+    python benchmarks/bench_local_model.py --set tuning --agent product
+    python benchmarks/bench_local_model.py --only lisbon_cancelled --agent both
 
-One llama-cpp server is started for the whole run; each task gets a fresh Agent (so a fresh
-sandboxed kernel) pointed at it. Prints one line per task as it finishes, then the success
-rate, the median steps and the median wall time per task, and writes the details (answers,
-step statuses, tokens, trace paths) as JSON to benchmarks/results/, which git ignores.
-A task passes only with the right answer *and* every one of its tools called.
+Three task sets: the unseen tasks' ``tuning`` and ``held_out`` halves (unseen_tasks.py; tune
+on the first only) and the ``old`` 13 tasks (local_tasks.py, which the prompt was tuned on).
+Two agents: ``product`` (codeact_kernel's Agent) and ``baseline`` (minimal_loop.py, a plain
+loop without repair or hints), each task run by both, one after the other, so that the noise
+of a shared machine falls on both. One llama-cpp server serves the whole run; each run gets a
+fresh sandboxed kernel. A pass needs the right answer *and* a successful call of each of the
+task's required tools (a small model sometimes types in made-up data and is right by luck).
 
-Measured here (2 cores, Qwen2.5-Coder-1.5B Q4_K_M, temperature 0, 13 tasks, one run each):
-
-| variant | success | median steps | median s/task |
-|---|---|---|---|
-| first prompt (vowel-count example) | 8/13, 62% | 1 | 13.0 |
-| colour_of example, call-don't-define wording, stop string "\n```\n" | 9/13, 69% | 1 | 7.8 |
-| + "never send the same code twice" (DEFAULT_SYSTEM_PROMPT) | 9/13, 69% | 1 | 8.4 |
-| + failure note asking for fixed code, repeat note, stop on the stream | 9/13, 69% | 1 | 7.9 |
-| same, but a list-based example | 8/13, 62% (demo failed) | 1 | 8.2 |
-| same, with temperature 0.7 after a repeated failure | 9/13, 69% | 1 | 8.6 |
-| same, a tool-less answer held back once (4 failing tasks + demo) | none flipped | - | - |
-| + failure hints (NameError: the tools; AttributeError on a list) | 11/13, 85% (2 runs) | 1 | 7.9 |
-
-The failure and repeat notes turned error/no-code/error alternation into error/error (the
-model no longer answers a traceback with a plan only), and streaming stop fixed replies cut
-at a bare opening fence; neither flipped a task. The hints did: price_change assumed a
-`prices` variable (NameError) and, once told to call get_prices, used `.iloc` on its list;
-rainy_days used the example's `.items()` on a list; both had resent the same code to the end
-of the budget although their own prose named the problem. Holding back a tool-less answer
-did not help: the model confirmed its invented data verbatim. The two failures left are the
-model's: it invents the birth dates instead of calling the tool (oldest_person) and forgets
-to scale the recipe (scaled_recipe). Full runs repeat exactly at temperature 0; a run of a
-subset can differ (price_change once took 1 step instead of 4), as the server's prompt cache
-starts from another state.
+A run that lasts longer than ``--cap`` seconds (180) is cancelled and counts as a failure;
+the table counts the runs over the ``--target`` (120 s) too. It prints a line per run as it
+finishes, then per (agent, set): pass rate, pass rate on hard tasks, median steps, median and
+max seconds; then the tasks side by side. JSON with every run (answers, statuses, tools
+called, tokens, trace paths) goes to benchmarks/results/, product traces (.ipynb) and
+baseline transcripts (.json) to a folder beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from traitlets.config import Config
 
 from codeact_kernel import Agent
 from codeact_kernel.agent.prompt import DEFAULT_SYSTEM_PROMPT
+from codeact_kernel.models.llm import LLM
 from codeact_kernel.models.local import LocalModelServer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from local_tasks import TASKS, BenchTask
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import local_tasks  # noqa: E402 - sibling scripts, found through sys.path
+import unseen_tasks  # noqa: E402
+from bench_report import print_report, summarize  # noqa: E402
+from minimal_loop import MinimalLoop  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = HERE / "results"
+SET_NAMES = ("tuning", "held_out", "old")
+AGENTS = ("product", "baseline")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Case:
+    """A task of any set, in one shape: the old tasks require every tool they offer."""
+
+    set_name: str
+    name: str
+    prompt: str
+    tools: tuple[Callable[..., Any], ...]
+    required: tuple[Callable[..., Any], ...]
+    check: Callable[[Any], bool]
+    expected: str
+    difficulty: str = ""
+    domain: str = ""
+    kinds: tuple[str, ...] = ()
+
+
+def cases(set_names: Sequence[str], only: Sequence[str] | None) -> list[Case]:
+    out: list[Case] = []
+    for set_name in set_names:
+        if set_name == "old":
+            out += [Case("old", t.name, t.prompt, t.tools, t.tools, t.check, t.expected)
+                    for t in local_tasks.TASKS]
+        else:
+            out += [Case(set_name, t.name, t.prompt, t.tools, t.required, t.check, t.expected,
+                         t.difficulty, t.domain, t.kinds)
+                    for t in unseen_tasks.SETS[set_name]]
+    return [c for c in out if not only or c.name in only]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=None, metavar="NAME",
-                        help="Run only these tasks (default: all).")
+    parser.add_argument("--set", choices=[*SET_NAMES, "all"], default="all",
+                        help="Task set to run (default: all three).")
+    parser.add_argument("--agent", choices=[*AGENTS, "both"], default="both",
+                        help="Which agent runs the tasks (default: both).")
+    parser.add_argument("--only", nargs="+", default=None, metavar="TASK",
+                        help="Run only these tasks (of the chosen sets).")
     parser.add_argument("--max-steps", type=int, default=6, help="Step budget per task.")
+    parser.add_argument("--cap", type=float, default=180.0,
+                        help="Seconds after which a run is cancelled and counts as failed.")
+    parser.add_argument("--target", type=float, default=120.0,
+                        help="Seconds per task the issue targets; runs over it are counted.")
     parser.add_argument("--repeat", type=int, default=1,
                         help="Runs per task; worth it only with a temperature above 0.")
     parser.add_argument("--prompt", default=None, metavar="FILE",
-                        help="System prompt template to use instead of DEFAULT_SYSTEM_PROMPT.")
+                        help="System prompt template for the product agent instead of "
+                        "DEFAULT_SYSTEM_PROMPT.")
     parser.add_argument("--temperature", type=float, default=None, help="LLM.temperature.")
     parser.add_argument("--max-tokens", type=int, default=None, help="LLM.max_tokens.")
     parser.add_argument("--label", default="default", help="Name of this variant in the JSON.")
@@ -90,94 +122,150 @@ def agent_config(args: argparse.Namespace, trace_dir: Path) -> Config:
     return config
 
 
-def run_task(task: BenchTask, server: LocalModelServer, config: Config,
-             trace: Path) -> dict[str, Any]:
-    agent = Agent(tools=task.tools, name=task.name, trace_path=str(trace), config=config)
-    server.point(agent.llm)  # requests go to the one server kept for every task
-    started = time.monotonic()
+async def capped(work: Awaitable[T], cap: float) -> tuple[T | None, bool]:
+    """``work``'s result, or (None, True) when it ran past ``cap`` seconds and was cancelled
+    (given 30 s more to finish its trace and shut its kernel down)."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=cap)
+    if done:
+        return task.result(), False
+    task.cancel()
+    await asyncio.wait({task}, timeout=30)
+    return None, True
+
+
+def grade(case: Case, answered: bool, answer: Any, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pass: answered, the checker accepts, and each required tool had a call without error."""
     try:
-        result = agent.run(task.prompt)
-    except Exception as exc:  # one broken task must not end the benchmark
-        return {"task": task.name, "status": "crashed", "ok": False,
-                "error": f"{type(exc).__name__}: {exc}", "steps": 0,
-                "seconds": round(time.monotonic() - started, 1)}
-    try:
-        correct = result.ok and bool(task.check(result.answer))
+        correct = answered and bool(case.check(answer))
     except Exception:  # a checker fed an odd answer type says no, it does not crash
         correct = False
-    # A small model sometimes types in made-up data and is right by luck: every task needs
-    # all of its tools, so a pass also requires that each one was really called.
-    called = sorted({c["name"] for s in result.steps for c in s.tool_calls})
-    skipped = sorted({f.__name__ for f in task.tools} - set(called))
+    called = {c["name"] for c in calls if not c.get("error")}
+    missing = sorted({f.__name__ for f in case.required} - called)
+    return {"ok": correct and not missing, "correct": correct, "tools_not_called": missing,
+            "answer": repr(answer)[:300]}
+
+
+async def run_product(case: Case, server: LocalModelServer, config: Config, trace: Path,
+                      cap: float) -> dict[str, Any]:
+    agent = Agent(tools=case.tools, name=case.name, trace_path=str(trace), config=config)
+    server.point(agent.llm)  # requests go to the one server kept for every task
+    result, killed = await capped(agent.arun(case.prompt), cap)
+    if result is None:
+        return {"status": "killed" if killed else "crashed", "ok": False,
+                "steps": agent.step_counter, "trace": str(trace)}
+    calls = [c for s in result.steps for c in s.tool_calls]
     return {
-        "task": task.name,
-        "status": result.status,
-        "ok": correct and not skipped,
-        "answer": repr(result.answer)[:300],
-        "tools_not_called": skipped,
-        "expected": task.expected,
-        "reason": result.reason[:300],
-        "steps": len(result.steps),
-        "step_statuses": [s.status for s in result.steps],
-        "seconds": round(time.monotonic() - started, 1),
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
+        **grade(case, result.ok, result.answer, calls),
+        "status": result.status, "reason": result.reason[:300], "steps": len(result.steps),
+        "step_statuses": [s.status or "?" for s in result.steps],
+        "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
         "trace": result.trace_path,
     }
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    passes: dict[str, int] = {}
-    for r in rows:
-        passes[r["task"]] = passes.get(r["task"], 0) + int(r["ok"])
+async def run_baseline(case: Case, server: LocalModelServer, config: Config, trace: Path,
+                       cap: float) -> dict[str, Any]:
+    llm = LLM(config=config)
+    server.point(llm)
+    loop = MinimalLoop(case.tools, llm, max_steps=config.Agent.max_steps, config=config)
+    result, killed = await capped(loop.arun(case.prompt), cap)
+    done = loop.result
+    trace.write_text(json.dumps({"messages": done.messages,
+                                 "steps": [asdict(s) for s in done.steps]}, indent=1,
+                                default=repr))
+    if result is None:
+        return {"status": "killed" if killed else "crashed", "ok": False,
+                "steps": len(done.steps), "trace": str(trace)}
+    calls = [c for s in result.steps for c in s.tool_calls]
     return {
-        "runs": len(rows),
-        "success_rate": round(sum(r["ok"] for r in rows) / len(rows), 3) if rows else 0.0,
-        "answered": sum(r["status"] == "answered" for r in rows),
-        "median_steps": statistics.median(r["steps"] for r in rows) if rows else 0,
-        "median_seconds": statistics.median(r["seconds"] for r in rows) if rows else 0,
-        "total_seconds": round(sum(r["seconds"] for r in rows), 1),
-        "failed": [r["task"] for r in rows if not r["ok"]],
-        "passes_per_task": passes,
+        **grade(case, result.ok, result.answer, calls),
+        "status": result.status, "steps": len(result.steps),
+        "step_statuses": [_baseline_status(s) for s in result.steps],
+        "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+        "trace": str(trace),
     }
+
+
+def _baseline_status(step: Any) -> str:
+    return "no-code" if step.code is None else "error" if step.error else "ok"
+
+
+RUNNERS = {"product": run_product, "baseline": run_baseline}
+
+
+def run_one(agent: str, case: Case, server: LocalModelServer, config: Config, trace_dir: Path,
+            cap: float, run: int) -> dict[str, Any]:
+    suffix = ".ipynb" if agent == "product" else ".json"
+    trace = trace_dir / f"{case.set_name}-{case.name}-{agent}-{run}{suffix}"
+    started = time.monotonic()
+    try:
+        row = asyncio.run(RUNNERS[agent](case, server, config, trace, cap))
+    except Exception as exc:  # one broken run must not end the benchmark
+        row = {"status": "crashed", "ok": False, "steps": 0,
+               "error": f"{type(exc).__name__}: {exc}"[:300]}
+    return {"agent": agent, "set": case.set_name, "task": case.name, "run": run,
+            "difficulty": case.difficulty, "domain": case.domain, "kinds": list(case.kinds),
+            "expected": case.expected, **row,
+            "seconds": round(time.monotonic() - started, 1)}
+
+
+def split_report() -> dict[str, Any]:
+    digest = unseen_tasks.split_sha256()
+    return {"held_out_sha256": digest, "recorded": unseen_tasks.HELD_OUT_SHA256,
+            "matches": digest == unseen_tasks.HELD_OUT_SHA256,
+            "held_out": list(unseen_tasks.HELD_OUT_NAMES)}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    tasks = [t for t in TASKS if args.tasks is None or t.name in args.tasks]
-    if not tasks:
-        print(f"no such task; known: {', '.join(t.name for t in TASKS)}", file=sys.stderr)
+    set_names = SET_NAMES if args.set == "all" else (args.set,)
+    agents = AGENTS if args.agent == "both" else (args.agent,)
+    todo = cases(set_names, args.only)
+    if not todo:
+        print(f"no such task in {', '.join(set_names)}", file=sys.stderr)
         return 2
+    split = split_report()
+    verdict = ("matches the recorded hash" if split["matches"]
+               else f"DIFFERS from the recorded {split['recorded']}")
+    print(f"held-out split sha256 {split['held_out_sha256']} ({verdict})", flush=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     trace_dir = RESULTS / f"traces-{stamp}-{args.label}"
+    trace_dir.mkdir(parents=True, exist_ok=True)
     config = agent_config(args, trace_dir)
-    rows = []
+    rows: list[dict[str, Any]] = []
     server = LocalModelServer(gguf_path=args.gguf)
     if args.no_stop:
         server.stop_after_first_block = False
+    started = time.monotonic()
     with server:
-        print(f"server ready in {server.ready_seconds:.1f} s; {len(tasks)} tasks", flush=True)
-        for run, task in ((r, t) for r in range(1, args.repeat + 1) for t in tasks):
-            suffix = f"-{run}" if args.repeat > 1 else ""
-            row = run_task(task, server, config, trace_dir / f"{task.name}{suffix}.ipynb")
-            row["run"] = run
-            rows.append(row)
-            mark = "PASS" if row["ok"] else "FAIL"
-            print(f"{mark} {task.name:24s} {row['status']:9s} steps={row['steps']} "
-                  f"{row['seconds']:6.1f}s answer={row.get('answer', row.get('error'))}"
-                  + (f" (never called {', '.join(row['tools_not_called'])})"
-                     if row.get("tools_not_called") else ""), flush=True)
-    summary = summarize(rows)
-    print(f"\nsuccess {summary['success_rate']:.0%} ({len(rows) - len(summary['failed'])}/"
-          f"{len(rows)}), median steps {summary['median_steps']}, median time per task "
-          f"{summary['median_seconds']:.1f} s, total {summary['total_seconds']:.0f} s")
-    RESULTS.mkdir(parents=True, exist_ok=True)
+        print(f"server ready in {server.ready_seconds:.1f} s; {len(todo)} tasks x "
+              f"{len(agents)} agents x {args.repeat} runs", flush=True)
+        for run in range(1, args.repeat + 1):
+            for case in todo:
+                for agent in agents:
+                    row = run_one(agent, case, server, config, trace_dir, args.cap, run)
+                    rows.append(row)
+                    print(_line(row), flush=True)
+    summary = summarize(rows, agents, set_names, args.target)
+    print_report(summary, rows, agents, set_names)
     out = RESULTS / f"local-{stamp}-{args.label}.json"
     prompt = Path(args.prompt).read_text() if args.prompt else DEFAULT_SYSTEM_PROMPT
-    out.write_text(json.dumps({"label": args.label, "summary": summary, "tasks": rows,
-                               "args": vars(args), "prompt": prompt}, indent=2))
+    out.write_text(json.dumps({
+        "label": args.label, "split": split, "summary": summary, "runs": rows,
+        "args": vars(args), "prompt": prompt,
+        "total_seconds": round(time.monotonic() - started, 1)}, indent=2))
     print(f"details: {out}")
     return 0
+
+
+def _line(row: dict[str, Any]) -> str:
+    mark = "PASS" if row["ok"] else "FAIL"
+    missing = row.get("tools_not_called")
+    return (f"{mark} {row['agent']:8s} {row['set']:8s} {row['task']:26s} {row['status']:9s} "
+            f"steps={row['steps']} {row['seconds']:6.1f}s "
+            f"answer={row.get('answer', row.get('error', ''))}"
+            + (f" (no successful call of {', '.join(missing)})" if missing else ""))
 
 
 if __name__ == "__main__":
