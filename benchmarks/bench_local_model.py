@@ -13,7 +13,10 @@ fresh sandboxed kernel. A pass needs the right answer *and* a successful call of
 task's required tools (a small model sometimes types in made-up data and is right by luck).
 
 A run that lasts longer than ``--cap`` seconds (180) is cancelled and counts as a failure;
-the table counts the runs over the ``--target`` (120 s) too. It prints a line per run as it
+the table counts the runs over the ``--target`` (120 s) too. Other jobs on a small machine
+slow the model down many times over (0.3 instead of ~15 tokens/s at a load of 11 on 2
+cores), so each run records the load it started under, and ``--max-load`` waits for a
+quieter machine before each run. It prints a line per run as it
 finishes, then per (agent, set): pass rate, pass rate on hard tasks, median steps, median and
 max seconds; then the tasks side by side. JSON with every run (answers, statuses, tools
 called, tokens, trace paths) goes to benchmarks/results/, product traces (.ipynb) and
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -94,6 +98,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Seconds after which a run is cancelled and counts as failed.")
     parser.add_argument("--target", type=float, default=120.0,
                         help="Seconds per task the issue targets; runs over it are counted.")
+    parser.add_argument("--max-load", type=float, default=0.0,
+                        help="Before each run, wait while the 1-minute load average is above "
+                        "this (0: never wait); other jobs on a small machine slow the model "
+                        "down many times over. The wait is not part of the run's time.")
+    parser.add_argument("--max-wait", type=float, default=900.0,
+                        help="Seconds to wait for --max-load at most before a run starts "
+                        "anyway.")
     parser.add_argument("--repeat", type=int, default=1,
                         help="Runs per task; worth it only with a temperature above 0.")
     parser.add_argument("--prompt", default=None, metavar="FILE",
@@ -159,6 +170,7 @@ async def run_product(case: Case, server: LocalModelServer, config: Config, trac
         **grade(case, result.ok, result.answer, calls),
         "status": result.status, "reason": result.reason[:300], "steps": len(result.steps),
         "step_statuses": [s.status or "?" for s in result.steps],
+        "llm_seconds": round(sum(s.llm_duration for s in result.steps), 1),
         "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
         "trace": result.trace_path,
     }
@@ -182,6 +194,7 @@ async def run_baseline(case: Case, server: LocalModelServer, config: Config, tra
         **grade(case, result.ok, result.answer, calls),
         "status": result.status, "steps": len(result.steps),
         "step_statuses": [_baseline_status(s) for s in result.steps],
+        "llm_seconds": round(sum(s.llm_seconds for s in result.steps), 1),
         "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
         "trace": str(trace),
     }
@@ -198,6 +211,9 @@ def run_one(agent: str, case: Case, server: LocalModelServer, config: Config, tr
             cap: float, run: int) -> dict[str, Any]:
     suffix = ".ipynb" if agent == "product" else ".json"
     trace = trace_dir / f"{case.set_name}-{case.name}-{agent}-{run}{suffix}"
+    # On 2 shared cores, other jobs slow the model down many times over: each run notes the
+    # load it started under, so that slow figures can be told apart from a slow agent.
+    load = round(os.getloadavg()[0], 2)
     started = time.monotonic()
     try:
         row = asyncio.run(RUNNERS[agent](case, server, config, trace, cap))
@@ -206,8 +222,17 @@ def run_one(agent: str, case: Case, server: LocalModelServer, config: Config, tr
                "error": f"{type(exc).__name__}: {exc}"[:300]}
     return {"agent": agent, "set": case.set_name, "task": case.name, "run": run,
             "difficulty": case.difficulty, "domain": case.domain, "kinds": list(case.kinds),
-            "expected": case.expected, **row,
+            "expected": case.expected, **row, "load": load,
             "seconds": round(time.monotonic() - started, 1)}
+
+
+def wait_for_load(max_load: float, max_wait: float) -> float:
+    """Sleep while the 1-minute load average is above ``max_load`` (at most ``max_wait``
+    seconds); return the seconds waited."""
+    started = time.monotonic()
+    while max_load and os.getloadavg()[0] > max_load and time.monotonic() - started < max_wait:
+        time.sleep(5)
+    return round(time.monotonic() - started, 1)
 
 
 def split_report() -> dict[str, Any]:
@@ -244,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         for run in range(1, args.repeat + 1):
             for case in todo:
                 for agent in agents:
+                    waited = wait_for_load(args.max_load, args.max_wait)
                     row = run_one(agent, case, server, config, trace_dir, args.cap, run)
+                    row["waited_for_load"] = waited
                     rows.append(row)
                     print(_line(row), flush=True)
     summary = summarize(rows, agents, set_names, args.target)
@@ -263,7 +290,7 @@ def _line(row: dict[str, Any]) -> str:
     mark = "PASS" if row["ok"] else "FAIL"
     missing = row.get("tools_not_called")
     return (f"{mark} {row['agent']:8s} {row['set']:8s} {row['task']:26s} {row['status']:9s} "
-            f"steps={row['steps']} {row['seconds']:6.1f}s "
+            f"steps={row['steps']} {row['seconds']:6.1f}s load={row['load']:<5g} "
             f"answer={row.get('answer', row.get('error', ''))}"
             + (f" (no successful call of {', '.join(missing)})" if missing else ""))
 

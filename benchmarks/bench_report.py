@@ -36,6 +36,7 @@ def summarize_rows(rows: list[dict[str, Any]], target: float) -> dict[str, Any]:
         "over_target": sum(s > target for s in seconds),
         "killed": sum(r["status"] == "killed" for r in rows),
         "total_seconds": round(sum(seconds), 1),
+        "median_load": statistics.median(r.get("load", 0.0) for r in rows),
         "failed": sorted({r["task"] for r in rows if not r["ok"]}),
     }
 
@@ -57,13 +58,14 @@ def print_report(summary: dict[str, Any], rows: list[dict[str, Any]], agents: Se
                  set_names: Sequence[str]) -> None:
     target = next(iter(summary.values()))["target_seconds"] if summary else 0
     print(f"\n{'agent':9s} {'set':9s} {'pass':>10s} {'hard':>10s} {'med steps':>9s} "
-          f"{'med s':>6s} {'max s':>6s} {'>' + format(target, 'g') + ' s':>6s} {'killed':>6s}")
+          f"{'med s':>6s} {'max s':>6s} {'>' + format(target, 'g') + ' s':>6s} {'killed':>6s} "
+          f"{'load':>5s}")
     for key, s in summary.items():
         agent, set_name = key.split("/")
         hard = _rate(s["hard_passed"], s["hard_runs"])
         print(f"{agent:9s} {set_name:9s} {_rate(s['passed'], s['runs']):>10s} {hard:>10s} "
               f"{s['median_steps']:>9g} {s['median_seconds']:>6.1f} {s['max_seconds']:>6.1f} "
-              f"{s['over_target']:>6d} {s['killed']:>6d}")
+              f"{s['over_target']:>6d} {s['killed']:>6d} {s['median_load']:>5.1f}")
     for set_name in set_names:
         _print_tasks(set_name, [r for r in rows if r["set"] == set_name], agents)
 

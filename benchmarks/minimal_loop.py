@@ -54,7 +54,8 @@ class LoopStep:
     output: str = ""
     error: str = ""  # "Name: value" of the exception the code raised, if it raised
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # running the code
+    llm_seconds: float = 0.0  # waiting for the reply
 
 
 @dataclass
@@ -120,7 +121,8 @@ class MinimalLoop:
             result.prompt_tokens += completion.prompt_tokens
             result.completion_tokens += completion.completion_tokens
             result.messages.append({"role": "assistant", "content": completion.text})
-            step = LoopStep(completion.text, first_code_block(completion.text))
+            step = LoopStep(completion.text, first_code_block(completion.text),
+                            llm_seconds=round(completion.duration, 3))
             result.steps.append(step)
             if step.code is None:
                 result.messages.append({"role": "user", "content": NO_CODE})
