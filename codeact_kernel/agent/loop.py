@@ -12,7 +12,6 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -35,11 +34,7 @@ from ..traits import JSONObject
 from .json_actions import assistant_message, json_step, parse_actions, require_function_calling
 from .limits import OutputLimits
 from .managed import ManagedAgentTool, SubAgents
-from .observation import (
-    failure_note,
-    format_variables,
-    model_view,
-)
+from .observation import failure_note, format_variables, model_view
 from .prompt import (
     CODE_NOT_RUN_MESSAGE,
     DEFAULT_AUTO_PROMPT,
@@ -47,10 +42,13 @@ from .prompt import (
     DEFAULT_SYSTEM_PROMPT,
     NO_CALL_MESSAGE,
     NO_CODE_MESSAGE,
+    PREIMPORTED,
     extract_code,
     render_system_prompt,
     strip_code,
 )
+from .recovery import CycleTracker, RecoveryOptions, compact, run_deadline
+from .repair import check_with_repair
 from .results import AgentEvent, RunResult, StepRecord
 from .steps import execute_step, probe_install_code, record_refused, variables_now
 from .workspace import keep_full_output, setup_code
@@ -58,12 +56,10 @@ from .workspace import keep_full_output, setup_code
 EventCallback = Callable[[AgentEvent], Any]
 
 
-class Agent(ToolOptions, OutputLimits):
+class Agent(ToolOptions, OutputLimits, RecoveryOptions):
     """A CodeAct agent: the model acts by writing Python run in a sandboxed kernel.
-
-    Its MCP servers, approval and tool-listing traits come from ToolOptions, its caps on
-    what it keeps from the kernel from OutputLimits.
-    """
+    Traits: MCP, approval, tool listing (ToolOptions); caps on what it keeps from the kernel
+    (OutputLimits); stub repair, cycle breaking, run budgets (RecoveryOptions)."""
 
     name = Unicode("", help="Name of the agent (used when it is managed by another).").tag(
         config=True
@@ -82,7 +78,8 @@ class Agent(ToolOptions, OutputLimits):
     ).tag(config=True)
     system_prompt_template = Unicode(
         DEFAULT_SYSTEM_PROMPT,
-        help="System prompt template (string.Template): $tools, $imports and $variables are "
+        help="System prompt template (string.Template): $tools, $imports, $variables and "
+        "$preimported are "
         "filled in. Keep an example in it that is unlike the tasks you expect.",
     ).tag(config=True)
     action_format = Enum(
@@ -179,6 +176,7 @@ class Agent(ToolOptions, OutputLimits):
         self.messages: list[dict[str, Any]] = []
         self.step_counter = 0
         self._failed_code: dict[str, int] = {}  # whitespace-normalized code -> first step
+        self._cycles = CycleTracker()  # this run's failed attempts (recovery.py)
         self._started = False
         self._deadline: float | None = None
         # Set by an orchestrator: the span a sub-agent's run nests under.
@@ -268,7 +266,7 @@ class Agent(ToolOptions, OutputLimits):
             transport=self.session.tool_transport,
         )
         # The probe last: what the setup itself registered is the baseline.
-        return [*setup_code(tool_client), probe_install_code()]
+        return [*setup_code(tool_client, self.preimport), probe_install_code()]
 
     def _trace_file(self) -> Path:
         if self.trace_path:
@@ -288,6 +286,7 @@ class Agent(ToolOptions, OutputLimits):
                 "action_format": self.action_format,
                 "max_kept_output_chars": self.max_kept_output_chars,
                 "max_trace_output_bytes": self.max_trace_output_bytes,
+                "preimport": self.preimport,
                 "authorized_imports": sorted(self.policy.effective_imports()),
             },
             "tools": [tool_meta(t) for t in self.all_tools],
@@ -314,7 +313,7 @@ class Agent(ToolOptions, OutputLimits):
         ``max_steps`` setting.
         """
         owned = not self._started
-        self._deadline = deadline
+        self._deadline = run_deadline(self.max_run_seconds, deadline)
         await self.astart()
         try:
             budget = self.max_steps if max_steps is None else max_steps
@@ -336,12 +335,15 @@ class Agent(ToolOptions, OutputLimits):
         await self._open_conversation(task)
         try:
             for step in range(1, max_steps + 1):
-                if self._time_left() <= 0:
+                try:
+                    if self._time_left() <= 0:
+                        raise TimeoutError
+                    record = await self._step(step, _emitter(on_event, step), stdin_handler)
+                except TimeoutError:  # no time left for a step, or the model outlasted it
                     result.status = "timeout"
-                    result.reason = (f"the orchestrator's time limit ran out after {step - 1} "
-                                     "steps")
+                    result.reason = (f"the run's time limit ran out at step {step} "
+                                     "(Agent.max_run_seconds, or the orchestrator's deadline)")
                     break
-                record = await self._step(step, _emitter(on_event, step), stdin_handler)
                 result.add_step(record)
                 if self.tool_server.final_answer is not None:
                     answer = self.tool_server.final_answer
@@ -393,20 +395,26 @@ class Agent(ToolOptions, OutputLimits):
             self.hub.prompt_docs(self.all_tools),
             sorted(self.policy.effective_imports()),
             variables,
+            PREIMPORTED if self.preimport else "",
         )
         if self.messages:
             self.messages[0] = {"role": "system", "content": system}
         else:
             self.messages = [{"role": "system", "content": system}]
         self.messages.append({"role": "user", "content": f"Task: {task}"})
+        self._cycles = CycleTracker(opening=len(self.messages))
 
     async def _step(
         self, step: int, emit: Callable[[str, Any], None], stdin: StdinHandler | None
     ) -> StepRecord:
         self.step_counter += 1
         emit("thinking", None)
+        compact(self.messages, self._cycles.opening, self.max_prompt_tokens)
         specs = function_specs(self.all_tools) if self.action_format != "code" else None
-        completion = await self.llm.complete(self.messages, lambda t: emit("token", t), specs)
+        left = self._time_left()
+        completion = await asyncio.wait_for(
+            self.llm.complete(self.messages, lambda t: emit("token", t), specs),
+            timeout=None if left == float("inf") else max(left, 0.5))
         actions = parse_actions(completion.tool_calls, self.all_tools) if specs else []
         code = extract_code(completion.text) if self.action_format != "json" else None
         skipped_code = actions and code is not None
@@ -428,6 +436,9 @@ class Agent(ToolOptions, OutputLimits):
                     NO_CALL_MESSAGE if self.action_format == "json" else NO_CODE_MESSAGE)})
             else:
                 await self._act(record, code, emit, stdin)
+                # Before the trace records the step, so that it records the hold too.
+                self._cycles.held_back(self, self.tool_server, record, self.messages,
+                                       bool(self.tools))
         except BaseException as exc:
             # The kernel was lost mid-step, or the host failed: the step (its code, its
             # tool calls, the reason) is in the trace before the run ends.
@@ -451,19 +462,16 @@ class Agent(ToolOptions, OutputLimits):
                                   f"was NOT run, {record.policy['violations'][0]['message']}."})
             return
         code = record.code or code  # as the human may have edited it
-        verdict = self.policy.check(code, tool_names=kernel_names(self.all_tools),
-                                    work_dir=self.session.kernel_work_dir)
-        record.policy = {
-            "allowed": verdict.allowed,
-            "violations": [asdict(v) for v in verdict.violations],
-        }
+        verdict = check_with_repair(self.policy, record, code, kernel_names(self.all_tools),
+                                    self.session.kernel_work_dir, self.repair_stubs)
+        code = record.code or code  # as stub repair may have changed it
         if not verdict.allowed:
             record.status = "blocked"
             emit("blocked", verdict.message)
-            self.messages.append({
-                "role": "user",
-                "content": f"Step {record.step}: your code was NOT run. {verdict.message}",
-            })
+            self.messages.append({"role": "user", "content": f"Step {record.step}: your code "
+                                  f"was NOT run. {verdict.message}"})
+            self.messages = self._cycles.failed(self, record, code, verdict.message.splitlines()[0],
+                                                self.messages)
             return
         emit("code", code)
         timeout = min(self.step_timeout, max(self._time_left(), 0.5))
@@ -491,12 +499,14 @@ class Agent(ToolOptions, OutputLimits):
         if observation.truncated:
             record.outputs_key = self.step_counter
             observation.text += await self._keep_full_output(observation.full_text)
+        observation.text = self._cycles.annotate(self, record, result.ok, observation.text)
         if not result.ok:
             observation.text += failure_note(self._first_failure(code), result,
                                              [t.name for t in self.all_tools])
         record.observation_truncated = observation.truncated
         emit("observation", observation.text)
         self.messages.append(observation.message(self.vision))
+        self.messages = self._cycles.after_step(self, record, result, code, self.messages)
         self.hub.check_servers()  # a server whose failure stops the run ends it here
 
     def _otel_context(self) -> dict[str, Any] | None:

@@ -24,6 +24,7 @@ $tools
 
 Use them to get the facts you need. When you have the answer, pass it to
 final_answer(value) inside your code (a number, string, list, dict or DataFrame).
+$preimported
 Allowed imports: $imports
 $variables
 Example, with a function colour_of(fruit) -> str:
@@ -72,6 +73,10 @@ CODE_NOT_RUN_MESSAGE = (
     "NOT. Do one or the other in a reply."
 )
 
+# What kernel_side/preimports.py imports, as the prompt says it.
+PREIMPORTED = ("Already imported, use them without an import: np (numpy), pd (pandas), "
+               "math, statistics, json, re, collections.")
+
 NO_CODE_MESSAGE = (
     "Your reply contained no code block, so nothing ran. Reply with one ```python code "
     "block. When you know the answer, call final_answer(value) inside the code."
@@ -92,14 +97,17 @@ def render_system_prompt(
     tool_docs: Sequence[str],
     imports: Sequence[str],
     variables: str = "",
+    preimported: str = "",
 ) -> str:
-    """Fill ``$tools``, ``$imports`` and ``$variables`` (string.Template syntax)."""
+    """Fill ``$tools``, ``$imports``, ``$variables`` and ``$preimported`` (string.Template
+    syntax)."""
     tools_text = "\n\n".join(tool_docs) if tool_docs else "(no tools besides final_answer)"
     variables_text = f"\nVariables already alive in the kernel:\n{variables}\n" if variables else ""
     return Template(template).safe_substitute(
         tools=tools_text,
         imports=", ".join(imports) if imports else "any",
         variables=variables_text,
+        preimported=preimported,
     )
 
 

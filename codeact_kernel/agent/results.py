@@ -50,6 +50,10 @@ class StepRecord:
     lost_channels: list[str] = field(default_factory=list)
     # One note per output kept cut in the trace: index, original size, sha256, marker.
     outputs_cut: list[dict[str, Any]] = field(default_factory=list)
+    # Stub repair: the model's code as it came, and what was changed before it ran.
+    repaired_from: str = ""
+    repairs: list[str] = field(default_factory=list)
+    cycle_of: int | None = None  # the earlier step this failed attempt repeated
 
     @property
     def blocked(self) -> bool:

@@ -13,9 +13,11 @@ from ..kernels.execution import ExecutionResult
 from ..kernels.session import KernelSession
 
 
-def setup_code(tool_client: str) -> list[str]:
-    """Startup code for an agent's kernel, run after every start, restart and reset."""
-    return [source("harden.py"), tool_client, source("inspect_vars.py")]
+def setup_code(tool_client: str, preimport: bool = False) -> list[str]:
+    """Startup code for an agent's kernel, run after every start, restart and reset;
+    ``preimport`` adds the modules of PREIMPORTED."""
+    return [source("harden.py"), tool_client, source("inspect_vars.py"),
+            *([source("preimports.py")] if preimport else [])]
 
 
 async def keep_full_output(session: KernelSession, key: int, text: str,

@@ -62,7 +62,9 @@ class ToolOptions(Configurable):
     ).tag(config=True)
     tool_listing = Enum(
         list(LISTINGS), "auto",
-        help="How the prompt lists the tools: 'full' (signatures and docs), 'index' (names "
+        help="How the prompt lists the tools: 'full' (def lines and docstrings), 'signature' "
+        "(a signature line with the doc under it, no def: less copied by small models), "
+        "'index' (names "
         "and one-line summaries; the kernel's search_tools(query) and help(tool) give the "
         "rest) or 'auto' (index past tool_index_threshold tools).",
     ).tag(config=True)

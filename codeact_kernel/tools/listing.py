@@ -4,6 +4,7 @@ replay setup cell."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +13,7 @@ from .mcp_schema import to_schema
 from .serialize import FINAL_ANSWER
 from .tool import Tool
 
-LISTINGS = ("full", "index", "auto")
+LISTINGS = ("full", "signature", "index", "auto")
 
 INDEX_HEAD = """\
 {count} tools; each line gives a tool's name and what it does. Their signatures and docs
@@ -25,9 +26,11 @@ tool's signature before you call it.
 def prompt_docs(tools: Sequence[Tool], listing: str, threshold: int) -> list[str]:
     """The ``$tools`` entries of the system prompt.
 
-    ``listing``: "full" (each tool's def line and docstring), "index" (a name and a
-    one-line summary per tool; search_tools() and help() give the rest) or "auto" (index
-    past ``threshold`` tools).
+    ``listing``: "full" (each tool's def line and docstring), "signature" (the same facts
+    as a signature line with its doc indented under it: no ``def``, no quotes, which small
+    models copy into their code less), "index" (a name and a one-line summary per tool;
+    search_tools() and help() give the rest) or "auto" (index past ``threshold`` tools,
+    else full).
     """
     if listing not in LISTINGS:
         raise ValueError(f"tool listing {listing!r}: use one of {', '.join(LISTINGS)}")
@@ -40,8 +43,14 @@ def prompt_docs(tools: Sequence[Tool], listing: str, threshold: int) -> list[str
             seen.add(t.namespace)
             docs.append(f"# MCP server {t.namespace}: its tools are attributes of "
                         f"`{t.namespace}`, e.g. {t.name}(...)")
-        docs.append(t.prompt_doc())
+        docs.append(signature_doc(t) if listing == "signature" else t.prompt_doc())
     return docs
+
+
+def signature_doc(t: Tool) -> str:
+    """``- name(params) -> ret`` and the docstring's non-blank lines indented under it."""
+    lines = [line.rstrip() for line in textwrap.dedent(t.doc).splitlines() if line.strip()]
+    return "\n".join([f"- {t.header()}", *(f"    {line}" for line in lines)])
 
 
 def index_listing(tools: Sequence[Tool]) -> str:

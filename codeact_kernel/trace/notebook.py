@@ -243,7 +243,11 @@ def setup_source(nb: NotebookNode) -> str:
                 )
     setup = kernel_source("replay_setup.py")
     setup = setup.replace("__RECORDED__", repr(json.dumps(recorded, default=repr)))
-    return setup + "\n\n" + replay_stubs(nb.metadata.get("codeact", {}).get("tools", []))
+    meta = nb.metadata.get("codeact", {})
+    # The agent's kernel had np, pd, ... imported at start: the model's code may rely on it.
+    imports = "\n\n" + kernel_source("preimports.py") \
+        if meta.get("agent", {}).get("preimport") else ""
+    return setup + "\n\n" + replay_stubs(meta.get("tools", [])) + imports
 
 
 def answer_for_trace(value: Any, kind: str, type_name: str = "") -> Any:

@@ -72,7 +72,8 @@ def test_resent_failing_code_gets_a_change_it_note(llm: ScriptedLLMServer, tmp_p
     failing = "rows = [1.5, 2.5]\nfinal_answer(sum(r['mm'] for r in rows))"
     llm.enqueue(fence(failing), fence(failing.replace("\n", "   \n\n")),
                 fence("final_answer(sum(rows))"))
-    result = make_agent(llm, tmp_path, runtime_dir).run("Total rain")
+    # With break_cycles the repeat is pruned to a summary instead (tests/agent/test_recovery).
+    result = make_agent(llm, tmp_path, runtime_dir, break_cycles=False).run("Total rain")
     assert result.status == "answered" and result.answer == 4.0
     first, second = (llm.requests[i]["messages"][-1]["content"] for i in (1, 2))
     assert "TypeError" in first and "same code" not in first
@@ -105,7 +106,9 @@ def test_tool_redefinition_is_rejected(llm: ScriptedLLMServer, tmp_path: Path,
               "final_answer(get_population('Paris'))"),
         fence("final_answer(get_population('Paris'))"),
     )
-    result = make_agent(llm, tmp_path, runtime_dir).run("Population of Paris")
+    # Stub repair would run it without the def (tests/agent/test_recovery); off, it is refused.
+    result = make_agent(llm, tmp_path, runtime_dir, repair_stubs=False).run(
+        "Population of Paris")
     assert result.answer == 2_102_650
     assert result.steps[0].status == "blocked"
     assert "get_population" in llm.requests[1]["messages"][-1]["content"]

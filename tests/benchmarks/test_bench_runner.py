@@ -17,6 +17,8 @@ import nbformat
 import pytest
 
 from codeact_kernel.models.llm import LLM
+from codeact_kernel.models.local import ONE_BLOCK_GRAMMAR, LocalModelServer
+from codeact_kernel.models.provider import Endpoint
 
 from ..scripted_llm import ScriptedLLMServer
 
@@ -34,10 +36,12 @@ class ScriptedPointer:
         self.scripted = scripted
 
     def point(self, llm: LLM) -> None:
-        llm.model = "openai/scripted"
-        llm.api_base = self.scripted.api_base
-        llm.api_key = "x"
-        llm.stop_after_first_block = True
+        # As LocalModelServer.point does: an endpoint with its key and request defaults.
+        llm.attach(Endpoint(model="openai/scripted", api_base=self.scripted.api_base,
+                            api_key="server-key",
+                            params=LocalModelServer(
+                                reply_grammar=ONE_BLOCK_GRAMMAR).completion_params(),
+                            stop_after_first_block=True))
 
 
 @pytest.fixture
@@ -69,6 +73,8 @@ def test_a_reference_solution_passes_for_both_agents(
     assert row["ok"] and row["status"] == "answered", row
     assert row["steps"] == 1 and row["tools_not_called"] == []
     assert row["set"] == "tuning" and row["difficulty"] == "hard"
+    # A reply grammar set on the server is the product's: the plain loop goes without it.
+    assert ("grammar" in scripted.requests[0]) == (agent == "product")
     trace = Path(row["trace"])
     if agent == "product":
         nbformat.validate(nbformat.read(trace, as_version=4))

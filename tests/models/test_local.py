@@ -25,6 +25,7 @@ from codeact_kernel.errors import ModelError
 from codeact_kernel.models.llm import LLM
 from codeact_kernel.models.local import (
     INSTALL_HINT,
+    ONE_BLOCK_GRAMMAR,
     QWEN_CODER_1_5B,
     LocalModelServer,
     LocalServerError,
@@ -33,8 +34,10 @@ from codeact_kernel.models.local import (
     ModelSpec,
     sha256_file,
 )
+from codeact_kernel.models.provider import Endpoint
 from codeact_kernel.models.supervise import SupervisedProcess
 
+from ..scripted_llm import ScriptedLLMServer
 from .localmodel import require_llama_cpp, require_local_model, require_weight_packages
 
 PART_BYTES = [b"GGUF" + b"a" * 1000, b"b" * 2000, b"c" * 7]
@@ -194,7 +197,34 @@ def test_replies_end_at_the_first_block_by_default() -> None:
     # stream (test_model.py); a stop string would also cut at a bare opening fence.
     assert LocalModelServer().stop_after_first_block
     assert LocalModelServer().completion_params() == {}
-    assert LocalModelServer(stop_sequences=["\nEND"]).completion_params() == {"stop": ["\nEND"]}
+    assert LocalModelServer(stop_sequences=["\nEND"]).completion_params() == {
+        "stop": ["\nEND"]}
+
+
+def test_a_grammar_can_require_one_code_block_per_reply() -> None:
+    # The 1.5B model sometimes ended its first reply after a plan (the README demo did);
+    # the grammar is off by default (the demo took 2 steps with it too).
+    import llama_cpp
+
+    params = LocalModelServer(reply_grammar=ONE_BLOCK_GRAMMAR).completion_params()
+    grammar = params["extra_body"]["grammar"]
+    assert grammar == ONE_BLOCK_GRAMMAR and '"```python\\n" body "```"' in grammar
+    llama_cpp.LlamaGrammar.from_string(grammar, verbose=False)  # llama.cpp parses it
+
+
+def test_the_grammar_reaches_the_server_through_litellm() -> None:
+    reply = "Plan.\n```python\nx = 1\n```"
+    with ScriptedLLMServer([reply]) as scripted:
+        llm = LLM(max_retries=0)
+        llm.attach(Endpoint(model="openai/scripted", api_base=scripted.api_base,
+                            api_key="k",
+                            params=LocalModelServer(
+                                reply_grammar=ONE_BLOCK_GRAMMAR).completion_params(),
+                            stop_after_first_block=True))
+        llm.validate()
+        completion = asyncio.run(llm.complete([{"role": "user", "content": "hi"}]))
+    assert completion.text == reply
+    assert scripted.requests[0]["grammar"] == ONE_BLOCK_GRAMMAR
 
 
 # ---- process supervision (no model needed) ---------------------------------------------

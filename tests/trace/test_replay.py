@@ -72,6 +72,18 @@ def test_cells_that_page_through_cut_output_replay_the_same(tmp_path: Path) -> N
     assert [c.verdict for c in report.cells] == ["same", "same", "same"], report.cells
 
 
+def test_code_relying_on_the_preimported_modules_replays_the_same(tmp_path: Path) -> None:
+    replies = [fence("print(np.arange(3).sum(), pd.Series([1, 2]).mean(), math.pi > 3)"),
+               fence("final_answer(int(np.prod([2, 3])))")]
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    with ScriptedLLMServer(replies) as llm:
+        result = make_agent(llm, tmp_path, runtime).run("Numbers")
+    assert result.answer == 6 and result.steps[0].status == "ok", result.steps[0].reason
+    report = replayer(tmp_path).replay(result.trace_path)
+    assert [c.verdict for c in report.cells] == ["same", "same"], report.cells
+
+
 def test_edited_output_is_reported_at_the_right_cell(trace_path: Path, tmp_path: Path) -> None:
     nb = nbformat.read(trace_path, as_version=4)
     cells = [c for c in nb.cells if c.cell_type == "code" and "step" in c.metadata["codeact"]]

@@ -1,0 +1,307 @@
+"""Recovery from a small model's mistakes, through the real path: scripted replies through
+litellm, real sandboxed kernels, real trace notebooks.
+
+Stub repair, tool results shown on failure (a tool's own error first), cycles broken by a
+pruned context, pre-imported modules, and the run's time budget.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from codeact_kernel import tool
+from codeact_kernel.agent.recovery import CycleTracker, degenerate, shape
+from codeact_kernel.agent.repair import repair_tool_rebinding
+
+from ..helpers import code_cells, fence, load_trace, make_agent
+from ..scripted_llm import ScriptedLLMServer
+
+
+@tool
+def departures(airport: str, page_token: str = "") -> dict[str, Any]:
+    """One page of an airport's departures board.
+
+    Args:
+        airport: The 3-letter IATA code.
+        page_token: '' for the first page, then the previous page's "next_page".
+    """
+    if airport != "LIS":
+        raise ValueError(f"unknown airport {airport!r}: call airport_code(city) first")
+    if page_token == "":
+        return {"flights": [{"flight": "TP1", "status": "on time"},
+                            {"flight": "U2", "status": "cancelled"}], "next_page": "p2"}
+    return {"flights": [{"flight": "KL9", "status": "cancelled"}], "next_page": None}
+
+
+@tool
+def airport_code(city: str) -> str:
+    """The IATA code of a city's airport."""
+    return {"lisbon": "LIS"}[city.lower()]
+
+
+TOOLS = [departures, airport_code]
+
+
+def user_texts(request: dict[str, Any]) -> list[str]:
+    return [str(m["content"]) for m in request["messages"] if m["role"] == "user"]
+
+
+# ---- stub repair ---------------------------------------------------------------------------
+
+
+def test_reply_that_redefines_a_tool_runs_with_the_real_tool(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    stubbed = ('def departures(airport, page_token=""):\n'
+               '    """Copied from the prompt."""\n'
+               '    return {"flights": [], "next_page": None}\n\n'
+               'board = departures("LIS")\n'
+               'final_answer([f["flight"] for f in board["flights"]])')
+    llm.enqueue(fence(stubbed))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS).run("Flights from Lisbon?")
+    assert result.status == "answered", result.reason
+    assert result.answer == ["TP1", "U2"]  # the host tool's data, not the stub's
+    step = result.steps[0]
+    assert step.repaired_from == stubbed
+    assert "def departures" not in (step.code or "")
+    assert any("dropped your definition of departures()" in c for c in step.repairs)
+    nb = load_trace(result.trace_path)
+    cell = code_cells(nb)[0]  # ran, so a code cell (not a raw blocked one)
+    assert cell.metadata["codeact"]["repaired_from"] == stubbed
+    assert cell.metadata["codeact"]["policy"]["allowed"] is True
+
+
+def test_variable_named_after_a_tool_is_renamed_and_the_tool_still_called(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    llm.enqueue(fence('departures = departures("LIS")\n'
+                      'again = departures("LIS", "p2")\n'
+                      'final_answer(len(departures["flights"]) + len(again["flights"]))'))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS).run("How many flights?")
+    assert result.status == "answered", result.reason
+    assert result.answer == 3
+    assert "departures_result = departures(" in (result.steps[0].code or "")
+    assert len([c for c in result.steps[0].tool_calls if c["name"] == "departures"]) == 2
+
+
+def test_repair_off_blocks_as_before(llm: ScriptedLLMServer, tmp_path: Path,
+                                     runtime_dir: Path) -> None:
+    llm.enqueue(fence("def airport_code(city):\n    return 'LIS'\nfinal_answer(1)"),
+                fence("final_answer(airport_code('Lisbon'))"))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, repair_stubs=False).run("x")
+    assert [s.status for s in result.steps] == ["blocked", "ok"]
+    assert result.steps[0].repaired_from == ""
+
+
+def test_repair_leaves_code_without_redefinitions_alone() -> None:
+    assert repair_tool_rebinding("x = departures('LIS')\nprint(x)", ["departures"]) is None
+    assert repair_tool_rebinding("def departures(:\n", ["departures"]) is None  # no parse
+    # A reply of redefinitions only has nothing left to run.
+    assert repair_tool_rebinding("def departures(a):\n    return 1\n", ["departures"]) is None
+
+
+# ---- tool results on failure -------------------------------------------------------------
+
+
+def test_failed_step_shows_the_tools_results_shape_and_their_advice(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    llm.enqueue(
+        fence('try:\n    departures("Lisbon")\nexcept Exception:\n    pass\n'
+              'board = departures("LIS")\n'
+              'final_answer([f["flight"] for f in board if f["status"] == "cancelled"])'),
+        fence('final_answer([f["flight"] for f in board["flights"] '
+              'if f["status"] == "cancelled"])'))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS).run("Cancelled flights?")
+    assert result.status == "answered", result.reason
+    assert result.answer == ["U2"]
+    seen = user_texts(llm.requests[1])[-1]
+    assert "TypeError" in seen
+    assert ("departures(airport='Lisbon', page_token='') failed: ValueError: unknown airport "
+            "'Lisbon': call airport_code(city) first") in seen
+    assert ("departures(airport='LIS', page_token='') returned dict {'flights': list of 2 "
+            "dicts with keys ['flight', 'status']") in seen
+    assert "'next_page': str 'p2'" in seen
+
+
+def test_tool_results_off_leaves_the_traceback_alone(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    llm.enqueue(fence('board = departures("LIS")\nboard[0]'), fence("final_answer(1)"))
+    make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, show_tool_results=False).run("x")
+    seen = user_texts(llm.requests[1])[-1]
+    assert "KeyError" in seen and "returned dict" not in seen
+
+
+def test_shape_describes_nesting_and_empties() -> None:
+    assert shape([]) == "empty list"
+    assert shape({}) == "empty dict {}"
+    assert shape([1, 2]) == "list of 2 int, first 1"
+    assert shape({"a": {"b": {"c": 1}}}) == "dict {'a': dict {'b': dict with keys ['c']}}"
+
+
+# ---- cycles --------------------------------------------------------------------------------
+
+
+def test_cycle_of_period_two_is_pruned_to_a_summary(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    failing = fence('board = departures("LIS")\nfinal_answer(board[0]["flight"])')
+    stub = fence("def departures(airport):\n    return 1\n")  # nothing left after repair
+    llm.enqueue(failing, stub, failing, fence('final_answer(board["flights"][0]["flight"])'))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS).run("First flight?")
+    assert [s.status for s in result.steps] == ["error", "blocked", "error", "ok"]
+    assert result.answer == "TP1"
+    assert result.steps[2].cycle_of == 1
+    last = llm.requests[3]["messages"]
+    # System prompt, task, then one summary: the three failed attempts are gone.
+    assert [m["role"] for m in last] == ["system", "user", "user"]
+    summary = str(last[2]["content"])
+    assert "step 1:" in summary and "step 2:" in summary and "KeyError: 0" in summary
+    assert "departures(airport='LIS', page_token='') returned dict" in summary
+    nb = load_trace(result.trace_path)
+    assert code_cells(nb)[1].metadata["codeact"]["cycle_of"] == 1
+
+
+def test_cycle_breaking_off_keeps_the_whole_conversation(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    failing = fence("final_answer(undefined_name)")
+    llm.enqueue(failing, failing, fence("final_answer(2)"))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, break_cycles=False).run("x")
+    assert result.answer == 2
+    assert len(llm.requests[2]["messages"]) == 6  # system, task, 2 x (reply, observation)
+
+
+def test_tracker_finds_repeats_of_any_period() -> None:
+    tracker = CycleTracker()
+    assert tracker.add(1, "a = 1\nb", "NameError") is None
+    assert tracker.add(2, "c", "blocked") is None
+    assert tracker.add(3, "c = 2", "blocked") is None
+    earlier = tracker.add(4, "a  =  1\n b", "NameError")
+    assert earlier is not None and earlier.step == 1
+
+
+# ---- pre-imports and the run's budget ------------------------------------------------------
+
+
+def test_common_modules_are_imported_and_the_prompt_says_so(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    llm.enqueue(fence("final_answer([float(np.mean([1, 3])), int(pd.Series([1, 2]).sum()), "
+                      "statistics.median([1, 5, 9]), math.floor(2.5), json.dumps(1), "
+                      "re.sub('a', 'b', 'a'), collections.Counter('aab')['a']])"))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS).run("x")
+    assert result.answer == [2.0, 3, 5, 2, "1", "b", 2], result.reason
+    system = llm.requests[0]["messages"][0]["content"]
+    assert "Already imported" in system and "np (numpy)" in system
+    # Modules are not listed among the variables the model is told about.
+    assert "Variables already alive" not in system
+
+
+def test_preimport_off_leaves_the_kernel_bare(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    llm.enqueue(fence("final_answer('np' in dir())"))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, preimport=False).run("x")
+    assert result.answer is False
+    assert "Already imported" not in llm.requests[0]["messages"][0]["content"]
+
+
+def test_run_stops_at_max_run_seconds(llm: ScriptedLLMServer, tmp_path: Path,
+                                      runtime_dir: Path) -> None:
+    llm.enqueue(*[fence(f"import time\ntime.sleep(2)\nprint({i})") for i in range(10)])
+    agent = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, max_run_seconds=3.0,
+                       max_steps=10)
+    agent.start()
+    try:
+        started = time.monotonic()
+        result = agent.run("sleep a lot")
+        took = time.monotonic() - started
+    finally:
+        agent.close()
+    assert result.status == "timeout", result.status
+    assert "max_run_seconds" in result.reason
+    assert len(result.steps) <= 2 and took < 8
+    assert load_trace(result.trace_path).metadata["codeact"]["status"] == "timeout"
+
+
+def test_old_observations_are_compacted_past_the_token_budget(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    noisy = "for i in range(300):\n    print('line', i, 'x' * 40)"
+    llm.enqueue(fence(noisy + "\nprint('first')"), fence(noisy + "\nprint('second')"),
+                fence("final_answer(3)"))
+    agent = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, max_prompt_tokens=3000)
+    result = agent.run("x")
+    assert result.answer == 3
+    third = llm.requests[2]["messages"]
+    observations = [str(m["content"]) for m in third[2:] if m["role"] == "user"]
+    assert observations[0].startswith("[compacted] Step 1 output:")
+    assert len(observations[0]) < 500
+    assert not observations[1].startswith("[compacted]")  # the latest stays whole
+    # The trace keeps the whole output of the compacted step.
+    nb = load_trace(result.trace_path)
+    assert "line 299" in "".join(o.get("text", "") for o in code_cells(nb)[0].outputs)
+
+
+# ---- degenerate answers --------------------------------------------------------------------
+
+
+def test_empty_answer_is_held_back_once_then_fixed(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    llm.enqueue(fence('board = departures("LIS")\n'
+                      'final_answer([f["flight"] for f in board["flights"] '
+                      'if f["status"] == "Cancelled"])'),
+                fence('final_answer([f["flight"] for f in board["flights"] '
+                      'if f["status"].lower() == "cancelled"])'))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS).run("Cancelled flights?")
+    assert result.answer == ["U2"] and len(result.steps) == 2
+    assert result.steps[0].reason == "final answer held back: empty"
+    cell = code_cells(load_trace(result.trace_path))[0]  # the trace records the hold
+    assert cell.metadata["codeact"]["reason"] == "final answer held back: empty"
+    assert "final_answer received [], which is empty" in user_texts(llm.requests[1])[-1]
+
+
+def test_degenerate_answer_sent_again_is_accepted(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    llm.enqueue(fence("final_answer(None)"), fence("final_answer(None)"))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS).run("x")
+    assert result.status == "answered" and result.answer is None
+    assert len(result.steps) == 2
+
+
+def test_answer_check_off_accepts_at_once(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    llm.enqueue(fence("final_answer([])"))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, check_answers=False).run("x")
+    assert result.status == "answered" and result.answer == [] and len(result.steps) == 1
+
+
+def test_degenerate_kinds() -> None:
+    assert degenerate(0.0, after_failure=True).startswith("0 after a failed step")
+    assert degenerate(0.0, after_failure=False) == ""
+    assert degenerate(False, after_failure=True) == ""
+    assert degenerate("default1 default2", after_failure=False) == "a placeholder"
+    assert degenerate(float("nan"), after_failure=False) == "NaN"
+    assert degenerate("Antwerp depot", after_failure=False) == ""
+    assert degenerate(["U2"], after_failure=False) == ""
+
+
+# ---- the tools' listing --------------------------------------------------------------------
+
+
+def test_signature_listing_has_no_def_and_keeps_the_docs(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    llm.enqueue(fence("final_answer(airport_code('Lisbon'))"))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS,
+                        tool_listing="signature").run("x")
+    assert result.answer == "LIS"
+    system = llm.requests[0]["messages"][0]["content"]
+    assert "- departures(airport: str, page_token: str = '') -> dict[str, Any]\n" \
+        "    One page of an airport's departures board.\n    Args:\n" \
+        "        airport: The 3-letter IATA code." in system
+    assert "def departures" not in system and '"""' not in system
+
+
+def test_answer_without_any_tool_call_is_held_back_when_asked(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    llm.enqueue(fence("final_answer('LIS')"), fence("final_answer(airport_code('Lisbon'))"))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS,
+                        answer_needs_tools=True).run("Lisbon's airport code?")
+    assert result.answer == "LIS" and len(result.steps) == 2
+    assert "no tool was called" in result.steps[0].reason
+    assert result.steps[1].tool_calls[0]["name"] == "airport_code"
