@@ -27,6 +27,8 @@ from traitlets.utils.importstring import import_item
 from ..errors import CodeActError
 from ..version import __version__
 
+CANCEL_WAIT = 10.0  # seconds a Ctrl-C'd run gets to record itself as interrupted
+
 CONFIG_FILE = "codeact_config"
 TOOL_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 APPROVE_WORDS = {"all": "allow", "none": "deny"}  # --approve's words for Agent.approval
@@ -243,7 +245,8 @@ class RunApp(CodeActCommand):
         display = TerminalDisplay(quiet=self.quiet)
         stdin = None if self.no_input or not sys.stdin.isatty() else _ask_human
         try:
-            result = agent.run(task, on_event=display.on_event, stdin_handler=stdin)
+            result = _run_interruptibly(agent, task, on_event=display.on_event,
+                                        stdin_handler=stdin)
         except KeyboardInterrupt:
             display.stop()
             print("\ncodeact: interrupted; the trace was saved and the kernel shut down.",
@@ -269,6 +272,32 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"codeact: error: {escape_terminal(str(exc))}", file=sys.stderr)
         return 2
+
+
+def _run_interruptibly(agent: Any, task: str, **kwargs: Any) -> Any:
+    """``agent.run`` on the thread's loop, where Ctrl-C ends the run as interrupted.
+
+    Python raises KeyboardInterrupt in whichever task the signal lands in, often one
+    reading the kernel's channels rather than the run itself; the run would then meet
+    the session shut down by the cleanup and record an error. So the run is
+    cancelled, and finishes (trace status ``interrupted``), before KeyboardInterrupt
+    goes on to the caller.
+    """
+    import asyncio
+    import contextlib
+
+    from jupyter_core.utils import ensure_event_loop
+
+    loop = ensure_event_loop()  # the loop agent.start/close (run_sync) use
+    run = loop.create_task(agent.arun(task, **kwargs))
+    try:
+        return loop.run_until_complete(run)
+    except KeyboardInterrupt:
+        run.cancel()
+        with contextlib.suppress(BaseException):
+            # Bounded: the cleanup that follows shuts the kernel down in any case.
+            loop.run_until_complete(asyncio.wait([run], timeout=CANCEL_WAIT))
+        raise
 
 
 def _close_quietly(agent: Any) -> None:
