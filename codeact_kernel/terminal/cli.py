@@ -126,7 +126,13 @@ class CodeActCommand(JupyterApp):
         return self.run()
 
     def run(self) -> int:
-        """Do the command's work; the exit status."""
+        """Do the command's work; the exit status. A command made of subcommands runs
+        the one named, and names them all for a word it does not know."""
+        if isinstance(self.subapp, CodeActCommand):
+            return self.subapp.dispatch()
+        if self.extra_args and self.subcommands:
+            raise CodeActError(f"unknown command {self.extra_args[0]!r}; the commands are "
+                               f"{', '.join(self.subcommands)} (see `{self.name} --help`)")
         self.print_help()
         return 2
 
@@ -158,15 +164,6 @@ codeact run --help          # every option of a subcommand (--help-all: every se
              "Manage the codeact-sandbox and codeact-review Jupyter kernelspecs."),
         )
     }
-
-    def run(self) -> int:
-        if isinstance(self.subapp, CodeActCommand):
-            return self.subapp.dispatch()
-        if self.extra_args:
-            raise CodeActError(f"unknown command {self.extra_args[0]!r}; the commands are "
-                               f"{', '.join(self.subcommands)} (see `{self.name} --help`)")
-        self.print_help()
-        return 2
 
 
 class RunApp(CodeActCommand):

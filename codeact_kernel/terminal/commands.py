@@ -229,12 +229,3 @@ class KernelSpecApp(CodeActCommand):
         "install": (_subcommand("codeact_kernel.terminal.commands.InstallKernelSpecApp"),
                     "Install the kernelspec for Jupyter frontends."),
     }
-
-    def run(self) -> int:
-        if isinstance(self.subapp, CodeActCommand):
-            return self.subapp.dispatch()
-        if self.extra_args:
-            raise CodeActError(f"unknown command {self.extra_args[0]!r}; the commands are "
-                               f"{', '.join(self.subcommands)} (see `{self.name} --help`)")
-        self.print_help()
-        return 2
