@@ -185,19 +185,6 @@ def test_a_session_on_the_local_sandbox_manager(runtime_dir: Path) -> None:
     assert manager.process is None and list(runtime_dir.iterdir()) == []
 
 
-@pytest.fixture
-def outside_kernel(tmp_path: Path) -> Iterator[KernelManager]:
-    folder = tmp_path / "outside"
-    folder.mkdir()
-    km = KernelManager(transport="ipc", ip=str(folder / "k"),
-                       connection_file=str(folder / "kernel.json"))
-    km.start_kernel()
-    try:
-        yield km
-    finally:
-        km.shutdown_kernel(now=True)
-
-
 def test_a_session_on_the_connection_file_manager(
     outside_kernel: KernelManager, runtime_dir: Path
 ) -> None:

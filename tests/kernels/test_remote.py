@@ -294,20 +294,6 @@ def test_unknown_kernel_name_lists_the_gateways(
 # ---- a kernel attached by its connection file --------------------------------------------
 
 
-@pytest.fixture
-def outside_kernel(tmp_path: Path) -> Iterator[KernelManager]:
-    """A kernel someone else started (plain ipykernel over ipc)."""
-    folder = tmp_path / "outside"
-    folder.mkdir()
-    km = KernelManager(transport="ipc", ip=str(folder / "k"),
-                       connection_file=str(folder / "kernel.json"))
-    km.start_kernel()
-    try:
-        yield km
-    finally:
-        km.shutdown_kernel(now=True)
-
-
 def test_agent_on_a_kernel_attached_by_connection_file(
     outside_kernel: KernelManager, llm: ScriptedLLMServer, tmp_path: Path
 ) -> None:
