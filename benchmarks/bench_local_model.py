@@ -1,15 +1,18 @@
-"""The local-model benchmark: the agent and a minimal CodeAct loop on the embedded model.
+"""The local-model benchmark: the agent in each action format, and a minimal loop, on the
+embedded model.
 
     python benchmarks/bench_local_model.py                        # everything (make bench-local)
-    python benchmarks/bench_local_model.py --set tuning --agent product
-    python benchmarks/bench_local_model.py --only lisbon_cancelled --agent both
+    python benchmarks/bench_local_model.py --set tuning --agents code
+    python benchmarks/bench_local_model.py --only lisbon_cancelled --agents code,baseline
 
 Three task sets: the unseen tasks' ``tuning`` and ``held_out`` halves (unseen_tasks.py; tune
 on the first only) and the ``old`` 13 tasks (local_tasks.py, which the prompt was tuned on).
-Two agents: ``product`` (codeact_kernel's Agent) and ``baseline`` (minimal_loop.py, a plain
-loop without repair or hints), each task run by both, one after the other, so that the noise
-of a shared machine falls on both. One llama-cpp server serves the whole run; each run gets a
-fresh sandboxed kernel. A pass needs the right answer *and* a successful call of each of the
+Four agents: codeact_kernel's Agent in each action format, ``code``, ``json`` and ``auto``,
+run by the engine of ``codeact bench`` (codeact_kernel.bench: the same agent, categories and
+traces), and ``baseline`` (minimal_loop.py, a plain CodeAct loop without repair or hints).
+Each task is run by every agent, one after the other, so that the noise of a shared machine
+falls on all of them. One llama-cpp server serves the whole run; each run gets a fresh
+sandboxed kernel. A pass needs the right answer *and* a successful call of each of the
 task's required tools (a small model sometimes types in made-up data and is right by luck).
 
 A run that lasts longer than ``--cap`` seconds (120, the issue's per-task target) is
@@ -18,9 +21,9 @@ too. Other jobs on a small machine slow the model down many times over (0.3 inst
 ~15 tokens/s at a load of 11 on 2 cores), so each run records the load it started under,
 and ``--max-load`` waits for a quieter machine before each run. It prints a line per run as it
 finishes, then per (agent, set): pass rate, pass rate on hard tasks, median steps, median and
-max seconds; then the tasks side by side. JSON with every run (answers, statuses, tools
-called, tokens, trace paths) goes to benchmarks/results/, product traces (.ipynb) and
-baseline transcripts (.json) to a folder beside it.
+max seconds; then the tasks side by side. JSON with every run (answers, statuses, tokens,
+trace paths) goes to benchmarks/results/, the agent's traces (.ipynb, per format) and the
+baseline's transcripts (.json) to a folder beside it.
 """
 
 from __future__ import annotations
@@ -39,10 +42,12 @@ from typing import Any, TypeVar
 
 from traitlets.config import Config
 
-from codeact_kernel import Agent
 from codeact_kernel.agent.prompt import DEFAULT_SYSTEM_PROMPT
+from codeact_kernel.bench import BenchTask
+from codeact_kernel.bench.runner import Bench
 from codeact_kernel.models.llm import LLM
 from codeact_kernel.models.local import LocalModelServer
+from codeact_kernel.models.provider import Endpoint
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -54,7 +59,8 @@ from minimal_loop import MinimalLoop  # noqa: E402
 RESULTS = HERE / "results"
 # The held-out half first: what a run cut short by time has measured is what matters most.
 SET_NAMES = ("held_out", "tuning", "old")
-AGENTS = ("product", "baseline")
+FORMATS = ("code", "json", "auto")  # the agent's action formats, run through Bench
+AGENTS = (*FORMATS, "baseline")
 T = TypeVar("T")
 
 
@@ -91,8 +97,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", choices=[*SET_NAMES, "all"], default="all",
                         help="Task set to run (default: all three).")
-    parser.add_argument("--agent", choices=[*AGENTS, "both"], default="both",
-                        help="Which agent runs the tasks (default: both).")
+    parser.add_argument("--agents", default=",".join(AGENTS), type=_agent_list,
+                        help="Comma-separated agents to run each task with: the agent's "
+                        "action formats code, json, auto, and the minimal loop baseline "
+                        "(default: all four).")
     parser.add_argument("--only", nargs="+", default=None, metavar="TASK",
                         help="Run only these tasks (of the chosen sets).")
     parser.add_argument("--max-steps", type=int, default=6, help="Step budget per task.")
@@ -110,13 +118,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1,
                         help="Runs per task; worth it only with a temperature above 0.")
     parser.add_argument("--prompt", default=None, metavar="FILE",
-                        help="System prompt template for the product agent instead of "
+                        help="System prompt template for the agent's code format instead of "
                         "DEFAULT_SYSTEM_PROMPT.")
     parser.add_argument("--temperature", type=float, default=None, help="LLM.temperature.")
     parser.add_argument("--max-tokens", type=int, default=None, help="LLM.max_tokens.")
     parser.add_argument("--label", default="default", help="Name of this variant in the JSON.")
     parser.add_argument("--config", nargs="+", default=[], metavar="CLASS.TRAIT=VALUE",
-                        help="Settings for the product agent, e.g. Agent.break_cycles=False "
+                        help="Settings for the agent, e.g. Agent.break_cycles=False "
                         "(values are Python literals; anything else is a string).")
     parser.add_argument("--gguf", default="", help="GGUF file (default: the resolver's).")
     parser.add_argument("--no-stop", action="store_true",
@@ -161,6 +169,46 @@ async def capped(work: Awaitable[T], cap: float) -> tuple[T | None, bool]:
     return None, True
 
 
+def _agent_list(text: str) -> tuple[str, ...]:
+    agents = tuple(a.strip() for a in text.split(",") if a.strip())
+    unknown = [a for a in agents if a not in AGENTS]
+    if unknown or not agents:
+        raise argparse.ArgumentTypeError(
+            f"{unknown[0] if unknown else text!r} is not an agent: name some of "
+            + ", ".join(AGENTS))
+    return agents
+
+
+def bench_task(case: Case) -> BenchTask:
+    return BenchTask(case.name, case.prompt, list(case.tools), case.check, case.difficulty,
+                     list(case.required))
+
+
+async def run_agent(fmt: str, case: Case, endpoint: Endpoint, config: Config, trace_dir: Path,
+                    cap: float, run: int) -> dict[str, Any]:
+    """One run of the agent in action format ``fmt``, by ``codeact bench``'s engine."""
+    bench = Bench(config=config, output_dir=str(trace_dir))
+    bench.llm.attach(endpoint)  # requests go to the one server kept for every task
+    row, killed = await capped(bench.arun_task(bench_task(case), fmt, run), cap)
+    if row is None:
+        trace = bench.folder / "traces" / fmt / f"{case.name}-{run}.ipynb"
+        return {"status": "killed" if killed else "crashed", "ok": False,
+                "steps": _steps_in(trace), "trace": str(trace)}
+    return {"ok": row.category == "pass", "category": row.category, "note": row.note,
+            "answer": row.answer, "status": row.status, "steps": row.steps,
+            "llm_seconds": row.model_seconds, "tokens": row.tokens, "trace": row.trace}
+
+
+def _steps_in(trace: Path) -> int:
+    """The steps a cancelled run's trace recorded (it is saved after every step)."""
+    try:
+        cells = json.loads(trace.read_text())["cells"]
+    except (OSError, ValueError, KeyError):
+        return 0
+    return len({c["metadata"]["codeact"]["step"] for c in cells
+                if "step" in c.get("metadata", {}).get("codeact", {})})
+
+
 def grade(case: Case, answered: bool, answer: Any, calls: list[dict[str, Any]]) -> dict[str, Any]:
     """Pass: answered, the checker accepts, and each required tool had a call without error."""
     try:
@@ -173,33 +221,15 @@ def grade(case: Case, answered: bool, answer: Any, calls: list[dict[str, Any]]) 
             "answer": repr(answer)[:300]}
 
 
-async def run_product(case: Case, server: LocalModelServer, config: Config, trace: Path,
-                      cap: float) -> dict[str, Any]:
-    agent = Agent(tools=case.tools, name=case.name, trace_path=str(trace), config=config)
-    server.point(agent.llm)  # requests go to the one server kept for every task
-    result, killed = await capped(agent.arun(case.prompt), cap)
-    if result is None:
-        return {"status": "killed" if killed else "crashed", "ok": False,
-                "steps": agent.step_counter, "trace": str(trace)}
-    calls = [c for s in result.steps for c in s.tool_calls]
-    return {
-        **grade(case, result.ok, result.answer, calls),
-        "status": result.status, "reason": result.reason[:300], "steps": len(result.steps),
-        "step_statuses": [s.status or "?" for s in result.steps],
-        "llm_seconds": round(sum(s.llm_duration for s in result.steps), 1),
-        "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-        "trace": result.trace_path,
-    }
-
-
-async def run_baseline(case: Case, server: LocalModelServer, config: Config, trace: Path,
-                       cap: float) -> dict[str, Any]:
+async def run_baseline(case: Case, endpoint: Endpoint, config: Config, trace_dir: Path,
+                       cap: float, run: int) -> dict[str, Any]:
+    trace = trace_dir / "baseline" / f"{case.name}-{run}.json"
+    trace.parent.mkdir(parents=True, exist_ok=True)
     llm = LLM(config=config)
-    server.point(llm)
     # The reply grammar is one of the product's techniques: the plain loop goes without it
     # (it keeps the stop after the first block, which it had from the start).
-    plain = {k: v for k, v in llm.endpoint.params.items() if k != "extra_body"}
-    llm.attach(replace(llm.endpoint, params=plain))
+    plain = {k: v for k, v in endpoint.params.items() if k != "extra_body"}
+    llm.attach(replace(endpoint, params=plain))
     llm.validate()  # takes the endpoint's key, as the Agent's start does
     loop = MinimalLoop(case.tools, llm, max_steps=config.Agent.max_steps, config=config)
     result, killed = await capped(loop.arun(case.prompt), cap)
@@ -216,7 +246,7 @@ async def run_baseline(case: Case, server: LocalModelServer, config: Config, tra
         "status": result.status, "steps": len(result.steps),
         "step_statuses": [_baseline_status(s) for s in result.steps],
         "llm_seconds": round(sum(s.llm_seconds for s in result.steps), 1),
-        "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+        "tokens": result.prompt_tokens + result.completion_tokens,
         "trace": str(trace),
     }
 
@@ -225,19 +255,18 @@ def _baseline_status(step: Any) -> str:
     return "no-code" if step.code is None else "error" if step.error else "ok"
 
 
-RUNNERS = {"product": run_product, "baseline": run_baseline}
-
-
-def run_one(agent: str, case: Case, server: LocalModelServer, config: Config, trace_dir: Path,
+def run_one(agent: str, case: Case, endpoint: Endpoint, config: Config, trace_dir: Path,
             cap: float, run: int) -> dict[str, Any]:
-    suffix = ".ipynb" if agent == "product" else ".json"
-    trace = trace_dir / f"{case.set_name}-{case.name}-{agent}-{run}{suffix}"
     # On 2 shared cores, other jobs slow the model down many times over: each run notes the
     # load it started under, so that slow figures can be told apart from a slow agent.
     load = round(os.getloadavg()[0], 2)
     started = time.monotonic()
     try:
-        row = asyncio.run(RUNNERS[agent](case, server, config, trace, cap))
+        if agent == "baseline":
+            work = run_baseline(case, endpoint, config, trace_dir, cap, run)
+        else:
+            work = run_agent(agent, case, endpoint, config, trace_dir, cap, run)
+        row = asyncio.run(work)
     except Exception as exc:  # one broken run must not end the benchmark
         row = {"status": "crashed", "ok": False, "steps": 0,
                "error": f"{type(exc).__name__}: {exc}"[:300]}
@@ -266,7 +295,7 @@ def split_report() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_names = SET_NAMES if args.set == "all" else (args.set,)
-    agents = AGENTS if args.agent == "both" else (args.agent,)
+    agents = args.agents
     todo = cases(set_names, args.only)
     if not todo:
         print(f"no such task in {', '.join(set_names)}", file=sys.stderr)
@@ -287,11 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     with server:
         print(f"server ready in {server.ready_seconds:.1f} s; {len(todo)} tasks x "
               f"{len(agents)} agents x {args.repeat} runs", flush=True)
+        endpoint = server.endpoint()
         for run in range(1, args.repeat + 1):
             for case in todo:
                 for agent in agents:
                     waited = wait_for_load(args.max_load, args.max_wait)
-                    row = run_one(agent, case, server, config, trace_dir, args.cap, run)
+                    row = run_one(agent, case, endpoint, config, trace_dir, args.cap, run)
                     row["waited_for_load"] = waited
                     rows.append(row)
                     print(_line(row), flush=True)

@@ -158,7 +158,7 @@ class Bench(Configurable):
                 report.load.append(_load())
                 for task in tasks:
                     for fmt in self.formats:
-                        row = await self._run_one(task, fmt, round_)
+                        row = await self.arun_task(task, fmt, round_)
                         report.rows.append(row)
                         if on_row is not None:
                             on_row(row)
@@ -177,7 +177,9 @@ class Bench(Configurable):
                 f"does not know {self.llm.label!r} to have it: bench --formats code only, or "
                 "say the endpoint takes `tools` with --LLM.function_calling=yes")
 
-    async def _run_one(self, task: BenchTask, fmt: str, round_: int) -> RunRow:
+    async def arun_task(self, task: BenchTask, fmt: str, round_: int = 1) -> RunRow:
+        """One run of ``task`` in ``fmt``, on the endpoint ``llm`` holds: started by
+        ``arun``, or attached by a caller that keeps a server of its own running."""
         trace = self.folder / "traces" / fmt / f"{task.name}-{round_}.ipynb"
         started, load = time.monotonic(), _load()
         try:

@@ -16,7 +16,6 @@ from typing import Any
 import nbformat
 import pytest
 
-from codeact_kernel.models.llm import LLM
 from codeact_kernel.models.local import ONE_BLOCK_GRAMMAR, LocalModelServer
 from codeact_kernel.models.provider import Endpoint
 
@@ -29,19 +28,11 @@ from bench_report import summarize
 from minimal_loop import NO_CODE, first_code_block
 
 
-class ScriptedPointer:
-    """Stands where the LocalModelServer stands: point(llm) aims an LLM at the script."""
-
-    def __init__(self, scripted: ScriptedLLMServer) -> None:
-        self.scripted = scripted
-
-    def point(self, llm: LLM) -> None:
-        # As LocalModelServer.point does: an endpoint with its key and request defaults.
-        llm.attach(Endpoint(model="openai/scripted", api_base=self.scripted.api_base,
-                            api_key="server-key",
-                            params=LocalModelServer(
-                                reply_grammar=ONE_BLOCK_GRAMMAR).completion_params(),
-                            stop_after_first_block=True))
+def endpoint(scripted: ScriptedLLMServer) -> Endpoint:
+    # As LocalModelServer.endpoint() gives it: the key, request defaults, the stop.
+    return Endpoint(model="openai/scripted", api_base=scripted.api_base, api_key="server-key",
+                    params=LocalModelServer(reply_grammar=ONE_BLOCK_GRAMMAR).completion_params(),
+                    stop_after_first_block=True, tool_call_format="hermes")
 
 
 @pytest.fixture
@@ -60,36 +51,63 @@ def run(agent: str, task: str, scripted: ScriptedLLMServer, tmp_path: Path,
     config = bench.agent_config(args, tmp_path)
     config.KernelSession.runtime_dir = str(tmp_path / "runtime")
     (case,) = bench.cases(("tuning", "held_out", "old"), [task])
-    return bench.run_one(agent, case, ScriptedPointer(scripted), config,  # type: ignore[arg-type]
-                         tmp_path, cap, 1)
+    return bench.run_one(agent, case, endpoint(scripted), config, tmp_path, cap, 1)
 
 
-@pytest.mark.parametrize("agent", bench.AGENTS)
+def test_agents_are_named_on_the_command_line() -> None:
+    assert bench.parse_args([]).agents == ("code", "json", "auto", "baseline")
+    assert bench.parse_args(["--agents", "json, baseline"]).agents == ("json", "baseline")
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--agents", "product"])
+
+
+@pytest.mark.parametrize("agent", ["code", "baseline"])
 def test_a_reference_solution_passes_for_both_agents(
         agent: str, scripted: ScriptedLLMServer, tmp_path: Path) -> None:
     task = ut.BY_NAME["lisbon_cancelled"]  # paged, and its tool errors advise
     scripted.enqueue(fence(task.solution))
     row = run(agent, task.name, scripted, tmp_path)
     assert row["ok"] and row["status"] == "answered", row
-    assert row["steps"] == 1 and row["tools_not_called"] == []
+    assert row["steps"] == 1 and row.get("tools_not_called", []) == []
     assert row["set"] == "tuning" and row["difficulty"] == "hard"
     # A reply grammar set on the server is the product's: the plain loop goes without it.
-    assert ("grammar" in scripted.requests[0]) == (agent == "product")
+    assert ("grammar" in scripted.requests[0]) == (agent == "code")
     trace = Path(row["trace"])
-    if agent == "product":
+    if agent == "code":
+        assert row["category"] == "pass" and trace.parent.name == "code"
         nbformat.validate(nbformat.read(trace, as_version=4))
     else:
         saved = json.loads(trace.read_text())
         assert saved["steps"][0]["tool_calls"][0]["name"] == "airport_code"
 
 
-@pytest.mark.parametrize("agent", bench.AGENTS)
+@pytest.mark.parametrize("agent", ["code", "baseline"])
 def test_a_right_answer_without_the_tools_fails(
         agent: str, scripted: ScriptedLLMServer, tmp_path: Path) -> None:
     scripted.enqueue(fence("final_answer(['U27622', 'KL1696'])"))
     row = run(agent, "lisbon_cancelled", scripted, tmp_path)
-    assert row["status"] == "answered" and row["correct"] and not row["ok"]
-    assert row["tools_not_called"] == ["airport_code", "departures"]
+    assert row["status"] == "answered" and not row["ok"]
+    if agent == "baseline":
+        assert row["correct"] and row["tools_not_called"] == ["airport_code", "departures"]
+    else:
+        assert row["category"] == "wrong answer"
+        assert row["note"] == "right, but never called airport_code, departures successfully"
+
+
+def test_the_json_format_runs_through_the_bench_engine(
+        scripted: ScriptedLLMServer, tmp_path: Path) -> None:
+    # The embedded model writes its calls as Hermes text, which the endpoint says.
+    task = ut.BY_NAME["screening_count"]
+    scripted.enqueue('<tool_call>{"name": "screenings", "arguments": {"date": "2024-06-14"}}'
+                     "</tool_call>",
+                     '<tool_call>{"name": "final_answer", "arguments": {"value": 0}}'
+                     "</tool_call>")
+    row = run("json", task.name, scripted, tmp_path)
+    assert row["agent"] == "json" and row["status"] == "answered" and row["steps"] == 2
+    assert "tools" in scripted.requests[0] and row["category"] == "wrong answer"
+    nb = nbformat.read(Path(row["trace"]), as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["codeact"]["agent"]["action_format"] == "json"
 
 
 def test_a_failed_call_does_not_count_as_calling_the_tool(
@@ -120,33 +138,33 @@ def test_the_baseline_asks_again_for_code_when_a_reply_has_none(
 def test_the_old_tasks_require_every_tool_they_offer(
         scripted: ScriptedLLMServer, tmp_path: Path) -> None:
     scripted.enqueue(fence("final_answer(get_temperature('Cairo') and 'Cairo')"))
-    row = run("product", "warmest_city", scripted, tmp_path)
+    row = run("code", "warmest_city", scripted, tmp_path)
     assert row["ok"] and row["set"] == "old" and row["difficulty"] == ""
 
 
-@pytest.mark.parametrize("agent", bench.AGENTS)
+@pytest.mark.parametrize("agent", ["code", "baseline"])
 def test_a_run_past_the_cap_is_cancelled_and_fails(
         agent: str, scripted: ScriptedLLMServer, tmp_path: Path) -> None:
     scripted.enqueue(fence("import time\nfor _ in range(600):\n    time.sleep(0.1)"))
     row = run(agent, "screening_count", scripted, tmp_path, cap=4.0)
     assert row["status"] == "killed" and not row["ok"]
     assert 4.0 <= row["seconds"] < 4.0 + 30 + 15
-    if agent == "product":  # the trace is finished even so
+    if agent == "code":  # the trace is finished even so, and says the step it was in
         nb = nbformat.read(Path(row["trace"]), as_version=4)
         nbformat.validate(nb)
-        assert nb.metadata["codeact"]["status"] == "interrupted"
+        assert nb.metadata["codeact"]["status"] == "interrupted" and row["steps"] == 1
 
 
 def test_summaries_count_hard_tasks_and_runs_over_the_target() -> None:
     rows = [
-        {"agent": "product", "set": "tuning", "task": "a", "difficulty": "hard", "ok": True,
+        {"agent": "code", "set": "tuning", "task": "a", "difficulty": "hard", "ok": True,
          "status": "answered", "steps": 1, "seconds": 10.0},
-        {"agent": "product", "set": "tuning", "task": "b", "difficulty": "hard", "ok": False,
+        {"agent": "code", "set": "tuning", "task": "b", "difficulty": "hard", "ok": False,
          "status": "killed", "steps": 6, "seconds": 181.0},
-        {"agent": "product", "set": "tuning", "task": "c", "difficulty": "easy", "ok": True,
+        {"agent": "code", "set": "tuning", "task": "c", "difficulty": "easy", "ok": True,
          "status": "answered", "steps": 3, "seconds": 20.0},
     ]
-    (s,) = summarize(rows, ["product", "baseline"], ["tuning", "old"], 120.0).values()
+    (s,) = summarize(rows, ["code", "baseline"], ["tuning", "old"], 120.0).values()
     assert (s["passed"], s["runs"], s["hard_passed"], s["hard_runs"]) == (2, 3, 1, 2)
     assert s["median_steps"] == 3 and s["max_seconds"] == 181.0
     assert s["over_target"] == 1 and s["killed"] == 1 and s["failed"] == ["b"]
