@@ -49,11 +49,15 @@ from .prompt import (
 )
 from .recovery import CycleTracker, RecoveryOptions, compact, run_deadline
 from .repair import check_with_repair
+from .resample import Resampled, unrepeated
 from .results import AgentEvent, RunResult, StepRecord
 from .steps import execute_step, probe_install_code, record_refused, variables_now
 from .workspace import keep_full_output, setup_code
 
 EventCallback = Callable[[AgentEvent], Any]
+# The settings each run's trace metadata records (metadata.codeact.agent).
+_RUN_META_SETTINGS = ("name", "max_steps", "step_timeout", "max_output_chars", "action_format",
+                      "max_kept_output_chars", "max_trace_output_bytes", "preimport")
 
 
 class Agent(ToolOptions, OutputLimits, RecoveryOptions):
@@ -175,7 +179,6 @@ class Agent(ToolOptions, OutputLimits, RecoveryOptions):
         self.trace: TraceWriter | None = None
         self.messages: list[dict[str, Any]] = []
         self.step_counter = 0
-        self._failed_code: dict[str, int] = {}  # whitespace-normalized code -> first step
         self._cycles = CycleTracker()  # this run's failed attempts (recovery.py)
         self._started = False
         self._deadline: float | None = None
@@ -279,14 +282,7 @@ class Agent(ToolOptions, OutputLimits, RecoveryOptions):
         return {
             "model": self.llm.label,
             "agent": {
-                "name": self.name,
-                "max_steps": self.max_steps,
-                "step_timeout": self.step_timeout,
-                "max_output_chars": self.max_output_chars,
-                "action_format": self.action_format,
-                "max_kept_output_chars": self.max_kept_output_chars,
-                "max_trace_output_bytes": self.max_trace_output_bytes,
-                "preimport": self.preimport,
+                **{name: getattr(self, name) for name in _RUN_META_SETTINGS},
                 "authorized_imports": sorted(self.policy.effective_imports()),
             },
             "tools": [tool_meta(t) for t in self.all_tools],
@@ -412,9 +408,8 @@ class Agent(ToolOptions, OutputLimits, RecoveryOptions):
         compact(self.messages, self._cycles.opening, self.max_prompt_tokens)
         specs = function_specs(self.all_tools) if self.action_format != "code" else None
         left = self._time_left()
-        completion = await asyncio.wait_for(
-            self.llm.complete(self.messages, lambda t: emit("token", t), specs),
-            timeout=None if left == float("inf") else max(left, 0.5))
+        completion, resampled = await asyncio.wait_for(
+            self._reply(specs, emit), timeout=None if left == float("inf") else max(left, 0.5))
         actions = parse_actions(completion.tool_calls, self.all_tools) if specs else []
         code = extract_code(completion.text) if self.action_format != "json" else None
         skipped_code = actions and code is not None
@@ -424,6 +419,7 @@ class Agent(ToolOptions, OutputLimits, RecoveryOptions):
         else:
             self.messages.append({"role": "assistant", "content": completion.text})
         record = _new_record(step, completion, code)
+        record.resampled = resampled.as_record() if resampled else None
         assert self.trace is not None
         try:
             if actions:
@@ -450,6 +446,13 @@ class Agent(ToolOptions, OutputLimits, RecoveryOptions):
             self.trace.add_step(record)
         emit("step_end", record)
         return record
+
+    async def _reply(self, specs: Any, emit: Callable[[str, Any], None]
+                     ) -> tuple[Completion, Resampled | None]:
+        completion = await self.llm.complete(self.messages, lambda t: emit("token", t), specs)
+        tries = self.resample_repeats if self.action_format != "json" else 0
+        return await unrepeated(self.llm, self.messages, specs, completion, self._cycles,
+                                tries, self.resample_temperature)
 
     async def _act(
         self, record: StepRecord, code: str, emit: Callable[[str, Any], None],
@@ -501,7 +504,9 @@ class Agent(ToolOptions, OutputLimits, RecoveryOptions):
             observation.text += await self._keep_full_output(observation.full_text)
         observation.text = self._cycles.annotate(self, record, result.ok, observation.text)
         if not result.ok:
-            observation.text += failure_note(self._first_failure(code), result,
+            # Greedy small models resend failing code verbatim: the observation says so.
+            earlier = self._cycles.repeated(code)
+            observation.text += failure_note(earlier.step if earlier else None, result,
                                              [t.name for t in self.all_tools])
         record.observation_truncated = observation.truncated
         emit("observation", observation.text)
@@ -522,12 +527,6 @@ class Agent(ToolOptions, OutputLimits, RecoveryOptions):
         return (f"\n[_outputs[{self.step_counter}] could not be kept ({why}): print smaller "
                 "parts of the data instead]")
 
-    def _first_failure(self, code: str) -> int | None:
-        # Greedy small models resend failing code verbatim; the same context gets the same
-        # reply, so the observation says so and the context changes.
-        first = self._failed_code.setdefault(" ".join(code.split()), self.step_counter)
-        return first if first != self.step_counter else None
-
     def _time_left(self) -> float:
         if self._deadline is None:
             return float("inf")
@@ -536,7 +535,6 @@ class Agent(ToolOptions, OutputLimits, RecoveryOptions):
     async def variables(self) -> list[dict[str, str]]:
         """A summary of the variables alive in the kernel, without touching its history."""
         return (await variables_now(self.session)).variables
-
 
     async def apropose(self, task: str) -> str | None:
         """One model call for ``task``; return its code without running it (%%agent --code)."""
@@ -550,7 +548,6 @@ class Agent(ToolOptions, OutputLimits, RecoveryOptions):
         """Clear the kernel's variables (%reset -f) and the conversation."""
         await self.session.async_reset()
         self.messages = []
-        self._failed_code.clear()
 
     # ---- sync API and context managers ------------------------------------------------
 

@@ -46,6 +46,15 @@ class RecoveryOptions(Configurable):
         False, help="With check_answers, also hold back once the answer of a run that "
         "called none of its tools (small models answer from memory what a tool knows).",
     ).tag(config=True)
+    resample_repeats = Int(
+        3, min=0, help="When a reply's code repeats code that already failed or was blocked "
+        "in this run, ask again at resample_temperature (seeds 1, 2, ...) up to this many "
+        "times, and run the first reply with code not yet tried; the trace keeps the "
+        "repeated code. 0: run the repeat as it is.",
+    ).tag(config=True)
+    resample_temperature = Float(
+        0.7, min=0.0, help="Temperature of the replies resample_repeats asks for.",
+    ).tag(config=True)
     max_run_seconds = Float(
         600.0, help="Wall-clock seconds one run may take; no step starts after it and a "
         "running step gets at most the time left (status 'timeout'). 0: no limit.",
@@ -200,10 +209,14 @@ class CycleTracker:
         self.answer_checked = bool(why)
         return why
 
+    def repeated(self, code: str) -> Attempt | None:
+        """The earlier failed or blocked attempt ``code`` repeats, if any."""
+        key = _normalized(code)
+        return next((a for a in self.attempts if _normalized(a.code) == key), None)
+
     def add(self, step: int, code: str, outcome: str) -> Attempt | None:
         """Remember a failed attempt; return the earlier one it repeats, if any."""
-        key = _normalized(code)
-        earlier = next((a for a in self.attempts if _normalized(a.code) == key), None)
+        earlier = self.repeated(code)
         self.attempts.append(Attempt(step, code, outcome))
         return earlier
 

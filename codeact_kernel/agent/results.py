@@ -54,6 +54,8 @@ class StepRecord:
     repaired_from: str = ""
     repairs: list[str] = field(default_factory=list)
     cycle_of: int | None = None  # the earlier step this failed attempt repeated
+    # A greedy reply that repeated failed code, sampled again (resample.Resampled).
+    resampled: dict[str, Any] | None = None
 
     @property
     def blocked(self) -> bool:
@@ -79,7 +81,7 @@ class StepRecord:
         meta = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
                 if f.name not in ("model_text", "code", "outputs")}
         for key in ("cleared_outputs", "cleared_outputs_dropped", "output_dropped",
-                    "lost_channels", "outputs_cut", "actions"):
+                    "lost_channels", "outputs_cut", "actions", "resampled"):
             if not meta[key]:
                 meta.pop(key)  # most steps clear, drop, lose and cut nothing
         return meta

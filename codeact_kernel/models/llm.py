@@ -196,17 +196,19 @@ class LLM(Configurable):
 
     async def complete(
         self, messages: list[Message], on_token: TokenCallback | None = None,
-        tools: list[dict[str, Any]] | None = None,
+        tools: list[dict[str, Any]] | None = None, overrides: dict[str, Any] | None = None,
     ) -> Completion:
         """Ask the model, retrying transient failures; errors become ModelError.
 
-        ``tools``: function specs the model may call (native function calling)."""
+        ``tools``: function specs the model may call (native function calling).
+        ``overrides``: request parameters for this request only (``temperature``, ``seed``),
+        over the settings and the endpoint's defaults."""
         from litellm import exceptions as errors
 
         delay = self.retry_backoff
         for attempt in range(self.max_retries + 1):
             try:
-                return await self._complete_once(messages, on_token, tools)
+                return await self._complete_once(messages, on_token, tools, overrides)
             except (
                 errors.RateLimitError,
                 errors.Timeout,
@@ -237,7 +239,7 @@ class LLM(Configurable):
 
     async def _complete_once(
         self, messages: list[Message], on_token: TokenCallback | None,
-        tools: list[dict[str, Any]] | None = None,
+        tools: list[dict[str, Any]] | None = None, overrides: dict[str, Any] | None = None,
     ) -> Completion:
         import litellm
 
@@ -250,6 +252,7 @@ class LLM(Configurable):
             "timeout": self.request_timeout,
             **endpoint.params,
             **self.extra_params,
+            **(overrides or {}),
         }
         if tools:
             kwargs["tools"] = tools

@@ -72,8 +72,10 @@ def test_resent_failing_code_gets_a_change_it_note(llm: ScriptedLLMServer, tmp_p
     failing = "rows = [1.5, 2.5]\nfinal_answer(sum(r['mm'] for r in rows))"
     llm.enqueue(fence(failing), fence(failing.replace("\n", "   \n\n")),
                 fence("final_answer(sum(rows))"))
-    # With break_cycles the repeat is pruned to a summary instead (tests/agent/test_recovery).
-    result = make_agent(llm, tmp_path, runtime_dir, break_cycles=False).run("Total rain")
+    # With break_cycles the repeat is pruned to a summary, and with resample_repeats it is
+    # sampled again before it runs (tests/agent/test_recovery).
+    result = make_agent(llm, tmp_path, runtime_dir, break_cycles=False,
+                        resample_repeats=0).run("Total rain")
     assert result.status == "answered" and result.answer == 4.0
     first, second = (llm.requests[i]["messages"][-1]["content"] for i in (1, 2))
     assert "TypeError" in first and "same code" not in first

@@ -146,7 +146,8 @@ def test_cycle_of_period_two_is_pruned_to_a_summary(
     failing = fence('board = departures("LIS")\nfinal_answer(board[0]["flight"])')
     stub = fence("def departures(airport):\n    return 1\n")  # nothing left after repair
     llm.enqueue(failing, stub, failing, fence('final_answer(board["flights"][0]["flight"])'))
-    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS).run("First flight?")
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS,
+                        resample_repeats=0).run("First flight?")
     assert [s.status for s in result.steps] == ["error", "blocked", "error", "ok"]
     assert result.answer == "TP1"
     assert result.steps[2].cycle_of == 1
@@ -164,9 +165,54 @@ def test_cycle_breaking_off_keeps_the_whole_conversation(
         llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
     failing = fence("final_answer(undefined_name)")
     llm.enqueue(failing, failing, fence("final_answer(2)"))
-    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, break_cycles=False).run("x")
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, break_cycles=False,
+                        resample_repeats=0).run("x")
     assert result.answer == 2
     assert len(llm.requests[2]["messages"]) == 6  # system, task, 2 x (reply, observation)
+
+
+def test_a_reply_repeating_failed_code_is_sampled_again_before_it_runs(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    failing = fence('board = departures("LIS")\nfinal_answer(board[0]["flight"])')
+    fixed = fence('final_answer(board["flights"][0]["flight"])')
+    # Greedy: the failing code again; the first sample repeats it too; the second is new.
+    llm.enqueue(failing, failing, failing, fixed)
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS).run("First flight?")
+    assert [s.status for s in result.steps] == ["error", "ok"] and result.answer == "TP1"
+    assert result.steps[1].resampled == {"repeated_step": 1, "samples": 2, "found": True,
+                                         "original": 'board = departures("LIS")\n'
+                                         'final_answer(board[0]["flight"])'}
+    greedy, first, second = llm.requests[1:4]
+    assert "seed" not in greedy and greedy["temperature"] == 0
+    assert (first["temperature"], first["seed"]) == (0.7, 1)
+    assert (second["temperature"], second["seed"]) == (0.7, 2)
+    assert first["messages"] == greedy["messages"] == second["messages"]
+    # Every sample is paid for: the step's tokens are the three requests' (two of them
+    # the failing reply again, which alone cost step 1 its completion tokens).
+    assert result.steps[1].completion_tokens > 2 * result.steps[0].completion_tokens
+    nb = load_trace(result.trace_path)
+    assert code_cells(nb)[1].metadata["codeact"]["resampled"]["samples"] == 2
+    assert "resampled" not in code_cells(nb)[0].metadata["codeact"]
+
+
+def test_when_every_sample_repeats_the_greedy_reply_runs(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    failing = fence("final_answer(undefined_name)")
+    llm.enqueue(failing, failing, failing, fence("final_answer(2)"))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, resample_repeats=1,
+                        resample_temperature=0.3).run("x")
+    assert [s.status for s in result.steps] == ["error", "error", "ok"]
+    assert result.steps[1].resampled == {"repeated_step": 1, "samples": 1, "found": False,
+                                         "original": "final_answer(undefined_name)"}
+    assert result.steps[1].cycle_of == 1 and llm.requests[2]["temperature"] == 0.3
+
+
+def test_resampling_off_sends_one_request_a_step(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    failing = fence("final_answer(undefined_name)")
+    llm.enqueue(failing, failing, fence("final_answer(2)"))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, resample_repeats=0).run("x")
+    assert len(llm.requests) == 3 and result.steps[1].resampled is None
 
 
 def test_tracker_finds_repeats_of_any_period() -> None:
