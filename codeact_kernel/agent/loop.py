@@ -49,7 +49,7 @@ from .prompt import (
 )
 from .recovery import CycleTracker, RecoveryOptions, compact, run_deadline
 from .repair import check_with_repair
-from .resample import Resampled, unrepeated
+from .resample import Resampled, fresh_reply
 from .results import AgentEvent, RunResult, StepRecord
 from .steps import execute_step, probe_install_code, record_refused, variables_now
 from .workspace import keep_full_output, setup_code
@@ -451,8 +451,8 @@ class Agent(ToolOptions, OutputLimits, RecoveryOptions):
                      ) -> tuple[Completion, Resampled | None]:
         completion = await self.llm.complete(self.messages, lambda t: emit("token", t), specs)
         tries = self.resample_repeats if self.action_format != "json" else 0
-        return await unrepeated(self.llm, self.messages, specs, completion, self._cycles,
-                                tries, self.resample_temperature)
+        return await fresh_reply(self.llm, self.messages, specs, completion, self._cycles,
+                                 tries, self.resample_temperature)
 
     async def _act(
         self, record: StepRecord, code: str, emit: Callable[[str, Any], None],

@@ -47,10 +47,11 @@ class RecoveryOptions(Configurable):
         "called none of its tools (small models answer from memory what a tool knows).",
     ).tag(config=True)
     resample_repeats = Int(
-        3, min=0, help="When a reply's code repeats code that already failed or was blocked "
-        "in this run, ask again at resample_temperature (seeds 1, 2, ...) up to this many "
-        "times, and run the first reply with code not yet tried; the trace keeps the "
-        "repeated code. 0: run the repeat as it is.",
+        3, min=0, help="When a reply has no code (and calls no function), code without a "
+        "statement, or code that already failed or was blocked in this run, ask again at "
+        "resample_temperature (seeds 1, 2, ...) up to this many times, and go on with the "
+        "first reply that does something new; the trace keeps what was replaced. 0: go on "
+        "with every reply as it is.",
     ).tag(config=True)
     resample_temperature = Float(
         0.7, min=0.0, help="Temperature of the replies resample_repeats asks for.",

@@ -1,17 +1,21 @@
-"""A reply that repeats failed code is sampled again before anything runs.
+"""A reply that cannot move the run forward is sampled again before anything runs.
 
-A greedy model (temperature 0) given nearly the same context sends the same reply: on the
-unseen tasks' tuning half the embedded 1.5B model sent ``league_table()[0]["team"]`` three
-times in a row after each ``KeyError: 0``, with or without the pruned context of
-``break_cycles``. Running that code again costs a step and teaches nothing. So when the
-code of a new reply is one the run already saw fail (or the policy block), the same
+A greedy model (temperature 0) given nearly the same context sends the same reply. On the
+unseen tasks' tuning half the embedded 1.5B model sent ``sum(show_commit(sha) ... for sha
+in git_log("main")["commits"])`` six times in a row after the same TypeError, with or
+without the pruned context of ``break_cycles``; it answered a task's first turn with a plan
+and no code; and it sent ``# Your implementation here`` five steps running. Each such reply
+costs a step and teaches nothing. So when a reply has no code (and calls no function), or
+code without a statement, or code the run already saw fail or the policy block, the same
 request is sent again at a temperature, with a fixed seed per try so that a run can be
-repeated, until a reply brings code not yet tried; the step then runs that one. The trace
-keeps the repeated code and how many samples it took.
+repeated, until a reply brings code that does something new; the step then runs that one.
+If none does, the greedy reply goes on as before. The trace keeps what was replaced, why,
+and every sample's tokens.
 """
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -26,35 +30,60 @@ if TYPE_CHECKING:
 class Resampled:
     """What choosing a new reply did, for the step's record."""
 
-    repeated_step: int  # the failed step whose code the greedy reply repeated
+    reason: str  # "repeat", "no code" or "no statement"
     samples: int  # replies sampled at the temperature
-    found: bool  # whether one of them brought code not yet tried
-    original: str  # the greedy reply's code
+    found: bool  # whether one of them brought code that does something new
+    original: str  # the greedy reply: its code, or its text when it had none
+    repeated_step: int | None = None  # for a repeat: the failed step it repeated
 
     def as_record(self) -> dict[str, Any]:
-        return {"repeated_step": self.repeated_step, "samples": self.samples,
-                "found": self.found, "original": self.original}
+        return {"reason": self.reason, "repeated_step": self.repeated_step,
+                "samples": self.samples, "found": self.found, "original": self.original}
 
 
-async def unrepeated(llm: LLM, messages: list[dict[str, Any]], tools: Any,
-                     completion: Completion, cycles: CycleTracker, tries: int,
-                     temperature: float) -> tuple[Completion, Resampled | None]:
-    """``completion``, or a sampled reply in its place when its code repeats a failed
-    attempt of the run. Token counts, cost and time of every sample are added to the
-    reply that is kept."""
+def why_again(completion: Completion, cycles: CycleTracker) -> tuple[str, int | None]:
+    """Why ``completion`` cannot move the run forward ('' when it can), and for a repeat,
+    the step it repeats."""
+    if completion.tool_calls:
+        return "", None
     code = extract_code(completion.text)
-    earlier = cycles.repeated(code) if code is not None and not completion.tool_calls else None
-    if earlier is None or tries <= 0:
+    if code is None:
+        return "no code", None
+    if not _does_something(code):
+        return "no statement", None
+    earlier = cycles.repeated(code)
+    return ("repeat", earlier.step) if earlier is not None else ("", None)
+
+
+async def fresh_reply(llm: LLM, messages: list[dict[str, Any]], tools: Any,
+                      completion: Completion, cycles: CycleTracker, tries: int,
+                      temperature: float) -> tuple[Completion, Resampled | None]:
+    """``completion``, or a sampled reply in its place when it cannot move the run forward.
+    Token counts, cost and time of every sample are added to the reply that is kept."""
+    reason, step = why_again(completion, cycles)
+    if not reason or tries <= 0:
         return completion, None
+    original = extract_code(completion.text) or completion.text
     spent = [completion]
     for seed in range(1, tries + 1):
         sample = await llm.complete(messages, None, tools,
                                     {"temperature": temperature, "seed": seed})
         spent.append(sample)
-        new = extract_code(sample.text)
-        if sample.tool_calls or (new is not None and cycles.repeated(new) is None):
-            return _spent(sample, spent), Resampled(earlier.step, seed, True, code or "")
-    return _spent(completion, spent), Resampled(earlier.step, tries, False, code or "")
+        if not why_again(sample, cycles)[0]:
+            return _spent(sample, spent), Resampled(reason, seed, True, original, step)
+    return _spent(completion, spent), Resampled(reason, tries, False, original, step)
+
+
+def _does_something(code: str) -> bool:
+    """False for code of comments, ``pass``, ``...`` and bare strings only (code that does
+    not parse is something: running it shows the model its error)."""
+    try:
+        body = ast.parse(code).body
+    except (SyntaxError, ValueError):
+        return True
+    return any(not isinstance(node, ast.Pass)
+               and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+               for node in body)
 
 
 def _spent(kept: Completion, spent: list[Completion]) -> Completion:

@@ -152,7 +152,8 @@ def test_image_output_reaches_trace_and_model_note(llm: ScriptedLLMServer, tmp_p
 def test_step_budget_ends_with_clear_result(llm: ScriptedLLMServer, tmp_path: Path,
                                             runtime_dir: Path) -> None:
     llm.enqueue(fence("x = 1"), "I am thinking about it, no code yet.", fence("x += 1"))
-    result = make_agent(llm, tmp_path, runtime_dir, max_steps=3).run("Never finish")
+    result = make_agent(llm, tmp_path, runtime_dir, max_steps=3,
+                        resample_repeats=0).run("Never finish")
     assert result.status == "max_steps"
     assert "step budget exhausted" in result.reason
     assert [s.status for s in result.steps] == ["ok", "no-code", "ok"]

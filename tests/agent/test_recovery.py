@@ -179,7 +179,8 @@ def test_a_reply_repeating_failed_code_is_sampled_again_before_it_runs(
     llm.enqueue(failing, failing, failing, fixed)
     result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS).run("First flight?")
     assert [s.status for s in result.steps] == ["error", "ok"] and result.answer == "TP1"
-    assert result.steps[1].resampled == {"repeated_step": 1, "samples": 2, "found": True,
+    assert result.steps[1].resampled == {"reason": "repeat", "repeated_step": 1, "samples": 2,
+                                         "found": True,
                                          "original": 'board = departures("LIS")\n'
                                          'final_answer(board[0]["flight"])'}
     greedy, first, second = llm.requests[1:4]
@@ -202,9 +203,32 @@ def test_when_every_sample_repeats_the_greedy_reply_runs(
     result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, resample_repeats=1,
                         resample_temperature=0.3).run("x")
     assert [s.status for s in result.steps] == ["error", "error", "ok"]
-    assert result.steps[1].resampled == {"repeated_step": 1, "samples": 1, "found": False,
+    assert result.steps[1].resampled == {"reason": "repeat", "repeated_step": 1, "samples": 1,
+                                         "found": False,
                                          "original": "final_answer(undefined_name)"}
     assert result.steps[1].cycle_of == 1 and llm.requests[2]["temperature"] == 0.3
+
+
+def test_a_reply_without_code_is_sampled_again_within_its_step(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    plan = "I will call departures for LIS and take the first flight."
+    llm.enqueue(plan, fence("# Your implementation here\npass"),
+                fence('final_answer(departures("LIS")["flights"][0]["flight"])'))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS).run("First flight?")
+    assert [s.status for s in result.steps] == ["ok"] and result.answer == "TP1"
+    assert result.steps[0].resampled == {"reason": "no code", "repeated_step": None,
+                                         "samples": 2, "found": True, "original": plan}
+
+
+def test_code_without_a_statement_is_sampled_again(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    empty = fence("# Your implementation here\n...")
+    llm.enqueue(empty, empty, "still thinking", fence("final_answer(3)"))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS).run("x")
+    assert result.answer == 3 and len(result.steps) == 1
+    assert result.steps[0].resampled is not None
+    assert result.steps[0].resampled["reason"] == "no statement"
+    assert result.steps[0].resampled["samples"] == 3
 
 
 def test_resampling_off_sends_one_request_a_step(

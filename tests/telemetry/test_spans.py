@@ -180,7 +180,7 @@ def test_saved_trace_exports_the_same_tree(
 def test_old_trace_without_ids_gets_a_consistent_tree(llm: ScriptedLLMServer, tmp_path: Path,
                                                       runtime_dir: Path) -> None:
     llm.enqueue(fence("x = 2"), "I have no code this time.", fence("final_answer(x)"))
-    result = make_agent(llm, tmp_path, runtime_dir).run("two")
+    result = make_agent(llm, tmp_path, runtime_dir, resample_repeats=0).run("two")
     spans = spans_from_trace(result.trace_path)
     root = next(s for s in spans if s.parent_id is None)
     steps = [s for s in spans if s.parent_id == root.span_id]

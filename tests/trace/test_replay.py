@@ -41,7 +41,9 @@ def trace_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     runtime = tmp / "runtime"
     runtime.mkdir()
     with ScriptedLLMServer(list(REPLIES)) as llm:
-        result = make_agent(llm, tmp, runtime).run("Total population of French cities")
+        # The no-code reply stays a step of its own (not sampled again): the trace shows one.
+        result = make_agent(llm, tmp, runtime, resample_repeats=0).run(
+            "Total population of French cities")
     assert result.status == "answered"
     return Path(result.trace_path)
 
