@@ -450,9 +450,9 @@ class Agent(ToolOptions, OutputLimits, RecoveryOptions):
     async def _reply(self, specs: Any, emit: Callable[[str, Any], None]
                      ) -> tuple[Completion, Resampled | None]:
         completion = await self.llm.complete(self.messages, lambda t: emit("token", t), specs)
-        tries = self.resample_repeats if self.action_format != "json" else 0
         return await fresh_reply(self.llm, self.messages, specs, completion, self._cycles,
-                                 tries, self.resample_temperature)
+                                 self.resample_repeats, self.resample_temperature,
+                                 calls_only=self.action_format == "json")
 
     async def _act(
         self, record: StepRecord, code: str, emit: Callable[[str, Any], None],

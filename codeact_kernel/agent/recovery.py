@@ -48,7 +48,8 @@ class RecoveryOptions(Configurable):
     ).tag(config=True)
     resample_repeats = Int(
         3, min=0, help="When a reply has no code (and calls no function), code without a "
-        "statement, or code that already failed or was blocked in this run, ask again at "
+        "statement, or code that already failed or was blocked in this run (action_format "
+        "json: when it calls no function), ask again at "
         "resample_temperature (seeds 1, 2, ...) up to this many times, and go on with the "
         "first reply that does something new; the trace keeps what was replaced. 0: go on "
         "with every reply as it is.",

@@ -6,7 +6,8 @@ in git_log("main")["commits"])`` six times in a row after the same TypeError, wi
 without the pruned context of ``break_cycles``; it answered a task's first turn with a plan
 and no code; and it sent ``# Your implementation here`` five steps running. Each such reply
 costs a step and teaches nothing. So when a reply has no code (and calls no function), or
-code without a statement, or code the run already saw fail or the policy block, the same
+code without a statement, or code the run already saw fail or the policy block (in
+action_format json: when it calls no function), the same
 request is sent again at a temperature, with a fixed seed per try so that a run can be
 repeated, until a reply brings code that does something new; the step then runs that one.
 If none does, the greedy reply goes on as before. The trace keeps what was replaced, why,
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 class Resampled:
     """What choosing a new reply did, for the step's record."""
 
-    reason: str  # "repeat", "no code" or "no statement"
+    reason: str  # "repeat", "no code", "no statement", or (json) "no call"
     samples: int  # replies sampled at the temperature
     found: bool  # whether one of them brought code that does something new
     original: str  # the greedy reply: its code, or its text when it had none
@@ -41,11 +42,15 @@ class Resampled:
                 "samples": self.samples, "found": self.found, "original": self.original}
 
 
-def why_again(completion: Completion, cycles: CycleTracker) -> tuple[str, int | None]:
+def why_again(completion: Completion, cycles: CycleTracker,
+              calls_only: bool = False) -> tuple[str, int | None]:
     """Why ``completion`` cannot move the run forward ('' when it can), and for a repeat,
-    the step it repeats."""
+    the step it repeats. ``calls_only``: the reply must call a function (action_format
+    json), its text is not run."""
     if completion.tool_calls:
         return "", None
+    if calls_only:
+        return "no call", None
     code = extract_code(completion.text)
     if code is None:
         return "no code", None
@@ -57,10 +62,11 @@ def why_again(completion: Completion, cycles: CycleTracker) -> tuple[str, int | 
 
 async def fresh_reply(llm: LLM, messages: list[dict[str, Any]], tools: Any,
                       completion: Completion, cycles: CycleTracker, tries: int,
-                      temperature: float) -> tuple[Completion, Resampled | None]:
+                      temperature: float, calls_only: bool = False,
+                      ) -> tuple[Completion, Resampled | None]:
     """``completion``, or a sampled reply in its place when it cannot move the run forward.
     Token counts, cost and time of every sample are added to the reply that is kept."""
-    reason, step = why_again(completion, cycles)
+    reason, step = why_again(completion, cycles, calls_only)
     if not reason or tries <= 0:
         return completion, None
     original = extract_code(completion.text) or completion.text
@@ -69,7 +75,7 @@ async def fresh_reply(llm: LLM, messages: list[dict[str, Any]], tools: Any,
         sample = await llm.complete(messages, None, tools,
                                     {"temperature": temperature, "seed": seed})
         spent.append(sample)
-        if not why_again(sample, cycles)[0]:
+        if not why_again(sample, cycles, calls_only)[0]:
             return _spent(sample, spent), Resampled(reason, seed, True, original, step)
     return _spent(completion, spent), Resampled(reason, tries, False, original, step)
 

@@ -169,10 +169,21 @@ def test_auto_reply_with_calls_and_code_runs_the_calls_only(
 def test_json_text_reply_is_nudged(llm: ScriptedLLMServer, tmp_path: Path,
                                    runtime_dir: Path) -> None:
     llm.enqueue("The answer is 4.", tool_calls(call("final_answer", {"value": 4})))
-    result = _agent(llm, tmp_path, runtime_dir, "json").run("2+2?")
+    result = _agent(llm, tmp_path, runtime_dir, "json", resample_repeats=0).run("2+2?")
     assert result.answer == 4
     assert result.steps[0].status == "no-code"
     assert "called no function" in llm.requests[1]["messages"][-1]["content"]
+
+
+def test_json_text_reply_is_sampled_again_within_its_step(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    llm.enqueue("The answer is 4.", "Four.", tool_calls(call("final_answer", {"value": 4})))
+    result = _agent(llm, tmp_path, runtime_dir, "json").run("2+2?")
+    assert result.answer == 4 and len(result.steps) == 1
+    assert result.steps[0].resampled == {"reason": "no call", "repeated_step": None,
+                                         "samples": 2, "found": True,
+                                         "original": "The answer is 4."}
+    assert [r.get("seed") for r in llm.requests] == [None, 1, 2]
 
 
 def test_json_calls_pass_the_approval_gate(llm: ScriptedLLMServer, tmp_path: Path,
