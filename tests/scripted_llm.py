@@ -20,7 +20,8 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Reply = str | dict[str, Any]
+# A reply: its text, a dict with text and tool calls, or an int: that HTTP error status.
+Reply = str | dict[str, Any] | int
 
 
 def call(name: str, arguments: Any = None, call_id: str | None = None) -> dict[str, Any]:
@@ -85,6 +86,9 @@ class ScriptedLLMServer:
                     self._json(500, {"error": {"message": "scripted server ran out of replies"}})
                     return
                 reply = server.replies.popleft()
+                if isinstance(reply, int):  # a scripted failure of this one request
+                    self._json(reply, {"error": {"message": f"scripted failure {reply}"}})
+                    return
                 model = str(body.get("model") or "scripted")
                 if body.get("stream"):
                     self._stream(reply, model)

@@ -10,8 +10,8 @@ code without a statement, or code the run already saw fail or the policy block (
 action_format json: when it calls no function), the same
 request is sent again at a temperature, with a fixed seed per try so that a run can be
 repeated, until a reply brings code that does something new; the step then runs that one.
-If none does, the greedy reply goes on as before. The trace keeps what was replaced, why,
-and every sample's tokens.
+If none does (or a sample request fails), the greedy reply goes on as before. The trace
+keeps what was replaced, why, and every sample's tokens.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import ast
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ModelError
 from .prompt import extract_code
 
 if TYPE_CHECKING:
@@ -72,8 +73,11 @@ async def fresh_reply(llm: LLM, messages: list[dict[str, Any]], tools: Any,
     original = extract_code(completion.text) or completion.text
     spent = [completion]
     for seed in range(1, tries + 1):
-        sample = await llm.complete(messages, None, tools,
-                                    {"temperature": temperature, "seed": seed})
+        try:
+            sample = await llm.complete(messages, None, tools,
+                                        {"temperature": temperature, "seed": seed})
+        except ModelError:  # a sample is a second chance, not a need: go on with the reply
+            return _spent(completion, spent), Resampled(reason, seed - 1, False, original, step)
         spent.append(sample)
         if not why_again(sample, cycles, calls_only)[0]:
             return _spent(sample, spent), Resampled(reason, seed, True, original, step)

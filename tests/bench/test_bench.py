@@ -46,7 +46,7 @@ def test_bench_runs_a_task_file_in_three_formats(
     out = tmp_path / "out"
     status = main(["bench", str(tasks), "--model", "openai/scripted", "--api-base",
                    llm.api_base, "--LLM.function_calling=yes", "--max-steps", "2",
-                   "--LLM.max_retries=0", "-o", str(out),
+                   "--LLM.max_retries=0", "--Agent.resample_repeats=0", "-o", str(out),
                    f"--KernelSession.runtime_dir={runtime_dir}"])
     printed = capsys.readouterr().out
     assert status == 0, printed
