@@ -233,8 +233,9 @@ def test_code_without_a_statement_is_sampled_again(
 
 def test_a_failed_sample_request_leaves_the_reply_as_it_was(
         llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
-    # The first sample fails, and so does its one retry: the plan goes on as a no-code step.
-    llm.enqueue("Only a plan, no code.", 500, 500, fence("final_answer(1)"))
+    # The provider refuses the first sample (a 400 is not retried): the plan goes on as a
+    # no-code step.
+    llm.enqueue("Only a plan, no code.", 400, fence("final_answer(1)"))
     result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS).run("x")
     assert [s.status for s in result.steps] == ["no-code", "ok"] and result.answer == 1
     assert result.steps[0].resampled == {"reason": "no code", "repeated_step": None,
