@@ -72,10 +72,14 @@ async def fresh_reply(llm: LLM, messages: list[dict[str, Any]], tools: Any,
         return completion, None
     original = extract_code(completion.text) or completion.text
     spent = [completion]
+    # Anthropic, for one, takes no seed: its samples are then not repeatable, but they are.
+    seeded = llm.takes_param("seed")
     for seed in range(1, tries + 1):
+        overrides: dict[str, Any] = {"temperature": temperature}
+        if seeded:
+            overrides["seed"] = seed
         try:
-            sample = await llm.complete(messages, None, tools,
-                                        {"temperature": temperature, "seed": seed})
+            sample = await llm.complete(messages, None, tools, overrides)
         except ModelError:  # a sample is a second chance, not a need: go on with the reply
             return _spent(completion, spent), Resampled(reason, seed - 1, False, original, step)
         spent.append(sample)

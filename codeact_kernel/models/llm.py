@@ -194,6 +194,18 @@ class LLM(Configurable):
         except Exception:  # a model litellm has never heard of
             return False
 
+    def takes_param(self, name: str) -> bool:
+        """Whether the provider takes the OpenAI request parameter ``name`` (``seed``, say):
+        litellm refuses a request carrying one it does not; a model it does not know is
+        taken to be OpenAI-compatible."""
+        import litellm
+
+        try:
+            known = litellm.get_supported_openai_params(model=self.endpoint.model)
+        except Exception:  # a model litellm has never heard of
+            return True
+        return known is None or name in known
+
     async def complete(
         self, messages: list[Message], on_token: TokenCallback | None = None,
         tools: list[dict[str, Any]] | None = None, overrides: dict[str, Any] | None = None,

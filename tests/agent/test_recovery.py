@@ -14,6 +14,7 @@ from typing import Any
 from codeact_kernel import tool
 from codeact_kernel.agent.recovery import CycleTracker, degenerate, shape
 from codeact_kernel.agent.repair import repair_tool_rebinding
+from codeact_kernel.models.llm import LLM
 
 from ..helpers import code_cells, fence, load_trace, make_agent
 from ..scripted_llm import ScriptedLLMServer
@@ -241,6 +242,13 @@ def test_a_failed_sample_request_leaves_the_reply_as_it_was(
     assert result.steps[0].resampled == {"reason": "no code", "repeated_step": None,
                                          "samples": 0, "found": False,
                                          "original": "Only a plan, no code."}
+
+
+def test_samples_carry_a_seed_only_where_the_provider_takes_one() -> None:
+    # litellm refuses a request with a parameter the provider lacks (Anthropic has no seed).
+    assert LLM(model="openai/gpt-4o-mini").takes_param("seed")
+    assert not LLM(model="anthropic/claude-3-5-sonnet-20240620").takes_param("seed")
+    assert LLM(model="openai/some-self-hosted-model").takes_param("seed")
 
 
 def test_resampling_off_sends_one_request_a_step(
