@@ -12,6 +12,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -419,7 +420,7 @@ class Agent(ToolOptions, OutputLimits, RecoveryOptions):
         else:
             self.messages.append({"role": "assistant", "content": completion.text})
         record = _new_record(step, completion, code)
-        record.resampled = resampled.as_record() if resampled else None
+        record.resampled = asdict(resampled) if resampled else None
         assert self.trace is not None
         try:
             if actions:

@@ -38,10 +38,6 @@ class Resampled:
     original: str  # the greedy reply: its code, or its text when it had none
     repeated_step: int | None = None  # for a repeat: the failed step it repeated
 
-    def as_record(self) -> dict[str, Any]:
-        return {"reason": self.reason, "repeated_step": self.repeated_step,
-                "samples": self.samples, "found": self.found, "original": self.original}
-
 
 def why_again(completion: Completion, cycles: CycleTracker,
               calls_only: bool = False) -> tuple[str, int | None]:
