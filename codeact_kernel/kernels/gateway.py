@@ -18,7 +18,7 @@ from traitlets import Bool, Dict, Float, Int, Unicode
 
 from ..errors import GatewayError, KernelStartError, SessionClosed
 from ..sandbox.cgroups import Counters
-from .gateway_client import MAX_INCOMING_MESSAGE, GatewayChannels, GatewayClient
+from .gateway_client import MAX_BACKLOG, MAX_INCOMING_MESSAGE, GatewayChannels, GatewayClient
 from .manager import KernelChannels, SessionKernelManager, wait_until_ready
 from .session import SessionFactory
 
@@ -59,6 +59,11 @@ class GatewayKernelManager(SessionKernelManager):
         MAX_INCOMING_MESSAGE, help="Largest message read from the kernel's websocket (each "
         "is parsed whole before the session's output budget sees it). A larger one closes "
         "the websocket; the kernel then counts as lost and is restarted, with its state."
+    ).tag(config=True)
+    max_backlog_bytes = Int(
+        MAX_BACKLOG, help="Bytes of unread messages the host holds per channel (the "
+        "websocket is read also between steps, while the agent awaits its model); past "
+        "it the oldest are dropped, as ZMQ's receive limit does for a local kernel."
     ).tag(config=True)
 
     @classmethod
@@ -116,7 +121,7 @@ class GatewayKernelManager(SessionKernelManager):
                 self.kernel_name, dict(self.kernel_env), timeout
             )
         self._kc = await self.client.connect(self.kernel_id, self.request_timeout,
-                                             self.max_message_bytes)
+                                             self.max_message_bytes, self.max_backlog_bytes)
         self._lost = None
         await wait_until_ready(self._kc, timeout)
         self.isolation = [f"gateway kernel: {self.kernel_name} {self.kernel_id} at {self.url}; "

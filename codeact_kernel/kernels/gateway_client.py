@@ -17,6 +17,7 @@ import asyncio
 import json
 import struct
 import time
+from collections import deque
 from typing import Any
 from urllib.parse import quote
 
@@ -30,6 +31,8 @@ from ..errors import GatewayError
 # The default of GatewayKernelManager.max_message_bytes (tornado's own is 10 MiB):
 # outputs (images, big DataFrames' HTML) can be large, and each message is parsed whole.
 MAX_INCOMING_MESSAGE = 32 * 1024 * 1024
+# The default of GatewayKernelManager.max_backlog_bytes: unread messages held per channel.
+MAX_BACKLOG = 64 * 1024 * 1024
 # The kernel states a gateway announces on iopub when the kernel is gone or replaced.
 LOST_STATES = ("restarting", "autorestarting", "dead")
 
@@ -147,9 +150,11 @@ class GatewayClient:
         await self.request("DELETE", f"/api/kernels/{quote(kernel_id)}")
 
     async def connect(self, kernel_id: str, timeout: float,
-                      max_message_bytes: int = MAX_INCOMING_MESSAGE) -> GatewayChannels:
+                      max_message_bytes: int = MAX_INCOMING_MESSAGE,
+                      max_backlog_bytes: int = MAX_BACKLOG) -> GatewayChannels:
         """Open the kernel's channels websocket; tornado closes it rather than read a
-        message over ``max_message_bytes``."""
+        message over ``max_message_bytes``, and each channel holds at most
+        ``max_backlog_bytes`` unread."""
         session = Session()
         url = (
             "ws" + self.url[len("http"):]
@@ -169,13 +174,64 @@ class GatewayClient:
                                f"{self.url}: {exc}") from exc
         except (OSError, asyncio.TimeoutError) as exc:
             raise self._unreachable(exc) from exc
-        return GatewayChannels(ws, session, max_message_bytes)
+        return GatewayChannels(ws, session, max_message_bytes, max_backlog_bytes)
 
 
 def _message(data: Any) -> str:
     if isinstance(data, dict):
         return str(data.get("message") or data.get("reason") or "no details")[:500]
     return "no details"
+
+
+class Backlog:
+    """The unread messages of one channel, at most ``max_bytes`` of them (as received).
+
+    The websocket is read as long as the event loop runs, also while nobody consumes
+    (the agent awaiting its model), so a kernel that floods would otherwise pile up in
+    host memory. ZMQ bounds a local kernel's channels the same way (RCVHWM). Past the
+    bound the oldest are dropped: stale output of a past cell goes first, and the newest
+    (the end of the cell being read, its idle status) stays.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.dropped = 0
+        self._items: deque[tuple[dict[str, Any], int]] = deque()
+        self._ready = asyncio.Event()
+
+    def put(self, msg: dict[str, Any], size: int) -> None:
+        while self._items and self.bytes + size > self.max_bytes:
+            self.bytes -= self._items.popleft()[1]
+            self.dropped += 1
+        self._items.append((msg, size))
+        self.bytes += size
+        self._ready.set()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def get_nowait(self) -> dict[str, Any]:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        msg, size = self._items.popleft()
+        self.bytes -= size
+        if not self._items:
+            self._ready.clear()
+        return msg
+
+    async def get(self) -> dict[str, Any]:
+        while not self._items:
+            await self._ready.wait()
+        return self.get_nowait()
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.bytes = 0
+        self._ready.clear()
 
 
 def _parent_id(msg: dict[str, Any]) -> Any:
@@ -198,12 +254,13 @@ class GatewayChannels:
     AsyncKernelClient that KernelSession uses."""
 
     def __init__(self, ws: WebSocketClientConnection, session: Session,
-                 max_message_bytes: int = MAX_INCOMING_MESSAGE) -> None:
+                 max_message_bytes: int = MAX_INCOMING_MESSAGE,
+                 max_backlog_bytes: int = MAX_BACKLOG) -> None:
         self.ws = ws
         self.session = session
         self.max_message_bytes = max_message_bytes
-        self.queues: dict[str, asyncio.Queue[dict[str, Any]]] = {
-            name: asyncio.Queue() for name in ("shell", "iopub", "stdin", "control")
+        self.queues: dict[str, Backlog] = {
+            name: Backlog(max_backlog_bytes) for name in ("shell", "iopub", "stdin", "control")
         }
         self.sent: set[str] = set()
         # Why the kernel is gone or was replaced, as the websocket told us.
@@ -227,12 +284,15 @@ class GatewayChannels:
                 msg = decode_binary_message(raw) if isinstance(raw, bytes) else json.loads(raw)
             except (ValueError, struct.error):
                 continue  # one garbled message must not take the channels down
-            queue = self.queues.get(str(msg.get("channel")))
+            channel = str(msg.get("channel"))
+            queue = self.queues.get(channel)
             if queue is None:
                 continue
-            if msg.get("channel") == "iopub":
+            if channel == "iopub":
                 self._watch(msg)
-            queue.put_nowait(msg)
+            elif _parent_id(msg) not in self.sent:
+                continue  # a reply to nothing we asked: forged, and never read
+            queue.put(msg, len(raw))
 
     def _watch(self, msg: dict[str, Any]) -> None:
         kind = msg.get("msg_type") or msg.get("header", {}).get("msg_type")
@@ -312,9 +372,7 @@ class GatewayChannels:
         return False
 
     def _drain(self, channel: str) -> None:
-        queue = self.queues[channel]
-        while not queue.empty():
-            queue.get_nowait()
+        self.queues[channel].clear()
 
     def stop_channels(self) -> None:
         self._reader.cancel()

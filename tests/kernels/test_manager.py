@@ -6,7 +6,9 @@ that the session and the agent run on unchanged; and the seams themselves."""
 from __future__ import annotations
 
 import ast
+import asyncio
 import importlib
+import json
 import pkgutil
 import time
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 from jupyter_client.manager import AsyncKernelManager, KernelManager
+from jupyter_core.utils import run_sync
 from traitlets.config import Config, Configurable
 
 import codeact_kernel
@@ -237,6 +240,47 @@ def test_a_gateway_message_over_the_size_limit_is_not_read(
         assert "GatewayKernelManager.max_message_bytes" in big.reason
         assert "before" in big.stdout
         assert session.execute("print('again')").stdout == "again\n"
+
+
+# A kernel thread that writes 40 MB to iopub after its cell has ended, in 8 KB flushes.
+FLOOD_AFTER_THE_CELL = """
+import sys, threading
+def _flood():
+    chunk = 'x' * 8191 + '\\n'
+    for _ in range(5_000):
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+threading.Thread(target=_flood, daemon=True).start()
+"""
+
+
+def test_the_gateway_backlog_is_bounded_while_the_host_reads_nothing(
+    gateway: Gateway, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Between two steps the agent awaits its model on the same event loop: the websocket
+    # is read on, and nothing consumes what the kernel sends. A kernel flooding iopub
+    # then must not pile up in host memory.
+    monkeypatch.setenv(TOKEN_VAR, gateway.token)
+    bound = 2 * 1024 * 1024
+    manager = GatewayKernelManager(url=gateway.url, token_env=TOKEN_VAR,
+                                   max_backlog_bytes=bound)
+
+    async def scenario() -> tuple[int, int, Any]:
+        async with KernelSession(manager=manager, runtime_dir=str(runtime_dir)) as session:
+            assert (await session.async_execute(FLOOD_AFTER_THE_CELL)).ok
+            await asyncio.sleep(8)  # the model is thinking; the flood goes on
+            iopub = manager._require().queues["iopub"]
+            queued = count = 0
+            while not iopub.empty():
+                queued += len(json.dumps(iopub.get_nowait(), default=str))
+                count += 1
+            return queued, count, await session.async_execute("print(6 * 7)")
+
+    queued, count, again = run_sync(scenario)()
+    assert count > 0  # the flood did arrive
+    # What waited unread is within the bound (plus one flush: the newest is kept whole).
+    assert queued <= bound + 64 * 1024, (queued, count)
+    assert again.ok and again.stdout == "42\n", again.reason
 
 
 def test_a_session_on_a_pooled_manager(runtime_dir: Path) -> None:
