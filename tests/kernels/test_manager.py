@@ -35,6 +35,7 @@ from codeact_kernel.terminal.demo import demo_tools
 
 from ..helpers import fence
 from ..scripted_llm import ScriptedLLMServer
+from ..security.forge import FORGE_PRELUDE
 from .test_remote import TOKEN_VAR, Gateway
 
 pytestmark = pytest.mark.timeout(240)
@@ -280,6 +281,36 @@ def test_the_gateway_backlog_is_bounded_while_the_host_reads_nothing(
     assert count > 0  # the flood did arrive
     # What waited unread is within the bound (plus one flush: the newest is kept whole).
     assert queued <= bound + 64 * 1024, (queued, count)
+    assert again.ok and again.stdout == "42\n", again.reason
+
+
+def test_gateway_shell_replies_to_nothing_the_host_sent_are_not_kept(
+    gateway: Gateway, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The kernel holds the key: it signs 500 execute_replies of 8 KB to a request nobody
+    # made. Nothing ever reads them, so they must not wait in the host.
+    monkeypatch.setenv(TOKEN_VAR, gateway.token)
+    manager = GatewayKernelManager(url=gateway.url, token_env=TOKEN_VAR)
+    forge = FORGE_PRELUDE + (  # after the cell ended, when the host reads no shell
+        "import threading, time\n"
+        "_nobody = _k.session.pack(_k.session.msg_header('execute_request'))\n"
+        "def _forge():\n"
+        "    time.sleep(0.5)\n"
+        "    for _ in range(500):\n"
+        "        _send_raw('shell', 'execute_reply', b'{\"status\": \"ok\", \"pad\": \"'"
+        " + b'x' * 8000 + b'\"}', _nobody)\n"
+        "threading.Thread(target=_forge, daemon=True).start()\n"
+    )
+
+    async def scenario() -> tuple[int, Any]:
+        async with KernelSession(manager=manager, runtime_dir=str(runtime_dir)) as session:
+            assert (await session.async_execute(forge)).ok
+            await asyncio.sleep(3)
+            left = manager._require().queues["shell"].qsize()
+            return left, await session.async_execute("print(6 * 7)")
+
+    left, again = run_sync(scenario)()
+    assert left == 0
     assert again.ok and again.stdout == "42\n", again.reason
 
 
