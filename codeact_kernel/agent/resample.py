@@ -68,7 +68,7 @@ async def fresh_reply(llm: LLM, messages: list[dict[str, Any]], tools: Any,
         return completion, None
     original = extract_code(completion.text) or completion.text
     spent = [completion]
-    # Anthropic, for one, takes no seed: its samples are then not repeatable, but they are.
+    # Anthropic, for one, takes no seed: its samples are still drawn, just not repeatable.
     seeded = llm.takes_param("seed")
     for seed in range(1, tries + 1):
         overrides: dict[str, Any] = {"temperature": temperature}

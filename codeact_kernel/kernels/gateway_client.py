@@ -196,14 +196,12 @@ class Backlog:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
-        self.dropped = 0
         self._items: deque[tuple[dict[str, Any], int]] = deque()
         self._ready = asyncio.Event()
 
     def put(self, msg: dict[str, Any], size: int) -> None:
         while self._items and self.bytes + size > self.max_bytes:
             self.bytes -= self._items.popleft()[1]
-            self.dropped += 1
         self._items.append((msg, size))
         self.bytes += size
         self._ready.set()
