@@ -36,7 +36,8 @@ from codeact_kernel.agent.prompt import DEFAULT_SYSTEM_PROMPT, render_system_pro
 from codeact_kernel.policy.rules import Policy
 from codeact_kernel.tools.listing import prompt_docs
 from codeact_kernel.tools.mcp import MCPConnection, MCPServerSpec, MCPTool, make_tools
-from codeact_kernel.tools.tool import ToolServer, tool
+from codeact_kernel.tools.server import ToolServer
+from codeact_kernel.tools.tool import tool
 
 SERVER = Path(__file__).with_name("mcp_bench_server.py")
 STARTUP = 120.0

@@ -35,7 +35,8 @@ from bench_tool_rpc import KERNEL_LOOP, _stats, echo
 from codeact_kernel import KernelSession
 from codeact_kernel.kernels.gateway import GatewaySession
 from codeact_kernel.kernels.stdin import StdinToolChannel
-from codeact_kernel.tools.tool import ToolServer, tool
+from codeact_kernel.tools.server import ToolServer
+from codeact_kernel.tools.tool import tool
 
 
 def _roundtrips(session: KernelSession, transport: str, calls: int) -> dict[str, float]:

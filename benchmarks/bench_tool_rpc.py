@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from codeact_kernel import KernelSession
-from codeact_kernel.tools.tool import ToolServer, tool
+from codeact_kernel.tools.server import ToolServer
+from codeact_kernel.tools.tool import tool
 
 TARGETS_MS = {"issue 3": 1.0, "issue 9": 0.5}
 

@@ -24,7 +24,8 @@ from codeact_kernel.kernels.execution import strip_ansi
 from codeact_kernel.kernels.stdin import StdinToolChannel
 from codeact_kernel.models.llm import LLM
 from codeact_kernel.tools.bootstrap import kernel_bootstrap_code
-from codeact_kernel.tools.tool import ToolServer, tool
+from codeact_kernel.tools.server import ToolServer
+from codeact_kernel.tools.tool import tool
 
 PROMPT = """\
 You solve tasks by writing Python code. Your code runs in a Python kernel, and variables \

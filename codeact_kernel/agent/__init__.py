@@ -1,9 +1,9 @@
 """The CodeAct loop: the model writes code, the kernel runs it, the observation goes back.
 
-``loop`` holds :class:`Agent`; ``prompt`` talks to the model, ``observation`` turns a
-kernel's result into what the model sees, ``workspace`` is what the agent itself runs in
-its kernel, ``handoff`` sends values into it, ``managed`` runs sub-agents as tools, and
-``results`` is the run as data.
+``loop`` holds :class:`Agent` and ``settings`` every option it has; ``prompt`` talks to
+the model, ``observation`` turns a kernel's result into what the model sees, ``workspace``
+is what the agent itself runs in its kernel, ``handoff`` sends values into it, ``managed``
+runs sub-agents as tools, and ``results`` is the run as data.
 """
 
 from __future__ import annotations

@@ -18,29 +18,22 @@ from types import TracebackType
 from typing import Any
 
 from jupyter_core.utils import run_sync
-from traitlets import Bool, Enum, Float, Instance, Int, List, Unicode, default
 
 from ..errors import CodeActError, ModelError
-from ..kernels.factory import make_session
-from ..kernels.session import KernelSession
 from ..kernels.stdin import StdinHandler, StdinToolChannel
-from ..models.llm import LLM, Completion
-from ..policy.rules import Policy
-from ..telemetry.config import Telemetry, env_configured
-from ..tools.hub import ToolHub, ToolOptions
+from ..models.llm import Completion
+from ..telemetry.config import env_configured
+from ..tools.bootstrap import kernel_bootstrap_code
+from ..tools.hub import ToolHub
 from ..tools.listing import function_specs, kernel_names, tool_meta
-from ..tools.tool import Tool, ToolServer, kernel_bootstrap_code, tool
+from ..tools.server import ToolServer
+from ..tools.tool import Tool, tool
 from ..trace.notebook import TraceWriter, answer_for_trace, tool_call_record
-from ..traits import JSONObject
 from .json_actions import assistant_message, json_step, parse_actions, require_function_calling
-from .limits import OutputLimits
 from .managed import ManagedAgentTool, SubAgents
 from .observation import failure_note, format_variables, model_view
 from .prompt import (
     CODE_NOT_RUN_MESSAGE,
-    DEFAULT_AUTO_PROMPT,
-    DEFAULT_JSON_PROMPT,
-    DEFAULT_SYSTEM_PROMPT,
     NO_CALL_MESSAGE,
     NO_CODE_MESSAGE,
     PREIMPORTED,
@@ -48,113 +41,20 @@ from .prompt import (
     render_system_prompt,
     strip_code,
 )
-from .recovery import CycleTracker, RecoveryOptions, compact, run_deadline
+from .recovery import CycleTracker, compact, run_deadline
 from .repair import check_with_repair
 from .resample import Resampled, fresh_reply
 from .results import AgentEvent, RunResult, StepRecord
+from .settings import RUN_META_SETTINGS, AgentSettings
 from .steps import execute_step, probe_install_code, record_refused, variables_now
 from .workspace import keep_full_output, setup_code
 
 EventCallback = Callable[[AgentEvent], Any]
-# The settings each run's trace metadata records (metadata.codeact.agent).
-_RUN_META_SETTINGS = ("name", "max_steps", "step_timeout", "max_output_chars", "action_format",
-                      "max_kept_output_chars", "max_trace_output_bytes", "preimport")
 
 
-class Agent(ToolOptions, OutputLimits, RecoveryOptions):
+class Agent(AgentSettings):
     """A CodeAct agent: the model acts by writing Python run in a sandboxed kernel.
-    Traits: MCP, approval, tool listing (ToolOptions); caps on what it keeps from the kernel
-    (OutputLimits); stub repair, cycle breaking, run budgets (RecoveryOptions)."""
-
-    name = Unicode("", help="Name of the agent (used when it is managed by another).").tag(
-        config=True
-    )
-    description = Unicode("", help="What the agent does, for an orchestrator's prompt.").tag(
-        config=True
-    )
-    max_steps = Int(10, help="Step budget of one run.").tag(config=True)
-    step_timeout = Float(
-        60.0, help="Wall-clock seconds one step's code may run before it is interrupted."
-    ).tag(config=True)
-    max_output_chars = Int(
-        10_000,
-        help="Characters of a step's output shown to the model; longer output is cut to "
-        "head and tail, and kept in the trace and as _outputs[step] in the kernel.",
-    ).tag(config=True)
-    system_prompt_template = Unicode(
-        DEFAULT_SYSTEM_PROMPT,
-        help="System prompt template (string.Template): $tools, $imports, $variables and "
-        "$preimported are "
-        "filled in. Keep an example in it that is unlike the tasks you expect.",
-    ).tag(config=True)
-    action_format = Enum(
-        ["code", "json", "auto"], "code",
-        help="How the model acts. 'code': it writes Python run in the sandboxed kernel "
-        "(CodeAct). 'json': it calls the tools by native function calling (JSON arguments, "
-        "schemas from the tools' signatures; final_answer is a function too), each call run "
-        "on the host like the kernel's calls. 'auto': each reply may do either. 'json' and "
-        "'auto' need a model with function calling (LLM.function_calling).",
-    ).tag(config=True)
-    json_prompt_template = Unicode(
-        DEFAULT_JSON_PROMPT,
-        help="System prompt template with action_format 'json' ($variables is filled in; "
-        "the tools travel as function schemas, not in the prompt).",
-    ).tag(config=True)
-    auto_prompt_template = Unicode(
-        DEFAULT_AUTO_PROMPT,
-        help="System prompt template with action_format 'auto' ($tools, $imports and "
-        "$variables are filled in, as in system_prompt_template).",
-    ).tag(config=True)
-    vision = Bool(
-        False, help="Send images produced by the code to the model (for vision models)."
-    ).tag(config=True)
-    trace_dir = Unicode("traces", help="Folder for trace notebooks when trace_path is empty.").tag(
-        config=True
-    )
-    trace_path = Unicode("", help="Path of the trace notebook of this agent's session.").tag(
-        config=True
-    )
-    tool_call_timeout = Float(300.0, help="Seconds one host tool call may take.").tag(config=True)
-    managed_agents_config = List(
-        JSONObject(),
-        help="Sub-agents declared in configuration, each a dict with name, description and "
-        "optionally model, api_base, api_key_env, tools (['pkg.module:function']), max_steps.",
-    ).tag(config=True)
-
-    otel_endpoint = Unicode(
-        "",
-        help="OTLP/HTTP endpoint (e.g. http://127.0.0.1:4318) that receives every run as "
-        "OpenTelemetry GenAI spans, live. Empty: the OTEL_EXPORTER_OTLP_ENDPOINT or "
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT environment decides; unset too: no export.",
-    ).tag(config=True)
-
-    llm = Instance(LLM, help="The model.")
-    telemetry = Instance(Telemetry, help="How runs become spans (sizes, redaction).")
-    policy = Instance(Policy, help="The AST policy applied before any code runs.")
-    session = Instance(KernelSession, help="The sandboxed kernel session.")
-    pool = Instance(
-        "codeact_kernel.kernels.pool.KernelPool", allow_none=True,
-        help="A warm pool the session takes its kernels from (each start takes a fresh, "
-        "already-started kernel). None: the session starts its own kernel.",
-    )
-
-    @default("llm")
-    def _default_llm(self) -> LLM:
-        return LLM(parent=self)
-
-    @default("telemetry")
-    def _default_telemetry(self) -> Telemetry:
-        return Telemetry(parent=self)
-
-    @default("policy")
-    def _default_policy(self) -> Policy:
-        return Policy(parent=self)
-
-    @default("session")
-    def _default_session(self) -> KernelSession:
-        # A local sandbox, or a kernel by connection file or from a gateway, per config;
-        # the warm pool serves local sandboxes only, so a configured remote kernel wins.
-        return make_session(self, pool=self.pool)
+    Its settings and parts are :class:`AgentSettings`' (settings.py)."""
 
     def __init__(
         self,
@@ -283,7 +183,7 @@ class Agent(ToolOptions, OutputLimits, RecoveryOptions):
         return {
             "model": self.llm.label,
             "agent": {
-                **{name: getattr(self, name) for name in _RUN_META_SETTINGS},
+                **{name: getattr(self, name) for name in RUN_META_SETTINGS},
                 "authorized_imports": sorted(self.policy.effective_imports()),
             },
             "tools": [tool_meta(t) for t in self.all_tools],

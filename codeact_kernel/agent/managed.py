@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CodeActError
-from ..tools.bootstrap import rpc_call, stub_source
+from ..tools.stubs import rpc_call, stub_source
 from ..tools.tool import Tool
 from .handoff import push_variables
 

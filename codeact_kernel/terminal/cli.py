@@ -98,6 +98,15 @@ class CodeActCommand(JupyterApp):
         """The classes whose settings this command documents and configures."""
         return []
 
+    def _classes_with_config_traits(self, classes: Any = None) -> Any:
+        # A listed class's settings may live on its bases (Agent's on AgentSettings and
+        # its groups): they are documented and configured as the listed class's, so
+        # `--help-all` and generated config files show each once, as Agent.<name>.
+        listed = set(self.classes if classes is None else classes)
+        for cls in super()._classes_with_config_traits(classes):
+            if cls in listed or issubclass(cls, Application):
+                yield cls
+
     def _find_subcommand(self, name: str) -> str:
         return ""  # no `codeact-<name>` executables found on PATH: subcommands are ours
 

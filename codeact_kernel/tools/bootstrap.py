@@ -2,7 +2,7 @@
 
 The client text (kernel_side/codec.py + rpc.py) is shipped into the kernel,
 which cannot import codeact_kernel, and kept there as ``sys.modules["_codeact_rpc"]``
-by ``kernel_side/bootstrap.py``; the stubs are ``kernel_side/templates.py``'s.
+by ``kernel_side/bootstrap.py``; the stubs are ``stubs.py``'s.
 """
 
 from __future__ import annotations
@@ -10,41 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..kernel_side import call, source, templates
+from ..kernel_side import call, source
 from .serialize import FINAL_ANSWER, host_accept, kernel_source
+from .stubs import final_answer_stub
 
 if TYPE_CHECKING:
     from .tool import Tool
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 TRANSPORTS = ("ipc", "stdin")
-
-
-FINAL_ANSWER_DOC = """Give the final answer of the task; the run ends after this step.
-
-Any value works: JSON types cross as they are, DataFrames/Series as Parquet,
-arrays as .npy, figures and images as PNG, anything else as its repr text.
-
-Args:
-    value: The answer.
-"""
-
-
-def final_answer_stub() -> str:
-    """The kernel-side ``final_answer``, rendered like the tool stubs."""
-    return stub_source(f"{FINAL_ANSWER}(value: 'Any') -> 'None'", FINAL_ANSWER_DOC, "final(value)")
-
-
-def stub_source(header: str, doc: str | None, rpc_call: str) -> str:
-    """A kernel-side function with ``header`` and ``doc`` whose body asks the host."""
-    return templates.TOOL_STUB.substitute(header=header, doc=repr(doc), call=rpc_call)
-
-
-def rpc_call(name: str, positional: list[str], named: list[str]) -> str:
-    """The request a stub sends: its parameters, by position and by name."""
-    return templates.TOOL_CALL.substitute(
-        name=repr(name), positional="".join(f"{n}, " for n in positional),
-        named=", ".join(f"{n!r}: {n}" for n in named))
 
 
 def kernel_bootstrap_code(

@@ -38,8 +38,8 @@ from traitlets import Enum, Float
 from traitlets.config import Configurable
 
 from ..errors import MCPServerError, MCPToolError, ToolError
-from .bootstrap import rpc_call, stub_source
 from .mcp_schema import SchemaSignature, docstring, identifier, read_schemas
+from .stubs import rpc_call, stub_source
 from .tool import Tool, parse_docstring
 
 if TYPE_CHECKING:

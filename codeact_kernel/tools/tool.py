@@ -1,7 +1,7 @@
 """Host-side tools: ``@tool`` functions that the sandboxed kernel calls over RPC.
 
 In the kernel each tool is a stub with the same name, signature and docstring;
-calling it sends the arguments to the :class:`ToolServer` on the host, which
+calling it sends the arguments to the ``ToolServer`` on the host (server.py), which
 checks them against the signature, runs the real function and sends the result
 back. No tool source and no secret ever enters the sandbox.
 
@@ -41,19 +41,10 @@ from typing import Any, overload
 from ..errors import ToolError
 from ..kernel_side import templates
 from .args import ArgumentMismatch, annotation_text, check_value
-from .bootstrap import kernel_bootstrap_code, rpc_call, stub_source
-from .serialize import FINAL_ANSWER, FinalAnswer
-from .server import ToolCall, ToolServer
+from .serialize import FINAL_ANSWER
+from .stubs import rpc_call, stub_source
 
-__all__ = [
-    "FINAL_ANSWER",
-    "FinalAnswer",
-    "Tool",
-    "ToolCall",
-    "ToolServer",
-    "kernel_bootstrap_code",
-    "tool",
-]
+__all__ = ["Tool", "tool"]
 
 RESERVED_NAMES = frozenset({FINAL_ANSWER, "ToolCallError", "get_ipython"})
 _SECTION_RE = re.compile(r"^(\w[\w ]*):\s*$")

@@ -24,7 +24,9 @@ from traitlets.config import Configurable
 from ..agent.observation import observed_text
 from ..agent.workspace import keep_full_output
 from ..kernels.session import KernelSession
-from ..tools.tool import Tool, ToolServer, kernel_bootstrap_code
+from ..tools.bootstrap import kernel_bootstrap_code
+from ..tools.server import ToolServer
+from ..tools.tool import Tool
 from .actions import INVALID_CALL_TAG
 from .caps import cap_outputs
 from .notebook import BLOCKED_TAG, SETUP_TAG, load_trace

@@ -19,7 +19,8 @@ from codeact_kernel.kernels.stdin import (
     decode_frames,
     encode_frames,
 )
-from codeact_kernel.tools.tool import ToolServer, tool
+from codeact_kernel.tools.server import ToolServer
+from codeact_kernel.tools.tool import tool
 
 
 @tool

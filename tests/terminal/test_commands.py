@@ -4,6 +4,7 @@ Jupyter config path and --config, repeated options that accumulate, lazy subcomm
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -120,6 +121,10 @@ def test_generate_config_writes_the_file_the_path_reads(config_dir: Path) -> Non
     assert main(["run", "--generate-config"]) == 0
     written = (config_dir / "codeact_config.py").read_text()
     assert "# c.Agent.max_steps = 10" in written and "# c.LLM.model = 'local'" in written
+    # Settings that live on Agent's bases are written once, under Agent.
+    assert "# c.Agent.break_cycles = True" in written and "# c.Agent.mcp_servers" in written
+    assert not re.search(r"c\.(AgentSettings|RecoveryOptions|OutputLimits|ToolOptions)\.",
+                         written)
     (config_dir / "codeact_config.py").write_text(
         written.replace("# c.Agent.max_steps = 10", "c.Agent.max_steps = 2"))
     assert Agent(parent=run_command("task")).max_steps == 2

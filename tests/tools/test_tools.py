@@ -21,8 +21,10 @@ import zmq
 from codeact_kernel import KernelSession, ToolError
 from codeact_kernel.kernel_side import codec
 from codeact_kernel.terminal.demo import get_population, search_cities
-from codeact_kernel.tools.serialize import decode_final_answer, kernel_source
-from codeact_kernel.tools.tool import FINAL_ANSWER, Tool, ToolServer, kernel_bootstrap_code, tool
+from codeact_kernel.tools.bootstrap import kernel_bootstrap_code
+from codeact_kernel.tools.serialize import FINAL_ANSWER, decode_final_answer, kernel_source
+from codeact_kernel.tools.server import ToolServer
+from codeact_kernel.tools.tool import Tool, tool
 from codeact_kernel.tools.workers import Workers
 
 SECRET_VAR = "CODEACT_TEST_SECRET_TOKEN"
