@@ -45,9 +45,9 @@ class OutputBudget:
         self.kept_bytes += size
         self.kept_messages += 1
 
-    def drop(self, size: int) -> None:
+    def drop(self, size: int, messages: int = 1) -> None:
         self.dropped_bytes += size
-        self.dropped_messages += 1
+        self.dropped_messages += messages
 
     def note(self) -> str:
         """What was dropped, for the result's reason; empty when nothing was."""

@@ -89,6 +89,12 @@ class BoundedKernelClient(AsyncKernelClient):
         monitor.connect(address)
         self._monitors[name] = monitor
 
+    def loss_cause(self) -> str:
+        """Why messages go missing on these channels, for the execution's note."""
+        return (f"one was over the {self.max_message_bytes:,} byte limit "
+                "(BoundedKernelClient.max_message_bytes) or the channel was closed; it was "
+                "re-opened")
+
     def lost_channels(self) -> set[str]:
         """The channels whose connection dropped since the last call.
 

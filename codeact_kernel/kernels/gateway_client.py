@@ -196,12 +196,16 @@ class Backlog:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
+        # Dropped since the reader last took the counts: (messages, bytes).
+        self.dropped = (0, 0)
         self._items: deque[tuple[dict[str, Any], int]] = deque()
         self._ready = asyncio.Event()
 
     def put(self, msg: dict[str, Any], size: int) -> None:
         while self._items and self.bytes + size > self.max_bytes:
-            self.bytes -= self._items.popleft()[1]
+            gone = self._items.popleft()[1]
+            self.bytes -= gone
+            self.dropped = (self.dropped[0] + 1, self.dropped[1] + gone)
         self._items.append((msg, size))
         self.bytes += size
         self._ready.set()
@@ -371,6 +375,23 @@ class GatewayChannels:
 
     def _drain(self, channel: str) -> None:
         self.queues[channel].clear()
+
+    def take_dropped(self) -> dict[str, tuple[int, int]]:
+        """The channels whose backlog dropped messages since the last call, each with
+        how many and their bytes; the counts start again from zero."""
+        dropped = {}
+        for name, queue in self.queues.items():
+            if queue.dropped[0]:
+                dropped[name] = queue.dropped
+                queue.dropped = (0, 0)
+        return dropped
+
+    def loss_cause(self) -> str:
+        """Why messages go missing on these channels, for the execution's note."""
+        bound = next(iter(self.queues.values())).max_bytes
+        return (f"the host read them more slowly than the kernel sent, and the unread ones "
+                f"passed the {bound:,} byte bound (GatewayKernelManager.max_backlog_bytes): "
+                "the oldest were dropped")
 
     def stop_channels(self) -> None:
         self._reader.cancel()

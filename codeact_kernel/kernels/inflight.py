@@ -4,8 +4,9 @@ Every wait has a bound. The cell is over when both its reply and its idle status
 arrived; it is interrupted at its deadline, or as soon as it floods (it produced as
 much again as its output budget allows after the budget ran out); if it will not
 stop within the grace, the session restarts the kernel. A connection that libzmq
-dropped (a message over the size limit) loses messages: the cell is over when the
-other channel says so, and a restart settles it when both were lost.
+dropped (a message over the size limit), or a gateway backlog that dropped its oldest
+messages, loses messages: the cell is over when the other channel says so, and a
+restart settles it when both were lost.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import zmq
 
 from ..errors import SessionClosed
 from .client import BoundedKernelClient
+from .manager import DroppingChannels
 from .outputs import OutputCollector
 from .stdin import InputClock
 
@@ -48,12 +50,11 @@ class Verdict:
                     "(KernelSession.interrupt_on_flood)")
         return f"timed out after {limit:g}s"
 
-    def lost_note(self, max_bytes: int) -> str:
+    def lost_note(self, cause: str) -> str:
+        """``cause``: why the channels lose messages (the channels' ``loss_cause()``)."""
         if not self.lost:
             return ""
-        return (f"messages from the kernel were lost on {', '.join(sorted(self.lost))}: one "
-                f"was over the {max_bytes:,} byte limit (BoundedKernelClient.max_message_bytes) or "
-                "the channel was closed; it was re-opened")
+        return f"messages from the kernel were lost on {', '.join(sorted(self.lost))}: {cause}"
 
 
 class InFlight:
@@ -169,25 +170,39 @@ class InFlight:
         return Verdict(kind, flood, set(self.lost), set(self.reopened))
 
     async def _check_lost(self) -> None:
-        if not isinstance(self.kc, BoundedKernelClient):
+        kc = self.kc
+        if isinstance(kc, BoundedKernelClient):
+            await self._reopen_lost(kc)
+        elif isinstance(kc, DroppingChannels):
+            # A backlog that dropped loses messages as a dropped connection does (its
+            # idle status may be among them), with nothing to re-open; what was dropped
+            # counts against the budget, so a flood still ends at its flood interrupt.
+            dropped = kc.take_dropped()
+            self.lost |= set(dropped)
+            if "iopub" in dropped:
+                messages, size = dropped["iopub"]
+                self.collector.budget.drop(size, messages)
+        else:
             return
-        lost = self.kc.lost_channels()
+        if self._reply is not None and self._reply.done() and self._replied_at is None:
+            self._replied_at = time.monotonic()
+        if {"iopub", "shell"} <= self.lost and self._both_lost_at is None:
+            self._both_lost_at = time.monotonic()
+
+    async def _reopen_lost(self, kc: BoundedKernelClient) -> None:
+        lost = kc.lost_channels()
         self.lost |= lost
         assert self._pump is not None
         if "iopub" in lost and not self._pump.done():
             # libzmq will not reconnect: re-open now, so the rest of the cell's output
             # (its end above all) is seen, and count the loss against the budget.
             # The message that broke the connection was at least the size limit.
-            self.collector.budget.drop(self.kc.max_message_bytes)
+            self.collector.budget.drop(kc.max_message_bytes)
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
-            await self.kc.reopen({"iopub"}, welcome=False)  # a flood: no greeting to await
+            await kc.reopen({"iopub"}, welcome=False)  # a flood: no greeting to await
             self.reopened.add("iopub")
             self._pump = asyncio.ensure_future(self.pump_iopub())
-        if self._reply is not None and self._reply.done() and self._replied_at is None:
-            self._replied_at = time.monotonic()
-        if {"iopub", "shell"} <= self.lost and self._both_lost_at is None:
-            self._both_lost_at = time.monotonic()
 
     def _over_despite_loss(self) -> bool:
         """Whether the end is known, or can never be, with a channel lost. With both

@@ -27,7 +27,7 @@ import asyncio
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from traitlets.config import LoggingConfigurable
 from traitlets.traitlets import MetaHasTraits
@@ -61,6 +61,18 @@ class KernelChannels(Protocol):
     async def wait_for_ready(self, timeout: float) -> None: ...
 
     def stop_channels(self) -> None: ...
+
+
+@runtime_checkable
+class DroppingChannels(Protocol):
+    """Channels that drop their oldest unread messages past a bound instead of holding
+    them all (``GatewayChannels``: a websocket is read whether or not the host consumes).
+    ZMQ channels bound themselves in libzmq and report a dropped connection instead
+    (``BoundedKernelClient.lost_channels``)."""
+
+    def take_dropped(self) -> dict[str, tuple[int, int]]: ...
+
+    def loss_cause(self) -> str: ...
 
 
 class _Meta(ABCMeta, MetaHasTraits):

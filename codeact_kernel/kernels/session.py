@@ -36,7 +36,7 @@ from .client import BoundedKernelClient
 from .execution import ExecutionResult
 from .inflight import InFlight, Verdict
 from .local import SandboxKernelManager
-from .manager import KernelChannels, SessionKernelManager
+from .manager import DroppingChannels, KernelChannels, SessionKernelManager
 from .outputs import OutputCollector
 from .stdin import (
     ApprovalHandler,
@@ -401,7 +401,7 @@ class KernelSession(Configurable):
             await self._check_exhausted(result, before)
         if verdict.kind != "died":  # a dying kernel drops every connection: no news
             result.lost_channels = sorted(verdict.lost)
-            result.add_note(verdict.lost_note(getattr(self.kc, "max_message_bytes", 0)))
+            result.add_note(verdict.lost_note(self._loss_cause()))
         return result
 
     async def _check_exhausted(self, result: ExecutionResult, before: Counters) -> None:
@@ -414,9 +414,18 @@ class KernelSession(Configurable):
             result.set_reason(f"the cell hit {exhausted}; the kernel was restarted and {LOST}")
 
     def _lost_channels(self) -> set[str]:
-        """Channels whose connection libzmq dropped (a message over the size limit)."""
+        """Channels whose connection libzmq dropped (a message over the size limit). A
+        gateway backlog's drops are forgotten: between cells they were stale output."""
         kc = self.kc
+        if isinstance(kc, DroppingChannels):
+            kc.take_dropped()
         return kc.lost_channels() if isinstance(kc, BoundedKernelClient) else set()
+
+    def _loss_cause(self) -> str:
+        kc = self.kc
+        if isinstance(kc, (BoundedKernelClient, DroppingChannels)):
+            return kc.loss_cause()
+        return "the channel was closed"
 
     async def _reopen(self, lost: set[str], welcome: bool = True) -> None:
         kc = self.kc

@@ -275,13 +275,33 @@ def test_the_gateway_backlog_is_bounded_while_the_host_reads_nothing(
             while not iopub.empty():
                 queued += len(json.dumps(iopub.get_nowait(), default=str))
                 count += 1
-            return queued, count, await session.async_execute("print(6 * 7)")
+            # Long enough for the session to look for losses while the cell runs.
+            again = await session.async_execute("import time; time.sleep(0.5); print(6 * 7)")
+            return queued, count, again
 
     queued, count, again = run_sync(scenario)()
     assert count > 0  # the flood did arrive
     # What waited unread is within the bound (plus one flush: the newest is kept whole).
     assert queued <= bound + 64 * 1024, (queued, count)
     assert again.ok and again.stdout == "42\n", again.reason
+    # What was dropped meanwhile was stale output: it is not a loss of the next cell's.
+    assert again.lost_channels == [], again.reason
+
+
+def test_gateway_backlog_drops_are_reported_to_the_cell_that_lost_output(
+    gateway: Gateway, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a bound below one message, each message the reader queues before the cell's
+    # pump takes the last one drops it. The cell must say that its output was lost and
+    # why, count it against its budget, and still end on its reply.
+    monkeypatch.setenv(TOKEN_VAR, gateway.token)
+    manager = GatewayKernelManager(url=gateway.url, token_env=TOKEN_VAR, max_backlog_bytes=1)
+    with KernelSession(manager=manager, runtime_dir=str(runtime_dir)) as session:
+        result = session.execute("for i in range(3000):\n    print(i, flush=True)", timeout=60)
+        assert result.lost_channels == ["iopub"], (result.lost_channels, result.reason)
+        assert "GatewayKernelManager.max_backlog_bytes" in result.reason
+        assert not result.timed_out and result.duration < 30, result.reason
+        assert result.stdout.count("\n") < 3000  # what was lost is not made up
 
 
 def test_gateway_shell_replies_to_nothing_the_host_sent_are_not_kept(
