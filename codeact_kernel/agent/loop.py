@@ -8,12 +8,10 @@ trace modules and keeps none of their logic itself.
 from __future__ import annotations
 
 import asyncio
-import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -39,14 +37,14 @@ from .prompt import (
     PREIMPORTED,
     extract_code,
     render_system_prompt,
-    strip_code,
 )
 from .recovery import CycleTracker, compact, run_deadline
 from .repair import check_with_repair
 from .resample import Resampled, fresh_reply
-from .results import AgentEvent, RunResult, StepRecord
+from .results import AgentEvent, RunResult, StepRecord, emitter
 from .settings import RUN_META_SETTINGS, AgentSettings
 from .steps import execute_step, probe_install_code, record_refused, variables_now
+from .votes import Ballot, tally, winner
 from .workspace import keep_full_output, setup_code
 
 EventCallback = Callable[[AgentEvent], Any]
@@ -131,7 +129,7 @@ class Agent(AgentSettings):
         except BaseException:
             await self.aclose()
             raise
-        self.trace = TraceWriter(self._trace_file(), self._run_meta())
+        self.trace = TraceWriter(self.trace_file(), self._run_meta())
         self._attach_telemetry(self.trace)
         self._started = True
         return self
@@ -171,13 +169,6 @@ class Agent(AgentSettings):
         )
         # The probe last: what the setup itself registered is the baseline.
         return [*setup_code(tool_client, self.preimport), probe_install_code()]
-
-    def _trace_file(self) -> Path:
-        if self.trace_path:
-            return Path(self.trace_path)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        slug = re.sub(r"[^a-z0-9]+", "-", (self.name or "run").lower()).strip("-")
-        return Path(self.trace_dir) / f"{stamp}-{slug}-{id(self) % 10000:04d}.ipynb"
 
     def _run_meta(self) -> dict[str, Any]:
         return {
@@ -235,7 +226,10 @@ class Agent(AgentSettings):
                 try:
                     if self._time_left() <= 0:
                         raise TimeoutError
-                    record = await self._step(step, _emitter(on_event, step), stdin_handler)
+                    record = await self._step(step, emitter(on_event, step), stdin_handler)
+                    if step == 1 and self.vote_samples and self.action_format == "code":
+                        record = await self._vote(record, result, emitter(on_event, step),
+                                                  stdin_handler)
                 except TimeoutError:  # no time left for a step, or the model outlasted it
                     result.status = "timeout"
                     result.reason = (f"the run's time limit ran out at step {step} "
@@ -302,7 +296,8 @@ class Agent(AgentSettings):
         self._cycles = CycleTracker(opening=len(self.messages))
 
     async def _step(
-        self, step: int, emit: Callable[[str, Any], None], stdin: StdinHandler | None
+        self, step: int, emit: Callable[[str, Any], None], stdin: StdinHandler | None,
+        sample: int = 0,
     ) -> StepRecord:
         self.step_counter += 1
         emit("thinking", None)
@@ -310,7 +305,8 @@ class Agent(AgentSettings):
         specs = function_specs(self.all_tools) if self.action_format != "code" else None
         left = self._time_left()
         completion, resampled = await asyncio.wait_for(
-            self._reply(specs, emit), timeout=None if left == float("inf") else max(left, 0.5))
+            self._reply(specs, emit, sample),
+            timeout=None if left == float("inf") else max(left, 0.5))
         actions = parse_actions(completion.tool_calls, self.all_tools) if specs else []
         code = extract_code(completion.text) if self.action_format != "json" else None
         skipped_code = actions and code is not None
@@ -319,8 +315,9 @@ class Agent(AgentSettings):
             self.messages.append(assistant_message(completion.text, actions))
         else:
             self.messages.append({"role": "assistant", "content": completion.text})
-        record = _new_record(step, completion, code)
+        record = StepRecord.from_completion(step, completion, code)
         record.resampled = asdict(resampled) if resampled else None
+        record.sample = sample
         assert self.trace is not None
         try:
             if actions:
@@ -348,12 +345,46 @@ class Agent(AgentSettings):
         emit("step_end", record)
         return record
 
-    async def _reply(self, specs: Any, emit: Callable[[str, Any], None]
+    async def _reply(self, specs: Any, emit: Callable[[str, Any], None], sample: int = 0,
                      ) -> tuple[Completion, Resampled | None]:
+        if sample:  # a vote's sample: taken as it comes
+            overrides: dict[str, Any] = {"temperature": self.resample_temperature}
+            if self.llm.takes_param("seed"):
+                overrides["seed"] = sample
+            return await self.llm.complete(self.messages, lambda t: emit("token", t), specs,
+                                           overrides), None
         completion = await self.llm.complete(self.messages, lambda t: emit("token", t), specs)
         return await fresh_reply(self.llm, self.messages, specs, completion, self._cycles,
                                  self.resample_repeats, self.resample_temperature,
                                  calls_only=self.action_format == "json")
+
+    async def _vote(self, greedy: StepRecord, result: RunResult,
+                    emit: Callable[[str, Any], None], stdin: StdinHandler | None,
+                    ) -> StepRecord:
+        """Run vote_samples sampled first steps from the same start as ``greedy``, and keep
+        the one whose answer most runs gave (votes.py); the others count as samples."""
+        assert self.tool_server is not None and self.trace is not None
+        start, counter = self.messages[: self._cycles.opening], self.step_counter
+        ballots = [Ballot(0, greedy, self.tool_server.final_answer, self.messages)]
+        for seed in range(1, self.vote_samples + 1):
+            if self._time_left() <= 0:
+                break
+            # Each sample is step 1 of its own conversation, as the greedy reply was.
+            self.messages, self.step_counter = list(start), counter - 1
+            self.tool_server.reset_final_answer()
+            try:
+                record = await self._step(1, emit, stdin, sample=seed)
+            except TimeoutError:  # the model outlasted the run: vote with what ran
+                break
+            ballots.append(Ballot(seed, record, self.tool_server.final_answer, self.messages))
+        chosen = winner(ballots)
+        kept = chosen or ballots[0]
+        self.messages, self.step_counter = kept.messages, counter
+        self.tool_server.reset_final_answer(kept.answer)
+        self.trace.add_note("vote", *tally(ballots, chosen))
+        for ballot in (b for b in ballots if b is not kept):
+            result.add_sample(ballot.record)
+        return kept.record
 
     async def _act(
         self, record: StepRecord, code: str, emit: Callable[[str, Any], None],
@@ -474,25 +505,3 @@ class Agent(AgentSettings):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-def _emitter(on_event: EventCallback | None, step: int) -> Callable[[str, Any], None]:
-    def emit(kind: str, data: Any) -> None:
-        if on_event is not None:
-            on_event(AgentEvent(kind, step, data))
-
-    return emit
-
-
-def _new_record(step: int, completion: Completion, code: str | None) -> StepRecord:
-    return StepRecord(
-        step=step,
-        model_text=strip_code(completion.text) if code is not None else completion.text,
-        code=code,
-        model=completion.model,
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-        cost=completion.cost,
-        llm_duration=round(completion.duration, 4),
-    )
-

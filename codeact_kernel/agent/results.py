@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbformat import NotebookNode
 
 from ..kernels.execution import ExecutionResult
 from ..trace.caps import cap_outputs
+from .prompt import strip_code
+
+if TYPE_CHECKING:
+    from ..models.llm import Completion
 
 
 @dataclass
@@ -54,8 +59,21 @@ class StepRecord:
     repaired_from: str = ""
     repairs: list[str] = field(default_factory=list)
     cycle_of: int | None = None  # the earlier step this failed attempt repeated
+    sample: int = 0  # a vote's sampled run of this step: its seed (votes.py); 0: not one
     # A greedy reply that repeated failed code, sampled again (resample.Resampled).
     resampled: dict[str, Any] | None = None
+
+    @classmethod
+    def from_completion(cls, step: int, completion: Completion, code: str | None,
+                        ) -> StepRecord:
+        """A step's record as its reply left it: the prose (the whole reply when it has
+        no code), the code, and what the reply cost."""
+        return cls(step=step, code=code, model=completion.model,
+                   model_text=strip_code(completion.text) if code is not None
+                   else completion.text,
+                   prompt_tokens=completion.prompt_tokens,
+                   completion_tokens=completion.completion_tokens, cost=completion.cost,
+                   llm_duration=round(completion.duration, 4))
 
     @property
     def blocked(self) -> bool:
@@ -81,7 +99,7 @@ class StepRecord:
         meta = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
                 if f.name not in ("model_text", "code", "outputs")}
         for key in ("cleared_outputs", "cleared_outputs_dropped", "output_dropped",
-                    "lost_channels", "outputs_cut", "actions", "resampled"):
+                    "lost_channels", "outputs_cut", "actions", "resampled", "sample"):
             if not meta[key]:
                 meta.pop(key)  # most steps clear, drop, lose and cut nothing
         return meta
@@ -97,6 +115,16 @@ class AgentEvent:
     data: Any = None
 
 
+def emitter(on_event: Callable[[AgentEvent], Any] | None, step: int,
+            ) -> Callable[[str, Any], None]:
+    """``emit(kind, data)`` for ``step``: an AgentEvent to ``on_event``, if any."""
+    def emit(kind: str, data: Any) -> None:
+        if on_event is not None:
+            on_event(AgentEvent(kind, step, data))
+
+    return emit
+
+
 @dataclass
 class RunResult:
     """How a run ended. ``status``: answered, max_steps, timeout, error or interrupted."""
@@ -106,6 +134,8 @@ class RunResult:
     answer_kind: str = ""
     reason: str = ""
     steps: list[StepRecord] = field(default_factory=list)
+    # Runs of the first step a vote did not keep (votes.py): not steps, but spent.
+    samples: list[StepRecord] = field(default_factory=list)
     trace_path: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -119,6 +149,14 @@ class RunResult:
     def add_step(self, record: StepRecord) -> None:
         """Count a finished step in the run's steps and totals."""
         self.steps.append(record)
+        self._spend(record)
+
+    def add_sample(self, record: StepRecord) -> None:
+        """Count a run of a step that a vote did not keep in the totals, not the steps."""
+        self.samples.append(record)
+        self._spend(record)
+
+    def _spend(self, record: StepRecord) -> None:
         self.prompt_tokens += record.prompt_tokens
         self.completion_tokens += record.completion_tokens
         self.cost += record.cost or 0.0

@@ -9,6 +9,10 @@ Each is configured as ``Agent.<name>``.
 
 from __future__ import annotations
 
+import re
+import time
+from pathlib import Path
+
 from traitlets import Bool, Enum, Float, Instance, Int, List, Unicode, default
 
 from ..kernels.factory import make_session
@@ -24,7 +28,8 @@ from .recovery import RecoveryOptions
 
 # The settings each run's trace metadata records (metadata.codeact.agent).
 RUN_META_SETTINGS = ("name", "max_steps", "step_timeout", "max_output_chars", "action_format",
-                     "max_kept_output_chars", "max_trace_output_bytes", "preimport")
+                     "max_kept_output_chars", "max_trace_output_bytes", "preimport",
+                     "vote_samples")
 
 
 class AgentSettings(ToolOptions, OutputLimits, RecoveryOptions):
@@ -102,6 +107,14 @@ class AgentSettings(ToolOptions, OutputLimits, RecoveryOptions):
         help="A warm pool the session takes its kernels from (each start takes a fresh, "
         "already-started kernel). None: the session starts its own kernel.",
     )
+
+    def trace_file(self) -> Path:
+        """The trace notebook's path: trace_path, else a new name in trace_dir."""
+        if self.trace_path:
+            return Path(self.trace_path)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        slug = re.sub(r"[^a-z0-9]+", "-", (self.name or "run").lower()).strip("-")
+        return Path(self.trace_dir) / f"{stamp}-{slug}-{id(self) % 10000:04d}.ipynb"
 
     @default("llm")
     def _default_llm(self) -> LLM:

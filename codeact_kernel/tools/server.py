@@ -219,9 +219,10 @@ class ToolServer:
         with self._lock:
             return self._final
 
-    def reset_final_answer(self) -> None:
+    def reset_final_answer(self, answer: FinalAnswer | None = None) -> None:
+        """Clear the final answer, or put ``answer`` in its place (a vote's winner)."""
         with self._lock:
-            self._final = None
+            self._final = answer
 
     # ---- socket thread ---------------------------------------------------------------
 
