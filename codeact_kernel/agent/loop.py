@@ -44,7 +44,6 @@ from .resample import Resampled, fresh_reply
 from .results import AgentEvent, RunResult, StepRecord, emitter
 from .settings import RUN_META_SETTINGS, AgentSettings
 from .steps import execute_step, probe_install_code, record_refused, variables_now
-from .votes import Ballot, tally, winner
 from .workspace import keep_full_output, setup_code
 
 EventCallback = Callable[[AgentEvent], Any]
@@ -227,9 +226,6 @@ class Agent(AgentSettings):
                     if self._time_left() <= 0:
                         raise TimeoutError
                     record = await self._step(step, emitter(on_event, step), stdin_handler)
-                    if step == 1 and self.vote_samples and self.action_format == "code":
-                        record = await self._vote(record, result, emitter(on_event, step),
-                                                  stdin_handler)
                 except TimeoutError:  # no time left for a step, or the model outlasted it
                     result.status = "timeout"
                     result.reason = (f"the run's time limit ran out at step {step} "
@@ -296,8 +292,7 @@ class Agent(AgentSettings):
         self._cycles = CycleTracker(opening=len(self.messages))
 
     async def _step(
-        self, step: int, emit: Callable[[str, Any], None], stdin: StdinHandler | None,
-        sample: int = 0,
+        self, step: int, emit: Callable[[str, Any], None], stdin: StdinHandler | None
     ) -> StepRecord:
         self.step_counter += 1
         emit("thinking", None)
@@ -305,8 +300,7 @@ class Agent(AgentSettings):
         specs = function_specs(self.all_tools) if self.action_format != "code" else None
         left = self._time_left()
         completion, resampled = await asyncio.wait_for(
-            self._reply(specs, emit, sample),
-            timeout=None if left == float("inf") else max(left, 0.5))
+            self._reply(specs, emit), timeout=None if left == float("inf") else max(left, 0.5))
         actions = parse_actions(completion.tool_calls, self.all_tools) if specs else []
         code = extract_code(completion.text) if self.action_format != "json" else None
         skipped_code = actions and code is not None
@@ -317,7 +311,6 @@ class Agent(AgentSettings):
             self.messages.append({"role": "assistant", "content": completion.text})
         record = StepRecord.from_completion(step, completion, code)
         record.resampled = asdict(resampled) if resampled else None
-        record.sample = sample
         assert self.trace is not None
         try:
             if actions:
@@ -345,46 +338,12 @@ class Agent(AgentSettings):
         emit("step_end", record)
         return record
 
-    async def _reply(self, specs: Any, emit: Callable[[str, Any], None], sample: int = 0,
+    async def _reply(self, specs: Any, emit: Callable[[str, Any], None]
                      ) -> tuple[Completion, Resampled | None]:
-        if sample:  # a vote's sample: taken as it comes
-            overrides: dict[str, Any] = {"temperature": self.resample_temperature}
-            if self.llm.takes_param("seed"):
-                overrides["seed"] = sample
-            return await self.llm.complete(self.messages, lambda t: emit("token", t), specs,
-                                           overrides), None
         completion = await self.llm.complete(self.messages, lambda t: emit("token", t), specs)
         return await fresh_reply(self.llm, self.messages, specs, completion, self._cycles,
                                  self.resample_repeats, self.resample_temperature,
                                  calls_only=self.action_format == "json")
-
-    async def _vote(self, greedy: StepRecord, result: RunResult,
-                    emit: Callable[[str, Any], None], stdin: StdinHandler | None,
-                    ) -> StepRecord:
-        """Run vote_samples sampled first steps from the same start as ``greedy``, and keep
-        the one whose answer most runs gave (votes.py); the others count as samples."""
-        assert self.tool_server is not None and self.trace is not None
-        start, counter = self.messages[: self._cycles.opening], self.step_counter
-        ballots = [Ballot(0, greedy, self.tool_server.final_answer, self.messages)]
-        for seed in range(1, self.vote_samples + 1):
-            if self._time_left() <= 0:
-                break
-            # Each sample is step 1 of its own conversation, as the greedy reply was.
-            self.messages, self.step_counter = list(start), counter - 1
-            self.tool_server.reset_final_answer()
-            try:
-                record = await self._step(1, emit, stdin, sample=seed)
-            except TimeoutError:  # the model outlasted the run: vote with what ran
-                break
-            ballots.append(Ballot(seed, record, self.tool_server.final_answer, self.messages))
-        chosen = winner(ballots)
-        kept = chosen or ballots[0]
-        self.messages, self.step_counter = kept.messages, counter
-        self.tool_server.reset_final_answer(kept.answer)
-        self.trace.add_note("vote", *tally(ballots, chosen))
-        for ballot in (b for b in ballots if b is not kept):
-            result.add_sample(ballot.record)
-        return kept.record
 
     async def _act(
         self, record: StepRecord, code: str, emit: Callable[[str, Any], None],

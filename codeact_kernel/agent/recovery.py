@@ -60,17 +60,8 @@ class RecoveryOptions(Configurable):
         "first reply that does something new; the trace keeps what was replaced. 0: go on "
         "with every reply as it is.",
     ).tag(config=True)
-    vote_samples = Int(
-        0, min=0, help="action_format code: after the first step, sample this many more "
-        "replies to the task at resample_temperature (seeds 1, 2, ...), run each from the "
-        "same start, and end the step with the answer most runs gave (the greedy reply's on "
-        "a tie; a degenerate answer counts for none); with no answer at all the run goes "
-        "on from the greedy reply. Each sample calls the tools again: only for tools "
-        "without side effects. The trace keeps every sample and the tally. 0: no vote.",
-    ).tag(config=True)
     resample_temperature = Float(
-        0.7, min=0.0, help="Temperature of the replies resample_repeats and vote_samples "
-        "ask for.",
+        0.7, min=0.0, help="Temperature of the replies resample_repeats asks for.",
     ).tag(config=True)
     max_run_seconds = Float(
         600.0, help="Wall-clock seconds one run may take; no step starts after it and a "

@@ -59,7 +59,6 @@ class StepRecord:
     repaired_from: str = ""
     repairs: list[str] = field(default_factory=list)
     cycle_of: int | None = None  # the earlier step this failed attempt repeated
-    sample: int = 0  # a vote's sampled run of this step: its seed (votes.py); 0: not one
     # A greedy reply that repeated failed code, sampled again (resample.Resampled).
     resampled: dict[str, Any] | None = None
 
@@ -99,7 +98,7 @@ class StepRecord:
         meta = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
                 if f.name not in ("model_text", "code", "outputs")}
         for key in ("cleared_outputs", "cleared_outputs_dropped", "output_dropped",
-                    "lost_channels", "outputs_cut", "actions", "resampled", "sample"):
+                    "lost_channels", "outputs_cut", "actions", "resampled"):
             if not meta[key]:
                 meta.pop(key)  # most steps clear, drop, lose and cut nothing
         return meta
@@ -134,8 +133,6 @@ class RunResult:
     answer_kind: str = ""
     reason: str = ""
     steps: list[StepRecord] = field(default_factory=list)
-    # Runs of the first step a vote did not keep (votes.py): not steps, but spent.
-    samples: list[StepRecord] = field(default_factory=list)
     trace_path: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -149,14 +146,6 @@ class RunResult:
     def add_step(self, record: StepRecord) -> None:
         """Count a finished step in the run's steps and totals."""
         self.steps.append(record)
-        self._spend(record)
-
-    def add_sample(self, record: StepRecord) -> None:
-        """Count a run of a step that a vote did not keep in the totals, not the steps."""
-        self.samples.append(record)
-        self._spend(record)
-
-    def _spend(self, record: StepRecord) -> None:
         self.prompt_tokens += record.prompt_tokens
         self.completion_tokens += record.completion_tokens
         self.cost += record.cost or 0.0

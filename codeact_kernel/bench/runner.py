@@ -196,7 +196,7 @@ class Bench(Configurable):
         return RunRow(task.name, fmt, round_, task.difficulty, category, result.status,
                       len(result.steps), result.prompt_tokens + result.completion_tokens,
                       round(result.duration, 2),
-                      round(sum(s.llm_duration for s in [*result.steps, *result.samples]), 2), load,
+                      round(sum(s.llm_duration for s in result.steps), 2), load,
                       repr(result.answer)[:200], note, result.trace_path)
 
     def _write(self, report: BenchReport) -> None:

@@ -219,10 +219,9 @@ class ToolServer:
         with self._lock:
             return self._final
 
-    def reset_final_answer(self, answer: FinalAnswer | None = None) -> None:
-        """Clear the final answer, or put ``answer`` in its place (a vote's winner)."""
+    def reset_final_answer(self) -> None:
         with self._lock:
-            self._final = answer
+            self._final = None
 
     # ---- socket thread ---------------------------------------------------------------
 

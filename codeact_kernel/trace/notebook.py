@@ -99,8 +99,7 @@ class TraceWriter:
                 model_meta.update(meta["codeact"])
             self.nb.cells.append(
                 new_markdown_cell(
-                    _quote_model_text(record.step, record.model_text or "*(an empty reply)*",
-                                      record.sample),
+                    _quote_model_text(record.step, record.model_text or "*(an empty reply)*"),
                     metadata={"codeact": model_meta},
                 )
             )
@@ -148,12 +147,6 @@ class TraceWriter:
             meta["dropped_invalid_outputs"] = _drop_invalid_outputs(self.nb)
             nbformat.validate(self.nb)
         self.save(durable=True)
-
-    def add_note(self, role: str, text: str, meta: dict[str, Any]) -> None:
-        """A markdown cell of the host's own, such as a vote's tally (``role`` "vote")."""
-        self.nb.cells.append(new_markdown_cell(text, metadata={"codeact": {"role": role,
-                                                                           **meta}}))
-        self.save()
 
     def add_refused(self, calls: list[dict[str, Any]], count: int) -> None:
         """Record tool calls refused while no step ran, in the latest run (or the notebook
@@ -278,9 +271,8 @@ def answer_for_trace(value: Any, kind: str, type_name: str = "") -> Any:
     return described
 
 
-def _quote_model_text(step: int, text: str, sample: int = 0) -> str:
-    who = f"model, sample {sample}" if sample else "model"
-    return f"**Step {step} · {who}**\n\n{text}"
+def _quote_model_text(step: int, text: str) -> str:
+    return f"**Step {step} · model**\n\n{text}"
 
 
 def _answer_text(value: Any) -> str:
