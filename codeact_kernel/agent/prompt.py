@@ -11,6 +11,12 @@ from string import Template
 # example calls a made-up function, so it teaches "call, don't define" without resembling
 # a likely task; variants whose example started with an import made the model write
 # `import requests` and stub the tools, and a two-step example was copied verbatim.
+# The tools come last: what precedes them is the same from task to task (while the kernel
+# holds no variables yet), so a server that caches the longest common prompt prefix
+# (llama.cpp does) reads only the tools and the task anew. On the unseen tasks' tuning
+# half the median first step's model time went from 21.9 s to 9.0 s, and the held-out
+# half passed 11 of 24 tasks against 9 with the tools listed before the rules and the
+# example (README, issue 14).
 DEFAULT_SYSTEM_PROMPT = """\
 You solve tasks by writing Python code that runs in a persistent IPython kernel.
 Each reply: one short sentence of plan, then ONE ```python code block. Stop after it:
@@ -18,12 +24,8 @@ you will then see the code's output (prints, errors), and can continue.
 Variables and imports persist between steps. If your code fails, fix the error:
 never send the same code twice.
 
-These functions already exist in the kernel. Call them directly; NEVER write `def` for
-them and never invent their data:
-$tools
-
-Use them to get the facts you need. When you have the answer, pass it to
-final_answer(value) inside your code (a number, string, list, dict or DataFrame).
+When you have the answer, pass it to final_answer(value) inside your code (a number,
+string, list, dict or DataFrame).
 $preimported
 Allowed imports: $imports
 $variables
@@ -37,6 +39,10 @@ print(colours)
 red = [fruit for fruit, colour in colours.items() if colour == "red"]
 final_answer(red[0])
 ```
+
+The functions of your task already exist in the kernel. Call them directly; NEVER write
+`def` for them and never invent their data. Use them to get the facts you need:
+$tools
 """
 
 # action_format "json": the tools travel as function specs, so the prompt does not list them.

@@ -24,6 +24,8 @@ from IPython.core import magic_arguments
 from IPython.core.magics.execution import ExecutionMagics
 from IPython.utils.text import DollarFormatter
 
+from .bindings import bound_name, module_bindings
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -197,12 +199,12 @@ class Checker:
             elif isinstance(node, ast.Constant) and isinstance(node.value, str):
                 self.string(node.value, node.lineno)
         # The scope-aware walk is the costly part; most cells call tools but never rebind them.
-        if any(_bound_name(n) in self.protected for n in nodes):
+        if any(bound_name(n) in self.protected for n in nodes):
             self.redefinitions(tree)
         return self.found
 
     def redefinitions(self, tree: ast.Module) -> None:
-        for name, lineno in _module_bindings(tree):
+        for name, lineno in module_bindings(tree):
             if name in self.protected:
                 self.add("tool-redefinition", f"`{name}` is a tool that is already defined in "
                          "the kernel; call it, do not define or stub it", lineno)
@@ -454,53 +456,3 @@ def _logical_lines(code: str) -> list[tuple[int, str]]:
         (row, "\n".join([lines[row - 1][col:], *lines[row:end]]).rstrip())
         for row, col, end in spans if row <= len(lines)
     ]
-
-
-_NAMED_BINDERS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.ExceptHandler,
-                  ast.MatchAs, ast.MatchStar)
-
-
-def _module_bindings(tree: ast.Module) -> Iterator[tuple[str, int]]:
-    """Names the cell binds in the kernel's global namespace, with their line numbers."""
-    stack: list[ast.AST] = list(tree.body)
-    while stack:
-        node = stack.pop()
-        lineno: int = getattr(node, "lineno", 0)
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            yield node.name, node.lineno
-            yield from _global_writes(node)
-            continue  # a new scope: its own names are local
-        if isinstance(node, ast.Lambda):
-            continue
-        if isinstance(node, ast.comprehension):
-            stack += [node.iter, *node.ifs]  # its target is local to the comprehension
-            continue
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            for alias in node.names:
-                if alias.name != "*":
-                    yield (alias.asname or alias.name.split(".")[0]), lineno
-            continue
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
-            yield node.id, lineno
-        elif isinstance(node, ast.ExceptHandler | ast.MatchAs | ast.MatchStar) and node.name:
-            yield node.name, lineno
-        stack.extend(ast.iter_child_nodes(node))
-
-
-def _bound_name(node: ast.AST) -> str | None:
-    """The name a node binds, if it binds one (a superset check for _module_bindings)."""
-    if isinstance(node, ast.Name):
-        return None if isinstance(node.ctx, ast.Load) else node.id
-    if isinstance(node, ast.alias):
-        return node.asname or node.name.split(".")[0]
-    if isinstance(node, _NAMED_BINDERS):
-        return node.name
-    return None
-
-
-def _global_writes(scope: ast.AST) -> Iterator[tuple[str, int]]:
-    """Names a function declares `global` and then assigns."""
-    declared = {n for node in ast.walk(scope) if isinstance(node, ast.Global) for n in node.names}
-    for node in ast.walk(scope):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id in declared:
-            yield node.id, node.lineno
