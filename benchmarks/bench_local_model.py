@@ -10,8 +10,12 @@ on the first only) and the ``old`` 13 tasks (local_tasks.py, which the prompt wa
 Four agents: codeact_kernel's Agent in each action format, ``code``, ``json`` and ``auto``,
 run by the engine of ``codeact bench`` (codeact_kernel.bench: the same agent, categories and
 traces), and ``baseline`` (minimal_loop.py, a plain CodeAct loop without repair or hints).
-Each task is run by every agent, one after the other, so that the noise of a shared machine
-falls on all of them. One llama-cpp server serves the whole run; each run gets a fresh
+Each agent runs every task before the next agent starts (``--order agent``): the model
+server keeps the prompt it evaluated last and reuses its longest common prefix, so an agent
+whose tasks follow each other finds its fixed instructions evaluated, as it does for a user.
+Run task by task (``--order task``), each agent finds the other's prompt instead and pays
+for its whole prompt on every first step; that order spreads a shared machine's noise more
+evenly. One llama-cpp server serves the whole run; each run gets a fresh
 sandboxed kernel. A pass needs the right answer *and* a successful call of each of the
 task's required tools (a small model sometimes types in made-up data and is right by luck).
 
@@ -115,6 +119,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-wait", type=float, default=900.0,
                         help="Seconds to wait for --max-load at most before a run starts "
                         "anyway.")
+    parser.add_argument("--order", choices=("agent", "task"), default="agent",
+                        help="agent: each agent runs all tasks in turn (each keeps the model "
+                        "server's prompt cache warm, as for a user); task: each task is run "
+                        "by every agent in turn.")
     parser.add_argument("--repeat", type=int, default=1,
                         help="Runs per task; worth it only with a temperature above 0.")
     parser.add_argument("--prompt", default=None, metavar="FILE",
@@ -317,14 +325,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server ready in {server.ready_seconds:.1f} s; {len(todo)} tasks x "
               f"{len(agents)} agents x {args.repeat} runs", flush=True)
         endpoint = server.endpoint()
-        for run in range(1, args.repeat + 1):
-            for case in todo:
-                for agent in agents:
-                    waited = wait_for_load(args.max_load, args.max_wait)
-                    row = run_one(agent, case, endpoint, config, trace_dir, args.cap, run)
-                    row["waited_for_load"] = waited
-                    rows.append(row)
-                    print(_line(row), flush=True)
+        for run, case, agent in run_order(todo, agents, args.repeat, args.order):
+            waited = wait_for_load(args.max_load, args.max_wait)
+            row = run_one(agent, case, endpoint, config, trace_dir, args.cap, run)
+            row["waited_for_load"] = waited
+            rows.append(row)
+            print(_line(row), flush=True)
     summary = summarize(rows, agents, set_names, args.target)
     print_report(summary, rows, agents, set_names)
     out = RESULTS / f"local-{stamp}-{args.label}.json"
@@ -335,6 +341,16 @@ def main(argv: list[str] | None = None) -> int:
         "total_seconds": round(time.monotonic() - started, 1)}, indent=2))
     print(f"details: {out}")
     return 0
+
+
+def run_order(todo: list[Case], agents: Sequence[str], repeat: int,
+              order: str) -> list[tuple[int, Case, str]]:
+    """(run, task, agent) in the order they are run."""
+    if order == "agent":
+        return [(run, case, agent) for run in range(1, repeat + 1) for agent in agents
+                for case in todo]
+    return [(run, case, agent) for run in range(1, repeat + 1) for case in todo
+            for agent in agents]
 
 
 def _line(row: dict[str, Any]) -> str:

@@ -17,15 +17,46 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import CodeActError
+from ..kernels.session import KernelSession
 from ..tools.stubs import rpc_call, stub_source
 from ..tools.tool import Tool
 from .handoff import push_variables
+from .results import RunResult
 
-if TYPE_CHECKING:
-    from .loop import Agent
+
+class RunnableAgent(Protocol):
+    """What this module needs of an agent: of the template a managed agent is made from,
+    of each child spawned from it, and of the parent. The loop's Agent is one; a protocol
+    rather than an import, because the loop imports this module."""
+
+    name: str
+    description: str
+    max_steps: int
+    trace_path: str
+    otel_endpoint: str
+    otel_parent: dict[str, Any] | None
+    tools: list[Tool]
+    sub_agents: SubAgents
+    session: KernelSession
+    parent: Any
+    config: Any
+    pool: Any
+
+    def __init__(self, **kwargs: Any) -> None: ...
+
+    @property
+    def managed_tools(self) -> list[ManagedAgentTool]: ...
+
+    def trait_names(self, **metadata: Any) -> list[str]: ...
+
+    async def astart(self) -> Any: ...
+
+    async def arun(self, task: str, *, deadline: float | None = None) -> RunResult: ...
+
+    async def aclose(self) -> None: ...
 
 
 class SubAgentError(CodeActError):
@@ -47,7 +78,7 @@ class ChildRun:
 class ManagedAgentTool(Tool):
     """The host side of ``name(task, **context)`` in the orchestrator's kernel."""
 
-    def __init__(self, template: Agent) -> None:
+    def __init__(self, template: RunnableAgent) -> None:
         if not template.name.isidentifier():
             raise CodeActError(
                 f"a managed agent needs a name that is a Python identifier, got "
@@ -108,7 +139,7 @@ class ManagedAgentTool(Tool):
             )
         return result.answer
 
-    async def _run(self, child: Agent, task: str, context: dict[str, Any]) -> Any:
+    async def _run(self, child: RunnableAgent, task: str, context: dict[str, Any]) -> Any:
         current = asyncio.current_task()
         assert current is not None
         key = id(current)
@@ -154,7 +185,7 @@ class ManagedAgentTool(Tool):
         return None
 
 
-def _entry_point(template: Agent, holder: list[ManagedAgentTool]) -> Any:
+def _entry_point(template: RunnableAgent, holder: list[ManagedAgentTool]) -> Any:
     def entry(task: str, context: dict[str, Any] | None = None) -> Any:
         return holder[0].run_child(task, context)
 
@@ -174,7 +205,7 @@ class SubAgents:
     """The sub-agents an agent owns: their tools, the bounds each step gives them, their
     cancellation, and the links from the parent's trace to their runs."""
 
-    def __init__(self, parent: Agent, templates: Sequence[Agent] = (),
+    def __init__(self, parent: RunnableAgent, templates: Sequence[RunnableAgent] = (),
                  specs: Sequence[dict[str, Any]] = ()) -> None:
         children = [*templates, *(from_config(spec, parent) for spec in specs)]
         self.tools = [ManagedAgentTool(child) for child in children]
@@ -221,7 +252,7 @@ def _config_values(obj: Any) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in obj.trait_names(config=True)}
 
 
-def spawn(template: Agent) -> Agent:
+def spawn(template: RunnableAgent) -> RunnableAgent:
     """A fresh, unstarted agent configured like ``template`` (model, tools, limits)."""
     values = _config_values(template)
     # Its sub-agents are copied below; building them again from config would nest forever.
@@ -236,7 +267,7 @@ def spawn(template: Agent) -> Agent:
     return child
 
 
-def from_config(spec: dict[str, Any], parent: Agent) -> Agent:
+def from_config(spec: dict[str, Any], parent: RunnableAgent) -> RunnableAgent:
     """An agent of ``parent``'s class from a config entry: name, description, model,
     api_base, api_key_env, tools (["pkg.module:function", ...]) and max_steps."""
     unknown = set(spec) - {"name", "description", "model", "api_base", "api_key_env", "tools",

@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ import zmq
 from ..errors import ToolError
 from .auth import TokenGate
 from .bootstrap import kernel_bootstrap_code
+from .calls import ToolCall, error_reply, exception_text, raw_arguments
 from .serialize import FINAL_ANSWER, FinalAnswer, decode_final_answer, encode_value, summarize
 from .window import REFUSED_MESSAGE, StepWindow
 from .workers import Workers
@@ -46,21 +47,6 @@ MAX_BLOBS = 16
 MAX_TOKEN_FRAME = 256
 # Per peer; a REQ peer has one request in flight, so more only lets a flood queue.
 RECEIVE_HWM = 2
-
-
-@dataclass
-class ToolCall:
-    """One call of a host tool from the kernel, as recorded for the trace."""
-
-    name: str
-    arguments: dict[str, Any]
-    result: str | None
-    error: str | None
-    started: float
-    duration: float
-    # The result itself (not only its summary), so the trace can record it for replay.
-    value: Any = field(default=None, repr=False)
-    step: int | None = None  # the agent step that was running when the call arrived
 
 
 @dataclass
@@ -184,10 +170,10 @@ class ToolServer:
         header, problem = self._parse(frames)
         if header is None:
             self.rejected_messages += 1
-            return _error("ProtocolError", problem, "protocol")
+            return error_reply("ProtocolError", problem, "protocol")
         served, step = self.window.admit(header["tool"])
         if not served:
-            return _error("PermissionError", REFUSED_MESSAGE, "refused")
+            return error_reply("PermissionError", REFUSED_MESSAGE, "refused")
         request = _Request(next(self._seq), b"", header, frames[2:],
                            time.monotonic() + self.call_timeout, step)
         try:
@@ -195,7 +181,7 @@ class ToolServer:
             return self._dispatch(request)
         except Exception as exc:  # the kernel is waiting: always answer
             log.exception("tool server failure")
-            return _error("InternalError", f"{type(exc).__name__}: {exc}", "protocol")
+            return error_reply("InternalError", f"{type(exc).__name__}: {exc}", "protocol")
 
     # ---- results for the agent -------------------------------------------------------
 
@@ -330,7 +316,7 @@ class ToolServer:
             if now >= request.deadline:
                 del pending[key]
                 name = str(request.header.get("tool"))
-                _send(router, request.ident, _error(
+                _send(router, request.ident, error_reply(
                     "TimeoutError", f"host tool {name} did not finish within "
                     f"{self.call_timeout:g}s (it may still be running on the host)", "timeout"))
 
@@ -347,17 +333,17 @@ class ToolServer:
         header, problem = self._parse(frames[2:])
         if header is None:
             self.rejected_messages += 1
-            _send(router, ident, _error("ProtocolError", problem, "protocol"))
+            _send(router, ident, error_reply("ProtocolError", problem, "protocol"))
             return
         # Per-peer and global caps: a flooding peer only starves itself (a REQ
         # socket, one per kernel thread, never has more than one call in flight).
         served, step = self.window.admit(header["tool"])
         if not served:
-            _send(router, ident, _error("PermissionError", REFUSED_MESSAGE, "refused"))
+            _send(router, ident, error_reply("PermissionError", REFUSED_MESSAGE, "refused"))
             return
         mine = sum(1 for r in pending.values() if r.ident == ident)
         if mine >= self.max_pending_per_peer or len(pending) >= self.max_pending:
-            _send(router, ident, _error(
+            _send(router, ident, error_reply(
                 "BusyError", f"the host is busy with {len(pending)} tool calls; retry later",
                 "busy"))
             return
@@ -400,7 +386,7 @@ class ToolServer:
             reply = self._dispatch(request)
         except BaseException as exc:  # never lose a reply: the kernel is waiting for it
             log.exception("tool server failure")
-            reply = _error("InternalError", f"{type(exc).__name__}: {exc}", "protocol")
+            reply = error_reply("InternalError", f"{type(exc).__name__}: {exc}", "protocol")
         self._done.put((request, reply))
         self._wake()
 
@@ -416,30 +402,31 @@ class ToolServer:
             known = ", ".join([*sorted(self.tools), FINAL_ANSWER])
             message = f"unknown host tool {name[:100]!r}; the tools are: {known}"
             self._record(name[:100], {}, None, message, started, t0)
-            return _error("NameError", message, "unknown_tool")
+            return error_reply("NameError", message, "unknown_tool")
         try:
             arguments = tool.bind(args, kwargs)
         except ToolError as exc:
-            self._record(name, _raw_arguments(args, kwargs), None, str(exc), started, t0)
-            return _error("TypeError", str(exc), "arguments")
+            self._record(name, raw_arguments(args, kwargs), None, str(exc), started, t0)
+            return error_reply("TypeError", str(exc), "arguments")
         verdict = self.gate(tool, arguments, header) if self.gate is not None else None
         if verdict is not None:
             if verdict.category == "denied":
                 self._record(name, arguments, None, f"ToolDenied: {verdict.message}", started, t0)
-            return _error("ToolDenied", verdict.message, verdict.category, ticket=verdict.ticket)
+            return error_reply("ToolDenied", verdict.message, verdict.category,
+                               ticket=verdict.ticket)
         try:
             value = tool.invoke(arguments)
         except Exception as exc:
-            message = _exception_text(exc)
+            message = exception_text(exc)
             self._record(name, arguments, None, f"{type(exc).__name__}: {message}", started, t0)
-            return _error(type(exc).__name__, message, "tool")
+            return error_reply(type(exc).__name__, message, "tool")
         accept = header.get("accept")
         try:
             obj, blobs, notes = encode_value(value, accept if isinstance(accept, list) else [])
         except Exception as exc:
             message = f"the result of {name} could not be sent: {type(exc).__name__}: {exc}"
             self._record(name, arguments, summarize(value), message, started, t0)
-            return _error("ValueError", message, "protocol")
+            return error_reply("ValueError", message, "protocol")
         self._record(name, arguments, summarize(value), None, started, t0, value)
         reply = {"ok": True, "result": obj}
         if notes:
@@ -451,14 +438,14 @@ class ToolServer:
         if not isinstance(kwargs, dict) or "value" not in kwargs or not isinstance(notes, list):
             message = "final_answer(value) takes exactly one argument, value"
             self._record(FINAL_ANSWER, {}, None, message, started, t0)
-            return _error("TypeError", message, "arguments")
+            return error_reply("TypeError", message, "arguments")
         try:
             answer = decode_final_answer(kwargs["value"], request.blobs, notes,
                                          self.max_answer_bytes)
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
             message = f"the final answer could not be decoded: {exc}"
             self._record(FINAL_ANSWER, {}, None, message, started, t0)
-            return _error("ValueError", message, "arguments")
+            return error_reply("ValueError", message, "arguments")
         with self._lock:
             self._final = answer
         self._record(FINAL_ANSWER, {"value": summarize(answer.value)}, answer.kind, None,
@@ -484,22 +471,3 @@ def _send(router: zmq.Socket[bytes], ident: bytes, frames: list[bytes]) -> None:
         router.send_multipart([ident, b"", *frames], zmq.NOBLOCK)
     except zmq.ZMQError:  # the peer is gone or not reading: never block the host
         pass
-
-
-def _error(type_name: str, message: str, category: str, **extra: str) -> list[bytes]:
-    error = {"type": type_name, "message": message, "category": category, **extra}
-    return [json.dumps({"ok": False, "error": error}).encode()]
-
-
-def _exception_text(exc: BaseException) -> str:
-    # str(KeyError("x")) quotes its message; the kernel should see it as written.
-    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
-        return exc.args[0]
-    return str(exc)
-
-
-def _raw_arguments(args: Any, kwargs: Any) -> dict[str, Any]:
-    raw = dict(kwargs) if isinstance(kwargs, dict) else {"<kwargs>": summarize(kwargs)}
-    if args:
-        raw["<args>"] = args if isinstance(args, list) else summarize(args)
-    return raw

@@ -61,6 +61,18 @@ def test_agents_are_named_on_the_command_line() -> None:
         bench.parse_args(["--agents", "product"])
 
 
+def test_each_agent_runs_every_task_in_turn_unless_asked_task_by_task() -> None:
+    todo = bench.cases(("old",), ["demo_cities", "price_change"])
+    by_agent = bench.run_order(todo, ("code", "baseline"), 1, "agent")
+    assert [(c.name, a) for _, c, a in by_agent] == [
+        ("demo_cities", "code"), ("price_change", "code"),
+        ("demo_cities", "baseline"), ("price_change", "baseline")]
+    by_task = bench.run_order(todo, ("code", "baseline"), 2, "task")
+    assert [(r, c.name, a) for r, c, a in by_task][:3] == [
+        (1, "demo_cities", "code"), (1, "demo_cities", "baseline"), (1, "price_change", "code")]
+    assert len(by_task) == 8 and bench.parse_args([]).order == "agent"
+
+
 @pytest.mark.parametrize("agent", ["code", "baseline"])
 def test_a_reference_solution_passes_for_both_agents(
         agent: str, scripted: ScriptedLLMServer, tmp_path: Path) -> None:
