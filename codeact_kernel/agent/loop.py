@@ -324,8 +324,7 @@ class Agent(AgentSettings):
             else:
                 await self._act(record, code, emit, stdin)
                 # Before the trace records the step, so that it records the hold too.
-                self._cycles.held_back(self, self.tool_server, record, self.messages,
-                                       bool(self.tools))
+                self._cycles.held_back(self, self.tool_server, record, self.messages)
         except BaseException as exc:
             # The kernel was lost mid-step, or the host failed: the step (its code, its
             # tool calls, the reason) is in the trace before the run ends.

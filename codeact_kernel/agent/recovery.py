@@ -42,16 +42,6 @@ class RecoveryOptions(Configurable):
         "placeholder string, or 0 after a failed step) and ask the model to check it; the "
         "same answer sent again is accepted.",
     ).tag(config=True)
-    answer_needs_tools = Bool(
-        False, help="With check_answers, also hold back once the answer of a run that "
-        "called none of its tools (small models answer from memory what a tool knows).",
-    ).tag(config=True)
-    check_unseen_answers = Bool(
-        False, help="With check_answers, also hold back once an answer computed from tool "
-        "results the model has not seen (no step printed anything after calling a tool), "
-        "and show it what the tools returned (small models answer blind, guessing what a "
-        "result holds). Costs a step on answers that were right.",
-    ).tag(config=True)
     resample_repeats = Int(
         3, min=0, help="When a reply has no code (and calls no function), code without a "
         "statement, or code that already failed or was blocked in this run (action_format "
@@ -159,7 +149,6 @@ class CycleTracker:
     tool_shapes: dict[str, str] = field(default_factory=dict)
     opening: int = 0  # messages[:opening] (system prompt, task) stay when a cycle is pruned
     answer_checked: bool = False  # a degenerate answer is held back once per run
-    looked: bool = False  # a step after a tool call showed the model something
 
     def failed(self, options: RecoveryOptions, record: Any, code: str, outcome: str,
                messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -185,8 +174,6 @@ class CycleTracker:
                    messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Remember what the step's tools returned, and the step if it failed."""
         self.note_tools(record.tool_calls)
-        # A failed step shows the model an error (and the tools' shapes) too.
-        self.looked = self.looked or bool(self.tool_shapes and (result.outputs or not result.ok))
         if result.ok:
             return messages
         error = result.error
@@ -194,35 +181,25 @@ class CycleTracker:
         return self.failed(options, record, code, outcome, messages)
 
     def held_back(self, options: RecoveryOptions, server: Any, record: Any,
-                  messages: list[dict[str, Any]], has_tools: bool) -> bool:
+                  messages: list[dict[str, Any]]) -> bool:
         """Hold the final answer ``server`` has back, once per run, when it is degenerate:
         clear it, say why on the step ``record`` and ask the model to check (the same
         answer sent again is accepted)."""
         answer = server.final_answer
-        why = "" if answer is None else self.why_hold_back(options, answer.value,
-                                                           record.step, has_tools)
+        why = "" if answer is None else self.why_hold_back(options, answer.value, record.step)
         if not why:
             return False
         server.reset_final_answer()
         record.reason = f"final answer held back: {why}"
-        if why == UNSEEN:
-            text = unseen_answer_message(answer.value, tool_results_note(record.tool_calls))
-        else:
-            text = answer_check_message(answer.value, why)
-        messages.append({"role": "user", "content": text})
+        messages.append({"role": "user", "content": answer_check_message(answer.value, why)})
         return True
 
-    def why_hold_back(self, options: RecoveryOptions, value: Any, step: int,
-                      has_tools: bool) -> str:
+    def why_hold_back(self, options: RecoveryOptions, value: Any, step: int) -> str:
         """Why the answer ``value`` given at ``step`` is held back, once per run ('' to
         accept it)."""
         if not options.check_answers or self.answer_checked:
             return ""
         why = degenerate(value, after_failure=any(a.step < step for a in self.attempts))
-        if not why and options.answer_needs_tools and has_tools and not self.tool_shapes:
-            why = "not from the tools: no tool was called, so it is made up"
-        if not why and options.check_unseen_answers and self.tool_shapes and not self.looked:
-            why = UNSEEN
         self.answer_checked = bool(why)
         return why
 
@@ -336,16 +313,6 @@ def degenerate(value: Any, after_failure: bool) -> str:
             and value == 0:
         return "0 after a failed step (a .get(key, 0) default?)"
     return ""
-
-
-UNSEEN = "computed from tool results the model had not seen"
-
-
-def unseen_answer_message(value: Any, tools_note: str) -> str:
-    return (f"final_answer received {_short(value)}, computed from data you have not looked "
-            f"at. {tools_note.rstrip()}\nCheck the answer against the task and this data: "
-            "every condition, every unit. If it is right, call "
-            f"final_answer({_short(value)}) again; if not, fix the code.")
 
 
 def answer_check_message(value: Any, why: str) -> str:

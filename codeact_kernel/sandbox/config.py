@@ -200,21 +200,7 @@ class SandboxConfig(EgressSettings, Configurable):
         inner = self.egress_command(list(kernel_cmd), session_dir)
         if root:
             _chown_for_sandbox(session_dir, work_dir, socket_dir, self.sandbox_uid)
-            inner = [
-                "/usr/bin/setpriv",
-                f"--reuid={self.sandbox_uid}",
-                f"--regid={self.sandbox_uid}",
-                "--clear-groups",
-                "--no-new-privs",
-                "--bounding-set=-all",
-                "--inh-caps=-all",
-                "--",
-                # Enter the work folder only as the sandbox uid: bwrap (root without
-                # DAC capabilities) could not enter a user's 0700 folder, and the
-                # sandbox uid reaches it through its ACL entry, without owning it.
-                "/bin/sh", "-c", 'cd -- "$0" && exec "$@"', str(work_dir),
-                *inner,
-            ]
+            inner = _as_sandbox_uid(self.sandbox_uid, work_dir, inner)
             isolation.append(f"uid {self.sandbox_uid}, no-new-privs, empty bounding set")
         bwrap_args = self._bwrap_args(session_dir, work_dir, socket_dir, root)
         prelude = join_cgroups_lines(cgroups)
@@ -369,6 +355,19 @@ class SandboxConfig(EgressSettings, Configurable):
             if base.is_dir():
                 found.extend(p for p in base.iterdir() if p.is_dir())
         return found
+
+
+def _as_sandbox_uid(uid: int, work_dir: Path, command: list[str]) -> list[str]:
+    """``command`` run as ``uid``, with no capabilities and no way to gain any, from
+    ``work_dir``."""
+    return [
+        "/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+        "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", "--",
+        # Enter the work folder only as the sandbox uid: bwrap (root without DAC
+        # capabilities) could not enter a user's 0700 folder, and the sandbox uid reaches
+        # it through its ACL entry, without owning it.
+        "/bin/sh", "-c", 'cd -- "$0" && exec "$@"', str(work_dir), *command,
+    ]
 
 
 def _chown_for_sandbox(
