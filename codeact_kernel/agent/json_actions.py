@@ -26,6 +26,7 @@ from ..errors import ModelError
 from ..kernel_side import codec
 from ..kernels.stdin import StdinHandler
 from ..models.llm import LLM
+from ..tools.calls import error_reply
 from ..tools.listing import function_name
 from ..tools.serialize import FINAL_ANSWER, encode_value
 from ..trace.notebook import tool_call_record
@@ -186,8 +187,7 @@ async def _request(server: ToolServer, header: dict[str, Any],
             # The token frame first, as every request to the server carries it.
             frames = server.handle_request([server.token.encode(), json.dumps(header).encode()])
         except BaseException as exc:  # handle_request answers errors; this is a safety net
-            frames = [json.dumps({"ok": False, "error": {
-                "type": "InternalError", "message": f"{type(exc).__name__}: {exc}"}}).encode()]
+            frames = error_reply("InternalError", f"{type(exc).__name__}: {exc}", "protocol")
         loop.call_soon_threadsafe(_settle, done, frames)
 
     threading.Thread(target=work, daemon=True, name="codeact-json-call").start()

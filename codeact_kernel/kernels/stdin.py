@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..tools.approval import APPROVAL_PROMPT_MARK
+from ..tools.calls import error_reply
 
 if TYPE_CHECKING:
     from ..tools.server import ToolServer
@@ -75,11 +76,6 @@ def decode_frames(text: str, texts: int = 1) -> list[bytes]:
         raise ValueError(f"malformed tool request on the stdin channel: {exc}") from None
 
 
-def error_frames(type_name: str, message: str, category: str) -> list[bytes]:
-    error = {"type": type_name, "message": message, "category": category}
-    return [json.dumps({"ok": False, "error": error}).encode()]
-
-
 class StdinToolChannel:
     """Answers the kernel's tool prompts with ``server`` (its checks, records and timeout)."""
 
@@ -93,7 +89,7 @@ class StdinToolChannel:
             frames = decode_frames(prompt[len(TOOL_PROMPT_MARK):], texts=2)
         except ValueError as exc:
             self.server.rejected_messages += 1
-            return encode_frames(error_frames("ProtocolError", str(exc), "protocol"))
+            return encode_frames(error_reply("ProtocolError", str(exc), "protocol"))
         name = _tool_name(frames[1])
         timeout = self.server.call_timeout
         try:
@@ -101,11 +97,11 @@ class StdinToolChannel:
                 self._threads, lambda: self.server.handle_request(frames), timeout
             )
         except asyncio.TimeoutError:
-            reply = error_frames("TimeoutError", f"host tool {name} did not finish within "
+            reply = error_reply("TimeoutError", f"host tool {name} did not finish within "
                                  f"{timeout:g}s (it may still be running on the host)", "timeout")
         text = encode_frames(reply)
         if len(text) > self.max_reply_chars:
-            text = encode_frames(error_frames(
+            text = encode_frames(error_reply(
                 "ValueError", f"the result of {name} is {len(text)} characters on the stdin "
                 f"back-channel, over its {self.max_reply_chars} limit (a gateway's websocket "
                 "message cap); return less data, e.g. a summary or a path", "protocol"))
