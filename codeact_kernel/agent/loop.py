@@ -73,6 +73,7 @@ class Agent(AgentSettings):
         self.tools = [t if isinstance(t, Tool) else tool(t) for t in tools]
         self.sub_agents = SubAgents(self, managed_agents, self.managed_agents_config)
         self.hub = ToolHub(self)  # MCP servers, the approval gate, the tool listing
+        self._host_tools: list[Tool] | None = None  # self.tools as served, from astart
         self.tool_server: ToolServer | None = None
         self.trace: TraceWriter | None = None
         self.messages: list[dict[str, Any]] = []
@@ -91,8 +92,10 @@ class Agent(AgentSettings):
 
     @property
     def all_tools(self) -> list[Tool]:
-        """Host tools, managed agents (which are tools too), then MCP servers' tools."""
-        return [*self.tools, *self.managed_tools, *self.hub.tools]
+        """Host tools (paged ones followed, once started), managed agents (which are tools
+        too), then MCP servers' tools."""
+        host = self.tools if self._host_tools is None else self._host_tools
+        return [*host, *self.managed_tools, *self.hub.tools]
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -112,6 +115,7 @@ class Agent(AgentSettings):
             # HTTP clients follow the network.
             self.policy.egress = self.session.manager.egress is not None
             await self.hub.astart([t.name for t in [*self.tools, *self.managed_tools]])
+            self._host_tools = self.hub.host_tools(self.tools)
             # The socket is reachable by other host users (the sandbox uid must
             # connect), so calls carry a per-session token only the kernel knows.
             self.tool_server = ToolServer(

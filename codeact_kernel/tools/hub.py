@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from traitlets import Bool, Enum, Float, Int, List
+from traitlets import Bool, Enum, Float, Int, List, Unicode
 from traitlets.config import Configurable
 
 from ..errors import MCPServerError, ToolError
@@ -23,6 +23,7 @@ from .approval import ApprovalGate, Human
 from .listing import LISTINGS, prompt_docs
 from .mcp import MCPClient, MCPConnection, MCPServerSpec, MCPTool, make_tools
 from .mcp_schema import identifier
+from .paging import PAGE_PARAMETERS, follow_pages
 from .tool import RESERVED_NAMES, Tool
 
 if TYPE_CHECKING:
@@ -70,6 +71,20 @@ class ToolOptions(Configurable):
     ).tag(config=True)
     tool_index_threshold = Int(
         30, help="With tool_listing 'auto', more tools than this are listed as an index."
+    ).tag(config=True)
+    follow_pages = Bool(
+        True, help="Follow a paged host tool's next-page tokens on the host: a call for "
+        "the first page returns the items of every page (up to max_pages) in one result, "
+        "and the tool's doc says so. Paged: a parameter named in page_parameters whose "
+        "default is '' or None, and a dict result with one list beside a key naming 'next'.",
+    ).tag(config=True)
+    max_pages = Int(
+        20, min=2, help="With follow_pages, the most pages one call reads; the result keeps "
+        "the token of the pages left.",
+    ).tag(config=True)
+    page_parameters = List(
+        Unicode(), list(PAGE_PARAMETERS),
+        help="Parameter names that make a host tool paged (see follow_pages).",
     ).tag(config=True)
 
 
@@ -160,6 +175,13 @@ class ToolHub:
         ]
         servers += [{"name": name, "failure": why} for name, why in self.failed.items()]
         return {"servers": servers, "notes": self.notes}
+
+    def host_tools(self, tools: Sequence[Tool]) -> list[Tool]:
+        """The agent's own tools as the kernel gets them: paged ones followed to the end."""
+        if not self.options.follow_pages:
+            return list(tools)
+        return [follow_pages(t, self.options.max_pages, self.options.page_parameters)
+                for t in tools]
 
     # ---- each step ----------------------------------------------------------------------
 
