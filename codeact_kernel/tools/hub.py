@@ -73,7 +73,7 @@ class ToolOptions(Configurable):
         30, help="With tool_listing 'auto', more tools than this are listed as an index."
     ).tag(config=True)
     follow_pages = Bool(
-        True, help="Follow a paged host tool's next-page tokens on the host: a call for "
+        False, help="Follow a paged host tool's next-page tokens on the host: a call for "
         "the first page returns the items of every page (up to max_pages) in one result, "
         "and the tool's doc says so. Paged: a parameter named in page_parameters whose "
         "default is '' or None, and a dict result with one list beside a key naming 'next'.",

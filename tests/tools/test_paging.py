@@ -133,7 +133,8 @@ def test_the_agent_serves_paged_tools_followed_and_lists_them_so(
     code = ('board = departures(airport_code("Lisbon"))\n'
             'final_answer(sum(f["status"] == "cancelled" for f in board["flights"]))')
     llm.enqueue(fence(code))
-    agent = make_agent(llm, tmp_path, runtime_dir, tools=[departures, airport_code])
+    agent = make_agent(llm, tmp_path, runtime_dir, tools=[departures, airport_code],
+                       follow_pages=True)
     result = agent.run("How many flights from Lisbon are cancelled?")
     assert result.status == "answered", result.reason
     assert result.answer == 3  # F3, F6, F9: pages 1 to 3
@@ -146,10 +147,10 @@ def test_the_agent_serves_paged_tools_followed_and_lists_them_so(
     assert agent.tools[0] is departures  # the user's own list is left as given
 
 
-def test_follow_pages_off_serves_the_tool_as_written(
+def test_by_default_a_paged_tool_is_served_as_written(
         llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
     llm.enqueue(fence('final_answer(len(departures("LIS")["flights"]))'))
-    result = make_agent(llm, tmp_path, runtime_dir, tools=[departures],
-                        follow_pages=False).run("How many flights on the first page?")
+    result = make_agent(llm, tmp_path, runtime_dir,
+                        tools=[departures]).run("How many flights on the first page?")
     assert result.answer == 4
     assert "Pages are followed" not in llm.requests[0]["messages"][0]["content"]
