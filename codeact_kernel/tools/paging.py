@@ -17,7 +17,8 @@ went from 20 s to 32 s; a user's paged API may also charge for every page.
 
 Only plain host tools are wrapped: MCP tools and managed agents keep their own contract.
 A later page that is not shaped like the first, a token seen before, or ``max_pages`` stop
-the walk; the result then carries the token not followed, so nothing is silently lost.
+the walk; the result then carries the token not followed, so nothing is silently lost. A
+later page's error is the call's error, as the tool raised it.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def follow_pages(tool: Tool, max_pages: int,
         return tool
     first_page = tool.signature.parameters[param].default
 
+    # A plain function, whatever the tool: a coroutine tool runs inside tool.invoke.
     @functools.wraps(tool.fn)
     def every_page(*args: Any, **kwargs: Any) -> Any:
         bound = tool.signature.bind(*args, **kwargs)
@@ -82,7 +84,6 @@ def follow_pages(tool: Tool, max_pages: int,
         return _walk(tool, arguments, param, first, max_pages)
 
     every_page.__doc__ = f"{tool.doc}\n\n{_NOTE.format(param=param, limit=max_pages)}"
-    # The wrapper is what the kernel calls; a coroutine tool runs inside tool.invoke.
     every_page.__signature__ = tool.signature  # type: ignore[attr-defined]
     setattr(every_page, _MARK, True)
     return Tool(every_page, name=tool.name, requires_approval=tool.requires_approval)

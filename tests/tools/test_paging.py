@@ -59,6 +59,18 @@ def changes_shape(cursor: str | None = None) -> dict[str, Any]:
 
 
 @tool
+def breaks_later(cursor: str | None = None) -> dict[str, Any]:
+    """A feed whose second page fails.
+
+    Args:
+        cursor: None for the first page.
+    """
+    if cursor is None:
+        return {"items": [1], "next_cursor": "c2"}
+    raise ConnectionError("the feed went away on page 2")
+
+
+@tool
 def airport_code(city: str) -> str:
     """The IATA code of a city's airport.
 
@@ -100,12 +112,14 @@ def test_the_page_limit_keeps_the_token_of_the_pages_left() -> None:
     assert CALLS == ["", "p2"]
 
 
-def test_a_token_seen_before_or_a_page_of_another_shape_stops_the_walk() -> None:
+def test_a_repeated_token_or_another_shape_stops_the_walk_and_an_error_is_raised() -> None:
     result = follow_pages(looping, max_pages=20).invoke({"cursor": None})
     assert result == {"items": ["first", "again"], "next_cursor": "again"}
     assert CALLS == ["None", "again"]  # the repeated token is not fetched a third time
     result = follow_pages(changes_shape, max_pages=20).invoke({"cursor": None})
     assert result == {"items": [1, 2], "next_cursor": "c2"}  # the token left to follow
+    with pytest.raises(ConnectionError, match="went away on page 2"):
+        follow_pages(breaks_later, max_pages=20).invoke({"cursor": None})
 
 
 def test_what_is_not_a_paged_host_tool_is_left_alone() -> None:
