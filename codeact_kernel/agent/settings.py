@@ -28,7 +28,8 @@ from .recovery import RecoveryOptions
 
 # The settings each run's trace metadata records (metadata.codeact.agent).
 RUN_META_SETTINGS = ("name", "max_steps", "step_timeout", "max_output_chars", "action_format",
-                     "max_kept_output_chars", "max_trace_output_bytes", "preimport")
+                     "max_kept_output_chars", "max_trace_output_bytes", "preimport",
+                     "follow_pages", "max_pages", "page_parameters")
 
 
 class AgentSettings(ToolOptions, OutputLimits, RecoveryOptions):

@@ -23,7 +23,7 @@ from .approval import ApprovalGate, Human
 from .listing import LISTINGS, prompt_docs
 from .mcp import MCPClient, MCPConnection, MCPServerSpec, MCPTool, make_tools
 from .mcp_schema import identifier
-from .paging import PAGE_PARAMETERS, follow_pages
+from .paging import PAGE_PARAMETERS, follow_all
 from .tool import RESERVED_NAMES, Tool
 
 if TYPE_CHECKING:
@@ -180,8 +180,7 @@ class ToolHub:
         """The agent's own tools as the kernel gets them: paged ones followed to the end."""
         if not self.options.follow_pages:
             return list(tools)
-        return [follow_pages(t, self.options.max_pages, self.options.page_parameters)
-                for t in tools]
+        return follow_all(tools, self.options.max_pages, self.options.page_parameters)
 
     # ---- each step ----------------------------------------------------------------------
 

@@ -29,12 +29,14 @@ from typing import Any
 
 from .tool import Tool
 
-__all__ = ["PAGE_PARAMETERS", "follow_pages", "page_layout", "paged_parameter"]
+__all__ = ["PAGE_PARAMETERS", "follow_all", "follow_as_recorded", "follow_pages", "page_layout",
+           "paged_parameter"]
 
 PAGE_PARAMETERS = ("page_token", "pageToken", "cursor", "page_cursor", "next_token",
                    "continuation_token")
 
 _MARK = "_codeact_follows_pages"
+_MAX_RECORDED_PAGES = 1000  # what a replay accepts from a trace's max_pages
 _NOTE = ("Pages are followed for you: called without {param}, this returns the items of "
          "all pages (up to {limit}) in one result, and its next-page token is None unless "
          "pages are left. Pass {param} only to start from a later page.")
@@ -87,6 +89,26 @@ def follow_pages(tool: Tool, max_pages: int,
     every_page.__signature__ = tool.signature  # type: ignore[attr-defined]
     setattr(every_page, _MARK, True)
     return Tool(every_page, name=tool.name, requires_approval=tool.requires_approval)
+
+
+def follow_all(tools: Sequence[Tool], max_pages: int,
+               names: Sequence[str] = PAGE_PARAMETERS) -> list[Tool]:
+    """Every tool of ``tools`` through :func:`follow_pages`."""
+    return [follow_pages(t, max_pages, names) for t in tools]
+
+
+def follow_as_recorded(tools: Sequence[Tool], agent_meta: Any) -> list[Tool]:
+    """``tools`` as a trace's run served them (its ``agent`` metadata), for a replay that
+    calls the real tools. The notebook may be hostile: anything malformed serves the
+    tools as written."""
+    if not isinstance(agent_meta, dict) or agent_meta.get("follow_pages") is not True:
+        return list(tools)
+    limit, names = agent_meta.get("max_pages"), agent_meta.get("page_parameters")
+    if type(limit) is not int or not 2 <= limit <= _MAX_RECORDED_PAGES:
+        return list(tools)
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names[:50]):
+        return list(tools)
+    return follow_all(tools, limit, names[:50])
 
 
 def _walk(tool: Tool, arguments: dict[str, Any], param: str, first: Any,

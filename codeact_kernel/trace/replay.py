@@ -25,6 +25,7 @@ from ..agent.observation import observed_text
 from ..agent.workspace import keep_full_output
 from ..kernels.session import KernelSession
 from ..tools.bootstrap import kernel_bootstrap_code
+from ..tools.paging import follow_as_recorded
 from ..tools.server import ToolServer
 from ..tools.tool import Tool
 from .actions import INVALID_CALL_TAG
@@ -205,6 +206,7 @@ class Replayer(Configurable):
                 "Pass them with --tools pkg.module:name"
             )
         assert session.session_dir is not None
+        tools = follow_as_recorded(tools, nb.metadata["codeact"].get("agent"))
         server = ToolServer(tools, session.session_dir / "tools.sock",
                             token=secrets.token_hex(16)).start()
         session.startup_code = [kernel_bootstrap_code(tools, server.socket_path,

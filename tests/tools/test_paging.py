@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from codeact_kernel import Tool, tool
-from codeact_kernel.tools.paging import follow_pages, page_layout, paged_parameter
+from codeact_kernel.tools.paging import (
+    follow_as_recorded,
+    follow_pages,
+    page_layout,
+    paged_parameter,
+)
+from codeact_kernel.trace.replay import Replayer
 
 from ..helpers import fence, load_trace, make_agent
 from ..scripted_llm import ScriptedLLMServer
@@ -142,6 +148,16 @@ def test_what_is_not_a_paged_host_tool_is_left_alone() -> None:
     assert page_layout({"rows": [], "next_page": None}) == ("rows", "next_page")
 
 
+def test_a_hostile_trace_cannot_turn_paging_into_a_flood_of_calls() -> None:
+    honest = {"follow_pages": True, "max_pages": 20, "page_parameters": ["page_token"]}
+    assert follow_as_recorded([departures], honest)[0] is not departures
+    for agent_meta in ({**honest, "max_pages": 10**9}, {**honest, "max_pages": True},
+                       {**honest, "page_parameters": "page_token"},
+                       {**honest, "page_parameters": [7]}, {**honest, "follow_pages": 1},
+                       ["follow_pages"], None):
+        assert follow_as_recorded([departures], agent_meta) == [departures], agent_meta
+
+
 def test_the_agent_serves_paged_tools_followed_and_lists_them_so(
         llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
     code = ('board = departures(airport_code("Lisbon"))\n'
@@ -159,6 +175,13 @@ def test_the_agent_serves_paged_tools_followed_and_lists_them_so(
     assert "Pages are followed for you" in listed["departures"]
     assert "Pages are followed" not in listed["airport_code"]
     assert agent.tools[0] is departures  # the user's own list is left as given
+    assert nb.metadata["codeact"]["agent"]["follow_pages"] is True
+    # Replayed against the real tools, they are served as the run served them.
+    replayer = Replayer(live_tools=True)
+    replayer.session.runtime_dir = str(runtime_dir)
+    report = replayer.replay(result.trace_path, tools=[departures, airport_code])
+    assert report.all_same and report.counts() == {"same": 1}, report.cells
+    assert CALLS == ["", "p2", "p3"] * 2  # the run's walk, then the replay's
 
 
 def test_by_default_a_paged_tool_is_served_as_written(
