@@ -116,28 +116,11 @@ def failure_note(
 _WRONG_TYPE_RE = re.compile(r"'(list|dict|tuple|str|int|float)' object has no attribute '(\w+)'")
 
 
-# The commonest error in the embedded model's failed runs of the unseen tasks (session 10:
-# 12 times in 4 tasks, each resent until the run ended): `for row in result` over a dict
-# (its keys, strings), then `row["field"]`. The model blamed the field's type instead.
-_DICT_LOOP_HINT = (
-    "A string was indexed with a string: looping over a dict (for x in d) gives its keys, "
-    "which are strings. Loop over the list inside the dict (d[key], see its keys under "
-    "Variables), or over d.items().\n")
-# `result[0]` on a dict: the model took a page or a record for a list.
-_DICT_POSITION_HINT = (
-    "The value is a dict, not a list: index it by one of its keys (see them under "
-    "Variables), not by position.\n")
-
-
 def _error_hint(result: ExecutionResult, tools: Sequence[str]) -> str:
-    """What small models get wrong behind the commonest errors, as one hint line."""
+    """What small models get wrong behind the two commonest errors, as one hint line."""
     error = result.error
     if error is None:
         return ""
-    if error.ename == "TypeError" and error.evalue.startswith("string indices must be"):
-        return _DICT_LOOP_HINT
-    if error.ename == "KeyError" and error.evalue in ("0", "-1"):
-        return _DICT_POSITION_HINT
     if error.ename == "NameError" and tools:
         names = ", ".join(f"{name}()" for name in tools)
         return (f"Only what your code assigned exists. Data you do not have yet comes from "

@@ -92,15 +92,3 @@ def test_attribute_error_on_a_plain_type_says_what_it_is() -> None:
     assert "plain dict" in on_dict and "DataFrame" not in on_dict
     other = failure_note(None, failed("AttributeError", "'Foo' object has no attribute 'x'"))
     assert "plain" not in other
-
-
-def test_a_dict_looped_over_or_indexed_by_position_is_named() -> None:
-    # Measured: `for f in departures(...)` then f["status"], the commonest error of the
-    # unseen tasks' failed runs; the model blamed the field's type and resent the loop.
-    note = failure_note(None, failed("TypeError", "string indices must be integers, not 'str'"))
-    assert "looping over a dict (for x in d) gives its keys" in note
-    assert "d.items()" in note and note.endswith("that fixes the error.")
-    on_position = failure_note(None, failed("KeyError", "0"))
-    assert "a dict, not a list: index it by one of its keys" in on_position
-    assert "dict" not in failure_note(None, failed("KeyError", "'status'"))
-    assert "keys" not in failure_note(None, failed("TypeError", "unsupported operand"))
