@@ -23,7 +23,7 @@ from .approval import ApprovalGate, Human
 from .listing import LISTINGS, prompt_docs
 from .mcp import MCPClient, MCPConnection, MCPServerSpec, MCPTool, make_tools
 from .mcp_schema import identifier
-from .paging import PAGE_PARAMETERS, follow_all
+from .paging import MAX_PAGES, PAGE_PARAMETERS, follow_all
 from .tool import RESERVED_NAMES, Tool
 
 if TYPE_CHECKING:
@@ -79,8 +79,8 @@ class ToolOptions(Configurable):
         "default is '' or None, and a dict result with one list beside a key naming 'next'.",
     ).tag(config=True)
     max_pages = Int(
-        20, min=2, help="With follow_pages, the most pages one call reads; the result keeps "
-        "the token of the pages left.",
+        20, min=2, max=MAX_PAGES, help="With follow_pages, the most pages one call reads; "
+        "the result keeps the token of the pages left.",
     ).tag(config=True)
     page_parameters = List(
         Unicode(), list(PAGE_PARAMETERS),

@@ -29,14 +29,15 @@ from typing import Any
 
 from .tool import Tool
 
-__all__ = ["PAGE_PARAMETERS", "follow_all", "follow_as_recorded", "follow_pages", "page_layout",
-           "paged_parameter"]
+__all__ = ["MAX_PAGES", "PAGE_PARAMETERS", "follow_all", "follow_as_recorded", "follow_pages",
+           "page_layout", "paged_parameter"]
 
 PAGE_PARAMETERS = ("page_token", "pageToken", "cursor", "page_cursor", "next_token",
                    "continuation_token")
 
 _MARK = "_codeact_follows_pages"
-_MAX_RECORDED_PAGES = 1000  # what a replay accepts from a trace's max_pages
+# The most pages one call may follow; a replay refuses a trace that records more.
+MAX_PAGES = 1000
 _NOTE = ("Pages are followed for you: called without {param}, this returns the items of "
          "all pages (up to {limit}) in one result, and its next-page token is None unless "
          "pages are left. Pass {param} only to start from a later page.")
@@ -104,7 +105,7 @@ def follow_as_recorded(tools: Sequence[Tool], agent_meta: Any) -> list[Tool]:
     if not isinstance(agent_meta, dict) or agent_meta.get("follow_pages") is not True:
         return list(tools)
     limit, names = agent_meta.get("max_pages"), agent_meta.get("page_parameters")
-    if type(limit) is not int or not 2 <= limit <= _MAX_RECORDED_PAGES:
+    if type(limit) is not int or not 2 <= limit <= MAX_PAGES:
         return list(tools)
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names[:50]):
         return list(tools)

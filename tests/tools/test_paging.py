@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from traitlets import TraitError
 
 from codeact_kernel import Tool, tool
+from codeact_kernel.tools.hub import ToolOptions
 from codeact_kernel.tools.paging import (
+    MAX_PAGES,
     follow_as_recorded,
     follow_pages,
     page_layout,
@@ -149,6 +152,8 @@ def test_what_is_not_a_paged_host_tool_is_left_alone() -> None:
 
 
 def test_a_hostile_trace_cannot_turn_paging_into_a_flood_of_calls() -> None:
+    with pytest.raises(TraitError):  # a run can record no more than a replay accepts
+        ToolOptions(max_pages=MAX_PAGES + 1)
     honest = {"follow_pages": True, "max_pages": 20, "page_parameters": ["page_token"]}
     assert follow_as_recorded([departures], honest)[0] is not departures
     for agent_meta in ({**honest, "max_pages": 10**9}, {**honest, "max_pages": True},
