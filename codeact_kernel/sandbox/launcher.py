@@ -46,6 +46,7 @@ from .dirs import (
     remove_tree,
     sweep_stale_sessions,
 )
+from .interrupt import send_interrupt_request
 from .workdir import WorkFolderLease
 
 if TYPE_CHECKING:
@@ -338,21 +339,6 @@ class SandboxLauncher(Application):
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
-
-
-def send_interrupt_request(endpoint: str, key: bytes, scheme: str, timeout: float) -> bool:
-    """Send one signed interrupt_request to a kernel's control socket; True if it replied."""
-    import zmq
-    from jupyter_client.session import Session
-
-    ctx = zmq.Context()
-    try:
-        sock = ctx.socket(zmq.DEALER)
-        sock.connect(endpoint)
-        Session(key=key, signature_scheme=scheme).send(sock, "interrupt_request", {})
-        return bool(sock.poll(int(timeout * 1000)))
-    finally:
-        ctx.destroy(linger=0)
 
 
 def _read_connection_file(path: str) -> dict[str, Any]:

@@ -1,0 +1,67 @@
+"""Interrupts as messages, confirmed by the kernel's reply.
+
+A SIGINT delivered to bubblewrap kills the sandbox, so sandboxed kernels are
+interrupted with an ``interrupt_request`` on their control channel. jupyter_client
+sends it fire-and-forget on an event-loop socket; a request that sits unread (an
+event-loop socket or a kernel's control stream that missed its wake-up) leaves the
+cell running to its deadline. Here the request goes out on a plain socket, the
+kernel's ``interrupt_reply`` is awaited, and a kernel that has not answered within
+``NUDGE_AFTER`` is sent a ``kernel_info_request`` on the same channel: a second
+arrival wakes a reader that missed the first, and unlike a second interrupt it does
+not raise KeyboardInterrupt twice.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import zmq
+    from jupyter_client.session import Session
+
+NUDGE_AFTER = 1.0
+
+
+def send_interrupt_request(endpoint: str, key: bytes, scheme: str, timeout: float) -> bool:
+    """Send one signed interrupt_request to ``endpoint`` (a kernel's control socket);
+    True once its interrupt_reply came, False if none came within ``timeout`` seconds.
+
+    Blocking: call it from a worker thread.
+    """
+    import zmq
+    from jupyter_client.session import Session
+
+    session = Session(key=key, signature_scheme=scheme)
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        sock.connect(endpoint)
+        request = session.send(sock, "interrupt_request", {})
+        if request is None:  # Session.send sends nothing to a socket it is not given
+            return False
+        deadline = time.monotonic() + timeout
+        nudge_at: float | None = time.monotonic() + NUDGE_AFTER
+        while (now := time.monotonic()) < deadline:
+            if nudge_at is not None and now >= nudge_at:
+                session.send(sock, "kernel_info_request", {})
+                nudge_at = None
+            wait = min(deadline, nudge_at or deadline) - now
+            if sock.poll(max(1, int(wait * 1000))) and _is_reply_to(session, sock, request):
+                return True
+        return False
+    finally:
+        ctx.destroy(linger=0)
+
+
+def _is_reply_to(session: Session, sock: zmq.Socket[Any], request: dict[str, Any]) -> bool:
+    """Whether the next message on ``sock`` is the reply to ``request`` (a bad or
+    unsigned message, or the nudge's kernel_info_reply, is not)."""
+    try:
+        _, frames = session.feed_identities(sock.recv_multipart())
+        reply = session.deserialize(frames)
+    except Exception:
+        return False
+    parent = reply.get("parent_header") or {}
+    return bool(reply.get("msg_type") == "interrupt_reply"
+                and parent.get("msg_id") == request["header"]["msg_id"])
