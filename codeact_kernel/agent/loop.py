@@ -36,6 +36,7 @@ from .prompt import (
     NO_CODE_MESSAGE,
     PREIMPORTED,
     extract_code,
+    last_call_message,
     render_system_prompt,
 )
 from .recovery import CycleTracker, compact, run_deadline
@@ -81,6 +82,7 @@ class Agent(AgentSettings):
         self._cycles = CycleTracker()  # this run's failed attempts (recovery.py)
         self._started = False
         self._deadline: float | None = None
+        self._reserve = 0.0  # seconds of the deadline held back for the last call
         # Set by an orchestrator: the span a sub-agent's run nests under.
         self.otel_parent: dict[str, Any] | None = None
         self._otel: Any = None
@@ -205,6 +207,7 @@ class Agent(AgentSettings):
         """
         owned = not self._started
         self._deadline = run_deadline(self.max_run_seconds, deadline)
+        self._reserve = self._last_call_reserve()
         await self.astart()
         try:
             budget = self.max_steps if max_steps is None else max_steps
@@ -236,18 +239,17 @@ class Agent(AgentSettings):
                                      "(Agent.max_run_seconds, or the orchestrator's deadline)")
                     break
                 result.add_step(record)
-                if self.tool_server.final_answer is not None:
-                    answer = self.tool_server.final_answer
-                    result.status, result.answer, result.answer_kind = (
-                        "answered", answer.value, answer.kind,
-                    )
+                if self._answered(result):
                     break
             else:
+                step = max_steps + 1
                 result.status = "max_steps"
                 result.reason = (
                     f"step budget exhausted: {max_steps} steps ran without final_answer(); "
                     "the kernel keeps its state, so a follow-up run can continue"
                 )
+            if result.status != "answered" and self.answer_on_budget:
+                await self._last_call(result, step, on_event, stdin_handler)
         except CodeActError as exc:
             # A model that fails, a remote kernel that is lost: the run ends with its
             # reason and the trace is closed, instead of an exception losing both.
@@ -265,6 +267,48 @@ class Agent(AgentSettings):
         if on_event is not None:
             on_event(AgentEvent("final", len(result.steps), result))
         return result
+
+    def _last_call_reserve(self) -> float:
+        """The seconds held back for the last call: last_call_seconds, but never more
+        than a quarter of the run's time, so that a short run still has steps."""
+        if not self.answer_on_budget or self._deadline is None:
+            return 0.0
+        return min(self.last_call_seconds, max(self._deadline - time.monotonic(), 0.0) / 4)
+
+    def _answered(self, result: RunResult) -> bool:
+        """Whether the run has its final answer (then in ``result``)."""
+        assert self.tool_server is not None
+        answer = self.tool_server.final_answer
+        if answer is not None:
+            result.status, result.answer, result.answer_kind = (
+                "answered", answer.value, answer.kind,
+            )
+        return answer is not None
+
+    async def _last_call(
+        self, result: RunResult, step: int, on_event: EventCallback | None,
+        stdin: StdinHandler | None,
+    ) -> None:
+        """One more step, with the time held back for it: the model is asked for its
+        final answer from what the run computed (Agent.answer_on_budget)."""
+        budget = "step budget" if result.status == "max_steps" else "time limit"
+        self._reserve = 0.0
+        try:
+            if self._time_left() <= 0:
+                raise TimeoutError
+            variables = format_variables(await self.variables())
+            self.messages.append({"role": "user", "content": last_call_message(budget,
+                                                                              variables)})
+            record = await self._step(step, emitter(on_event, step), stdin, last_call=budget)
+        except TimeoutError:
+            result.reason += "; no time was left for a last call for an answer"
+            return
+        except ModelError as exc:  # the budget's end stays the run's status
+            result.reason += f"; the last call for an answer failed: {exc}"
+            return
+        result.add_step(record)
+        if self._answered(result):
+            result.reason = f"answered on the last call, after the {budget} ran out"
 
     def _close_run(self, result: RunResult, started: float) -> None:
         assert self.trace is not None and self.tool_server is not None
@@ -296,7 +340,8 @@ class Agent(AgentSettings):
         self._cycles = CycleTracker(opening=len(self.messages))
 
     async def _step(
-        self, step: int, emit: Callable[[str, Any], None], stdin: StdinHandler | None
+        self, step: int, emit: Callable[[str, Any], None], stdin: StdinHandler | None,
+        last_call: str = "",
     ) -> StepRecord:
         self.step_counter += 1
         emit("thinking", None)
@@ -314,6 +359,7 @@ class Agent(AgentSettings):
         else:
             self.messages.append({"role": "assistant", "content": completion.text})
         record = StepRecord.from_completion(step, completion, code)
+        record.last_call = last_call
         record.resampled = asdict(resampled) if resampled else None
         assert self.trace is not None
         try:
@@ -327,8 +373,9 @@ class Agent(AgentSettings):
                     NO_CALL_MESSAGE if self.action_format == "json" else NO_CODE_MESSAGE)})
             else:
                 await self._act(record, code, emit, stdin)
-                # Before the trace records the step, so that it records the hold too.
-                self._cycles.held_back(self, self.tool_server, record, self.messages)
+                if not last_call:  # no step follows the last call to check an answer in
+                    # Before the trace records the step, so that it records the hold too.
+                    self._cycles.held_back(self, self.tool_server, record, self.messages)
         except BaseException as exc:
             # The kernel was lost mid-step, or the host failed: the step (its code, its
             # tool calls, the reason) is in the trace before the run ends.
@@ -422,9 +469,10 @@ class Agent(AgentSettings):
                 "parts of the data instead]")
 
     def _time_left(self) -> float:
+        """Seconds a step may still use: the run's deadline less the last call's reserve."""
         if self._deadline is None:
             return float("inf")
-        return self._deadline - time.monotonic()
+        return self._deadline - self._reserve - time.monotonic()
 
     async def variables(self) -> list[dict[str, str]]:
         """A summary of the variables alive in the kernel, without touching its history."""

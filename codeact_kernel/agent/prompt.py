@@ -88,6 +88,19 @@ NO_CODE_MESSAGE = (
     "block. When you know the answer, call final_answer(value) inside the code."
 )
 
+LAST_CALL_MESSAGE = (
+    "The run's {budget} has run out: this is your last reply. Do not start new work. "
+    "Call final_answer() now with your best answer to the task, from what the earlier "
+    "steps found.{variables}"
+)
+
+
+def last_call_message(budget: str, variables: str) -> str:
+    """The last call's request for an answer; ``variables`` as the system prompt lists them."""
+    listed = f" The kernel still holds these variables:\n{variables}" if variables else ""
+    return LAST_CALL_MESSAGE.format(budget=budget, variables=listed)
+
+
 _FENCE_RE = re.compile(
     r"```[ \t]*(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)(?:```|\Z)", re.DOTALL
 )

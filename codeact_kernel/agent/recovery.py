@@ -57,6 +57,18 @@ class RecoveryOptions(Configurable):
         600.0, help="Wall-clock seconds one run may take; no step starts after it and a "
         "running step gets at most the time left (status 'timeout'). 0: no limit.",
     ).tag(config=True)
+    answer_on_budget = Bool(
+        True, help="When the step budget or the run's time limit runs out without a final "
+        "answer, make one last call: the model is told so, shown the kernel's variables and "
+        "asked for final_answer() from what the run computed (as smolagents does at "
+        "max_steps). The trace marks that step; an answer it gives ends the run as "
+        "answered. False: the run ends with status max_steps or timeout.",
+    ).tag(config=True)
+    last_call_seconds = Float(
+        20.0, min=0.0, help="With answer_on_budget, the seconds of the run's time limit "
+        "held back for the last call (at most a quarter of the limit): a step starts, and "
+        "runs, only while more than this is left.",
+    ).tag(config=True)
     preimport = Bool(
         True, help="Import np (numpy), pd (pandas), math, statistics, json, re and "
         "collections in the kernel at startup, as a notebook user would have, and say so in "

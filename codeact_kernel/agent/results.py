@@ -61,6 +61,8 @@ class StepRecord:
     cycle_of: int | None = None  # the earlier step this failed attempt repeated
     # A greedy reply that repeated failed code, sampled again (resample.Resampled).
     resampled: dict[str, Any] | None = None
+    # The budget whose end made this step the run's last call for an answer, if any.
+    last_call: str = ""
 
     @classmethod
     def from_completion(cls, step: int, completion: Completion, code: str | None,
@@ -98,7 +100,7 @@ class StepRecord:
         meta = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
                 if f.name not in ("model_text", "code", "outputs")}
         for key in ("cleared_outputs", "cleared_outputs_dropped", "output_dropped",
-                    "lost_channels", "outputs_cut", "actions", "resampled"):
+                    "lost_channels", "outputs_cut", "actions", "resampled", "last_call"):
             if not meta[key]:
                 meta.pop(key)  # most steps clear, drop, lose and cut nothing
         return meta

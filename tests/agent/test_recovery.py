@@ -306,8 +306,72 @@ def test_run_stops_at_max_run_seconds(llm: ScriptedLLMServer, tmp_path: Path,
         agent.close()
     assert result.status == "timeout", result.status
     assert "max_run_seconds" in result.reason
-    assert len(result.steps) <= 2 and took < 8
+    # The last step is the last call for an answer, in the time held back for it.
+    assert len(result.steps) <= 3 and result.steps[-1].last_call == "time limit"
+    assert took < 8
     assert load_trace(result.trace_path).metadata["codeact"]["status"] == "timeout"
+
+
+def test_a_run_out_of_steps_gets_a_last_call_for_its_answer(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    llm.enqueue(fence("total = 6 * 7"), fence("print(total)"), fence("final_answer(total)"))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, max_steps=2,
+                        resample_repeats=0).run("Multiply six by seven")
+    assert result.status == "answered" and result.answer == 42
+    assert result.reason == "answered on the last call, after the step budget ran out"
+    assert [s.last_call for s in result.steps] == ["", "", "step budget"]
+    asked = llm.requests[2]["messages"][-1]["content"]
+    assert "last reply" in asked and "- total: int = 42" in asked
+    cells = code_cells(load_trace(result.trace_path))
+    assert cells[-1].metadata["codeact"]["last_call"] == "step budget"
+    assert "last_call" not in cells[0].metadata["codeact"]
+
+
+def test_a_run_out_of_time_gets_its_last_call_in_the_time_held_back(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    llm.enqueue(fence("import time\nfound = 'partial'\ntime.sleep(30)"),
+                fence("final_answer(found)"))
+    agent = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, max_run_seconds=16.0,
+                       last_call_seconds=4.0, max_steps=10, resample_repeats=0)
+    agent.start()
+    try:
+        began = time.monotonic()
+        result = agent.run("Find it")
+        took = time.monotonic() - began
+    finally:
+        agent.close()
+    # The sleeping step was cut when only the reserve was left; the last call ran in it.
+    assert result.status == "answered" and result.answer == "partial", (
+        result.reason, [(r.status, r.last_call, r.exec_duration, r.reason) for r in result.steps])
+    assert result.steps[0].timed_out and result.steps[-1].last_call == "time limit"
+    assert len(result.steps) == 2 and took < 16.0 + 10
+
+
+def test_a_last_call_that_does_not_answer_keeps_the_budget_status(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    llm.enqueue(fence("x = 1"), "No code, and no answer.")
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, max_steps=1,
+                        resample_repeats=0).run("Never finish")
+    assert result.status == "max_steps" and "step budget exhausted" in result.reason
+    assert [(s.status, s.last_call) for s in result.steps] == [("ok", ""),
+                                                                ("no-code", "step budget")]
+    # A model that fails on the last call (no reply is left for it) does not turn the
+    # run into an error.
+    llm.enqueue(fence("x = 2"))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, max_steps=1,
+                        resample_repeats=0).run("Never finish")
+    assert result.status == "max_steps"
+    assert "the last call for an answer failed" in result.reason
+    assert load_trace(result.trace_path).metadata["codeact"]["status"] == "max_steps"
+
+
+def test_without_answer_on_budget_the_run_ends_at_its_budget(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    llm.enqueue(fence("x = 1"), fence("final_answer(x)"))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, max_steps=1,
+                        answer_on_budget=False).run("Never finish")
+    assert result.status == "max_steps" and len(result.steps) == 1
+    assert len(llm.requests) == 1
 
 
 def test_old_observations_are_compacted_past_the_token_budget(

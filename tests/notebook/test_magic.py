@@ -170,13 +170,14 @@ def test_config_agent_max_steps_bounds_a_run_and_the_cell_option_wins_once(
     llm.enqueue(*[fence(f"step = {n}") for n in range(20)])
     ip.run_line_magic("config", "Agent.max_steps = 3")
     try:
+        # Each budget's steps, then the last call for an answer (Agent.answer_on_budget).
         agent_cell(ip, "--new", "never answers")
-        assert len(llm.requests) == 3
+        assert len(llm.requests) == 3 + 1
         assert run_meta(ip)["runs"][-1]["status"] == "max_steps"
         agent_cell(ip, "--max-steps 1", "one step only")
-        assert len(llm.requests) == 4
+        assert len(llm.requests) == 4 + 2
         agent_cell(ip, "", "the configured budget again")
-        assert len(llm.requests) == 7
+        assert len(llm.requests) == 6 + 4
         assert "3 steps ran without final_answer()" in run_meta(ip)["totals"]["reason"]
     finally:
         ip.run_line_magic("config", "Agent.max_steps = 10")
@@ -203,7 +204,7 @@ def test_old_agentmagics_settings_still_apply_with_a_warning(
         ip.run_line_magic("config", "AgentMagics.max_steps = 2")
     try:
         agent_cell(ip, "--new", "never answers")
-        assert len(llm.requests) == 2
+        assert len(llm.requests) == 2 + 1  # and the last call for an answer
     finally:
         ip.run_line_magic("config", "AgentMagics.max_steps = None")
     assert ip.config.Agent.get("max_steps") in (None, 10)  # never written into Agent's

@@ -96,7 +96,8 @@ def test_the_path_config_drives_a_real_run(llm: ScriptedLLMServer, config_dir: P
                                            capsys: pytest.CaptureFixture[str]) -> None:
     (config_dir / "codeact_config.py").write_text(
         f"c.LLM.model = 'openai/scripted'\nc.LLM.api_base = {llm.api_base!r}\n"
-        f"c.Agent.max_steps = 1\nc.KernelSession.runtime_dir = {str(runtime_dir)!r}\n")
+        f"c.Agent.max_steps = 1\nc.Agent.answer_on_budget = False\n"
+        f"c.KernelSession.runtime_dir = {str(runtime_dir)!r}\n")
     llm.enqueue(fence("x = 1"), fence("final_answer(x)"))
     assert main(["run", "never answers in one step", "--trace", str(tmp_path / "t.ipynb")]) == 1
     assert "No answer (max_steps)" in capsys.readouterr().out
