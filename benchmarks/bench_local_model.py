@@ -110,6 +110,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, default=6, help="Step budget per task.")
     parser.add_argument("--cap", type=float, default=120.0,
                         help="Seconds after which a run is cancelled and counts as failed.")
+    parser.add_argument("--run-seconds", type=float, default=105.0,
+                        help="Agent.max_run_seconds: the time the agent is told it has, as an "
+                        "orchestrator that knows --cap would tell it (the cap less a margin "
+                        "for the kernel's start and shutdown); at its end the agent makes "
+                        "its last call for an answer. 0: the agent's default.")
     parser.add_argument("--target", type=float, default=120.0,
                         help="Seconds per task the issue targets; runs over it are counted.")
     parser.add_argument("--max-load", type=float, default=0.0,
@@ -145,6 +150,8 @@ def agent_config(args: argparse.Namespace, trace_dir: Path) -> Config:
     config = Config()
     config.Agent.max_steps = args.max_steps
     config.Agent.trace_dir = str(trace_dir)
+    if args.run_seconds > 0:
+        config.Agent.max_run_seconds = args.run_seconds
     if args.prompt:
         config.Agent.system_prompt_template = Path(args.prompt).read_text()
     if args.temperature is not None:

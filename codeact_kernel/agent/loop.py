@@ -293,15 +293,16 @@ class Agent(AgentSettings):
         final answer from what the run computed (Agent.answer_on_budget)."""
         budget = "step budget" if result.status == "max_steps" else "time limit"
         self._reserve = 0.0
+        if self._time_left() <= 0:
+            result.reason += "; no time was left for a last call for an answer"
+            return
         try:
-            if self._time_left() <= 0:
-                raise TimeoutError
             variables = format_variables(await self.variables())
             self.messages.append({"role": "user", "content": last_call_message(budget,
                                                                               variables)})
             record = await self._step(step, emitter(on_event, step), stdin, last_call=budget)
-        except TimeoutError:
-            result.reason += "; no time was left for a last call for an answer"
+        except TimeoutError:  # the model's reply outlasted the time held back for it
+            result.reason += "; the last call for an answer ran out of time too"
             return
         except ModelError as exc:  # the budget's end stays the run's status
             result.reason += f"; the last call for an answer failed: {exc}"
