@@ -29,6 +29,7 @@ from traitlets import Bool, Float, Unicode
 
 from ..errors import KernelLost, KernelStartError, SessionClosed
 from ..sandbox.cgroups import Counters
+from ..sandbox.interrupt import confirmed_interrupt
 from .client import BoundedKernelClient
 from .manager import KernelChannels, SessionKernelManager
 from .session import SessionFactory
@@ -165,9 +166,13 @@ class ConnectionFileKernelManager(SessionKernelManager):
         return now - self._silent_since < self.heartbeat_grace
 
     async def interrupt_kernel(self) -> None:
-        """An interrupt_request on the control channel (works whatever the kernelspec says)."""
+        """An interrupt_request on the control channel (works whatever the kernelspec
+        says), confirmed by the kernel's reply (see ``sandbox.interrupt``)."""
         kc = self._require()
-        kc.control_channel.send(kc.session.msg("interrupt_request", {}))
+        if not await confirmed_interrupt(kc.get_connection_info(), kc.session.key,
+                                         kc.session.signature_scheme):
+            self.log.warning("the kernel attached by %s did not confirm the interrupt",
+                             self.connection_file)
 
     async def restart_kernel(self, *, timeout: float) -> None:
         """Wait for the kernel's supervisor to bring it back; KernelLost if it does not."""

@@ -9,7 +9,6 @@ pool can launch on its own event loop and a session open the channels on its own
 
 from __future__ import annotations
 
-import asyncio
 import os
 import queue
 import subprocess
@@ -34,7 +33,7 @@ from ..sandbox.cgroups import (
 )
 from ..sandbox.config import LaunchPlan, SandboxConfig
 from ..sandbox.dirs import sweep_stale_sessions
-from ..sandbox.interrupt import send_interrupt_request
+from ..sandbox.interrupt import confirmed_interrupt
 from ..sandbox.workdir import WorkFolderLease
 from .client import BoundedKernelClient
 from .manager import KernelChannels, SessionKernelManager, wait_until_ready
@@ -45,9 +44,6 @@ MAX_SOCKET_PATH = 107
 # ipykernel greets each new iopub subscriber within milliseconds; a kernel that
 # does not (older ipykernel) falls back to jupyter_client's readiness check.
 WELCOME_WAIT = 1.0
-# An interrupt_reply comes within milliseconds from a kernel whose control thread runs;
-# one that holds the GIL in a C call answers only once the call returns.
-INTERRUPT_REPLY_WAIT = 3.0
 
 
 class SpecKernelManager(AsyncKernelManager):
@@ -284,17 +280,9 @@ class SandboxKernelManager(SessionKernelManager):
         the kernel's reply (see ``sandbox.interrupt``); a kernel that does not confirm
         is left to the session's grace and restart."""
         km = self._require()
-        info = km.get_connection_info()
-        sep = "-" if info["transport"] == "ipc" else ":"
-        endpoint = f"{info['transport']}://{info['ip']}{sep}{info['control_port']}"
-        loop = asyncio.get_running_loop()
-        confirmed = await loop.run_in_executor(
-            None, send_interrupt_request, endpoint, km.session.key,
-            km.session.signature_scheme, INTERRUPT_REPLY_WAIT,
-        )
-        if not confirmed:
-            self.log.warning("the kernel did not confirm the interrupt within %gs",
-                             INTERRUPT_REPLY_WAIT)
+        if not await confirmed_interrupt(km.get_connection_info(), km.session.key,
+                                         km.session.signature_scheme):
+            self.log.warning("the kernel did not confirm the interrupt")
 
     async def restart_kernel(self, *, timeout: float) -> None:
         """Kill and relaunch the kernel with the same arguments; the channels stay."""

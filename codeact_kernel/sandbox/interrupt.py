@@ -13,7 +13,9 @@ not raise KeyboardInterrupt twice.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -21,6 +23,23 @@ if TYPE_CHECKING:
     from jupyter_client.session import Session
 
 NUDGE_AFTER = 1.0
+# An interrupt_reply comes within milliseconds from a kernel whose control thread runs;
+# one that holds the GIL in a C call answers only once the call returns.
+REPLY_WAIT = 3.0
+
+
+def control_endpoint(info: Mapping[str, Any]) -> str:
+    """The control socket's address in a kernel's connection ``info``."""
+    sep = "-" if info["transport"] == "ipc" else ":"
+    return f"{info['transport']}://{info['ip']}{sep}{info['control_port']}"
+
+
+async def confirmed_interrupt(info: Mapping[str, Any], key: bytes, scheme: str,
+                              timeout: float = REPLY_WAIT) -> bool:
+    """``send_interrupt_request`` to the kernel of connection ``info``, from a worker
+    thread; True once the kernel confirmed."""
+    return await asyncio.get_running_loop().run_in_executor(
+        None, send_interrupt_request, control_endpoint(info), key, scheme, timeout)
 
 
 def send_interrupt_request(endpoint: str, key: bytes, scheme: str, timeout: float) -> bool:

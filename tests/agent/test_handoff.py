@@ -63,7 +63,7 @@ def received(session: KernelSession) -> dict[str, Any]:
 
 def no_pyarrow_config(python: Path, runtime_dir: Path) -> Config:
     config = Config()
-    config.KernelSession.kernel_python = str(python)
+    config.SandboxKernelManager.kernel_python = str(python)
     config.KernelSession.runtime_dir = str(runtime_dir)
     # The environment, and the packages its site-packages links to.
     config.SandboxConfig.extra_ro_binds = [str(python.parents[2]),

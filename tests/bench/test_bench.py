@@ -39,8 +39,9 @@ def test_bench_runs_a_task_file_in_three_formats(
         tool_calls(call("final_answer", {"value": 2_102_650})),            # paris, json
         tool_calls(call("get_population", {"city": "Paris"})),             # paris, auto
         tool_calls(call("final_answer", {"value": 2_102_650})),
-        fence("print(search_cities('France'))"), fence("print(1)"),        # total, code
-        "I would rather not.", "Still no.",                                # total, json
+        # total, code; its third reply is the last call at the step budget's end
+        fence("print(search_cities('France'))"), fence("print(1)"), "Out of ideas.",
+        "I would rather not.", "Still no.", "Nothing.",                    # total, json
         fence("final_answer(5)"),                                          # total, auto
     )
     out = tmp_path / "out"

@@ -212,7 +212,6 @@ def test_old_agentmagics_settings_still_apply_with_a_warning(
 
 def test_in_sends_a_dataframe_to_a_sandbox_without_pyarrow(
         ip: Any, llm: ScriptedLLMServer, python_without_pyarrow: Path) -> None:
-    import sys
 
     import pandas as pd
 
@@ -223,12 +222,14 @@ def test_in_sends_a_dataframe_to_a_sandbox_without_pyarrow(
                       "except ImportError:\n    missing = True\n"
                       "final_answer([missing, str(sales['when'].dtype)[:10],\n"
                       "              float(sales['amount'].sum())])"))
-    ip.run_line_magic("config", f"KernelSession.kernel_python = {str(python_without_pyarrow)!r}")
+    ip.run_line_magic("config",
+                      f"SandboxKernelManager.kernel_python = {str(python_without_pyarrow)!r}")
     ip.run_line_magic("config", "SandboxConfig.extra_ro_binds = "
                       f"{[str(python_without_pyarrow.parents[2]), str(packages)]!r}")
     try:
         agent_cell(ip, "--new --in sales -o seen", "look at the sales")
     finally:
-        ip.run_line_magic("config", f"KernelSession.kernel_python = {sys.executable!r}")
-        ip.run_line_magic("config", "SandboxConfig.extra_ro_binds = []")
+        # Taken out, not set back: later tests share this shell and its config.
+        ip.config.SandboxKernelManager.pop("kernel_python", None)
+        ip.config.SandboxConfig.pop("extra_ro_binds", None)
     assert ip.user_ns["seen"] == [True, "datetime64", 17.75], run_meta(ip)["totals"]
