@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codeact_kernel import tool
+from codeact_kernel import Agent, tool
 from codeact_kernel.agent.recovery import CycleTracker, degenerate, shape
 from codeact_kernel.agent.repair import repair_tool_rebinding
+from codeact_kernel.agent.results import RunResult
 from codeact_kernel.models.llm import LLM
 
 from ..helpers import code_cells, fence, load_trace, make_agent
@@ -292,18 +293,22 @@ def test_preimport_off_leaves_the_kernel_bare(
     assert "Already imported" not in llm.requests[0]["messages"][0]["content"]
 
 
+def timed_run(agent: Agent, task: str) -> tuple[RunResult, float]:
+    """``agent``'s run of ``task`` on a kernel started beforehand, and the run's seconds."""
+    agent.start()
+    try:
+        began = time.monotonic()
+        result = agent.run(task)
+        return result, time.monotonic() - began
+    finally:
+        agent.close()
+
+
 def test_run_stops_at_max_run_seconds(llm: ScriptedLLMServer, tmp_path: Path,
                                       runtime_dir: Path) -> None:
     llm.enqueue(*[fence(f"import time\ntime.sleep(2)\nprint({i})") for i in range(10)])
-    agent = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, max_run_seconds=3.0,
-                       max_steps=10)
-    agent.start()
-    try:
-        started = time.monotonic()
-        result = agent.run("sleep a lot")
-        took = time.monotonic() - started
-    finally:
-        agent.close()
+    result, took = timed_run(make_agent(llm, tmp_path, runtime_dir, tools=TOOLS,
+                                        max_run_seconds=3.0, max_steps=10), "sleep a lot")
     assert result.status == "timeout", result.status
     assert "max_run_seconds" in result.reason
     # The last step is the last call for an answer, in the time held back for it.
@@ -331,15 +336,9 @@ def test_a_run_out_of_time_gets_its_last_call_in_the_time_held_back(
         llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
     llm.enqueue(fence("import time\nfound = 'partial'\ntime.sleep(30)"),
                 fence("final_answer(found)"))
-    agent = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, max_run_seconds=16.0,
-                       last_call_seconds=4.0, max_steps=10, resample_repeats=0)
-    agent.start()
-    try:
-        began = time.monotonic()
-        result = agent.run("Find it")
-        took = time.monotonic() - began
-    finally:
-        agent.close()
+    result, took = timed_run(make_agent(llm, tmp_path, runtime_dir, tools=TOOLS,
+                                        max_run_seconds=16.0, last_call_seconds=4.0,
+                                        max_steps=10, resample_repeats=0), "Find it")
     # The sleeping step was cut when only the reserve was left; the last call ran in it.
     assert result.status == "answered" and result.answer == "partial", (
         result.reason, [(r.status, r.last_call, r.exec_duration, r.reason) for r in result.steps])

@@ -212,6 +212,7 @@ def test_old_agentmagics_settings_still_apply_with_a_warning(
 
 def test_in_sends_a_dataframe_to_a_sandbox_without_pyarrow(
         ip: Any, llm: ScriptedLLMServer, python_without_pyarrow: Path) -> None:
+    import sys
 
     import pandas as pd
 
@@ -229,7 +230,8 @@ def test_in_sends_a_dataframe_to_a_sandbox_without_pyarrow(
     try:
         agent_cell(ip, "--new --in sales -o seen", "look at the sales")
     finally:
-        # Taken out, not set back: later tests share this shell and its config.
-        ip.config.SandboxKernelManager.pop("kernel_python", None)
-        ip.config.SandboxConfig.pop("extra_ro_binds", None)
+        # Set back to the defaults through %config, which wrote them into every
+        # configurable's copy: later tests share this shell.
+        ip.run_line_magic("config", f"SandboxKernelManager.kernel_python = {sys.executable!r}")
+        ip.run_line_magic("config", "SandboxConfig.extra_ro_binds = []")
     assert ip.user_ns["seen"] == [True, "datetime64", 17.75], run_meta(ip)["totals"]
