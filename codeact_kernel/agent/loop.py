@@ -304,7 +304,7 @@ class Agent(AgentSettings):
         except TimeoutError:  # the model's reply outlasted the time held back for it
             result.reason += "; the last call for an answer ran out of time too"
             return
-        except ModelError as exc:  # the budget's end stays the run's status
+        except CodeActError as exc:  # a model or kernel failing: the budget's status stays
             result.reason += f"; the last call for an answer failed: {exc}"
             return
         result.add_step(record)

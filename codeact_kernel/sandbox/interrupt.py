@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from jupyter_client.session import Session
 
 NUDGE_AFTER = 1.0
+# The kernel holds the HMAC key, so its replies are hostile: an interrupt_reply is a few
+# hundred bytes, and a bigger message drops the connection instead of filling memory.
+MAX_REPLY_BYTES = 64 * 1024
 # An interrupt_reply comes within milliseconds from a kernel whose control thread runs;
 # one that holds the GIL in a C call answers only once the call returns.
 REPLY_WAIT = 3.0
@@ -55,6 +58,8 @@ def send_interrupt_request(endpoint: str, key: bytes, scheme: str, timeout: floa
     ctx = zmq.Context()
     try:
         sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_BYTES)
+        sock.setsockopt(zmq.RCVHWM, 16)
         sock.connect(endpoint)
         request = session.send(sock, "interrupt_request", {})
         if request is None:  # Session.send sends nothing to a socket it is not given

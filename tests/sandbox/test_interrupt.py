@@ -23,7 +23,8 @@ HANG_BOUND = 30.0
 class ControlPeer:
     """A control socket that reads like a kernel whose reader missed a wake-up: the
     first request is answered only once a second message has arrived ("wakes"), never
-    ("deaf"), or with a reply signed by another key ("forges")."""
+    ("deaf"), with a reply signed by another key ("forges"), or with a signed reply of
+    a megabyte ("bloats")."""
 
     def __init__(self, endpoint: str, mode: str) -> None:
         self.endpoint, self.mode = endpoint, mode
@@ -50,8 +51,10 @@ class ControlPeer:
                 pending.append((idents, msg))
                 if len(pending) == 2 and self.mode != "deaf":
                     first_idents, first = pending[0]
-                    self.signer.send(sock, "interrupt_reply", {"status": "ok"},
-                                      parent=first, ident=first_idents)
+                    content = {"status": "ok", "pad": "x" * 2**20 if self.mode == "bloats"
+                               else ""}
+                    self.signer.send(sock, "interrupt_reply", content,
+                                     parent=first, ident=first_idents)
         finally:
             ctx.destroy(linger=0)
 
@@ -89,6 +92,14 @@ def test_a_reply_signed_with_another_key_is_no_confirmation(peer: ControlPeer) -
     assert not send_interrupt_request(peer.endpoint, KEY, "hmac-sha256",
                                       timeout=NUDGE_AFTER + 1.5)
     assert peer.received == ["interrupt_request", "kernel_info_request"]
+
+
+@pytest.mark.parametrize("peer", ["bloats"], indirect=True)
+def test_an_oversized_reply_is_dropped_unread(peer: ControlPeer) -> None:
+    # The kernel holds the key: its signed megabyte is refused by size, not read.
+    assert not send_interrupt_request(peer.endpoint, KEY, "hmac-sha256",
+                                      timeout=NUDGE_AFTER + 1.5)
+    assert peer.received[:2] == ["interrupt_request", "kernel_info_request"]
 
 
 def test_the_sandboxed_kernel_confirms_and_the_cell_stops(tmp_path: Path) -> None:
