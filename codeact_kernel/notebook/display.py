@@ -73,7 +73,9 @@ class LiveDisplay:
     def finish(self, result: RunResult) -> None:
         self.status.update(Markdown(self._status(f"done: {result.status}")))
         if result.ok:
-            display(Markdown("**Final answer**"))
+            # An answer given on the last call, after a budget ran out, says so.
+            why = f" ({escape_markdown(result.reason)})" if result.reason else ""
+            display(Markdown(f"**Final answer**{why}"))
             # Decoded on the host, but from values the sandbox chose: filtered like the rest.
             self._show_bundle(*format_display_data(result.answer))
         else:

@@ -107,6 +107,8 @@ class TerminalDisplay:
                 f"{record.completion_tokens}, tools: {tools}")
         if record.reason and record.recovery != "none":
             line += f"\n   {record.reason}"
+        if record.last_call:
+            line += f"\n   the last call for an answer: the run's {record.last_call} ran out"
         self._print(self._c(DIM, line))
 
     def stop(self) -> None:
@@ -117,6 +119,8 @@ class TerminalDisplay:
         if result.ok:
             head = self._c(GREEN + BOLD, "Final answer:")
             print(f"{head} {escape_terminal(_answer_repr(result.answer))}", file=self.out)
+            if result.reason:  # an answer given on the last call says so
+                print(self._c(DIM, result.reason), file=self.out)
         else:
             print(self._c(RED + BOLD, f"No answer ({result.status}): {result.reason}"),
                   file=self.out)

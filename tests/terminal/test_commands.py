@@ -104,6 +104,20 @@ def test_the_path_config_drives_a_real_run(llm: ScriptedLLMServer, config_dir: P
     assert len(llm.requests) == 1
 
 
+def test_an_answer_on_the_last_call_says_so(llm: ScriptedLLMServer, config_dir: Path,
+                                            tmp_path: Path, runtime_dir: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    (config_dir / "codeact_config.py").write_text(
+        f"c.LLM.model = 'openai/scripted'\nc.LLM.api_base = {llm.api_base!r}\n"
+        f"c.Agent.max_steps = 1\nc.KernelSession.runtime_dir = {str(runtime_dir)!r}\n")
+    llm.enqueue(fence("x = 5"), fence("final_answer(x)"))
+    assert main(["run", "answers late", "--trace", str(tmp_path / "t.ipynb")]) == 0
+    out = capsys.readouterr().out
+    assert "the last call for an answer: the run's step budget ran out" in out
+    assert "Final answer: 5" in out
+    assert "answered on the last call, after the step budget ran out" in out
+
+
 def test_bad_config_and_commands_get_clear_errors(config_dir: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "task", "--config", str(tmp_path / "nope.py")]) == 2
