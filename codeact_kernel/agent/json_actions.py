@@ -265,7 +265,7 @@ async def json_step(
     """Run a reply's function calls as the step ``record``; the conversation gets the
     reply and one answer per call."""
     server: ToolServer = agent.tool_server
-    timeout = min(agent.tool_call_timeout, agent.step_timeout, max(agent._time_left(), 0.5))
+    timeout = min(agent.tool_call_timeout, agent.step_timeout, max(agent.clock.left(), 0.5))
     agent.hub.begin_step(record.step, calls_text(actions), human=stdin is not None)
     emit("code", calls_text(actions))
     trace_path = agent.trace.path

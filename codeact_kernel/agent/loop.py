@@ -39,7 +39,7 @@ from .prompt import (
     last_call_message,
     render_system_prompt,
 )
-from .recovery import CycleTracker, compact, run_deadline
+from .recovery import CycleTracker, RunClock, compact
 from .repair import check_with_repair
 from .resample import Resampled, fresh_reply
 from .results import AgentEvent, RunResult, StepRecord, emitter
@@ -81,8 +81,7 @@ class Agent(AgentSettings):
         self.step_counter = 0
         self._cycles = CycleTracker()  # this run's failed attempts (recovery.py)
         self._started = False
-        self._deadline: float | None = None
-        self._reserve = 0.0  # seconds of the deadline held back for the last call
+        self.clock = RunClock()  # the running run's deadline (recovery.py)
         # Set by an orchestrator: the span a sub-agent's run nests under.
         self.otel_parent: dict[str, Any] | None = None
         self._otel: Any = None
@@ -206,8 +205,7 @@ class Agent(AgentSettings):
         ``max_steps`` setting.
         """
         owned = not self._started
-        self._deadline = run_deadline(self.max_run_seconds, deadline)
-        self._reserve = self._last_call_reserve()
+        self.clock = RunClock.start(self, deadline)
         await self.astart()
         try:
             budget = self.max_steps if max_steps is None else max_steps
@@ -230,7 +228,7 @@ class Agent(AgentSettings):
         try:
             for step in range(1, max_steps + 1):
                 try:
-                    if self._time_left() <= 0:
+                    if self.clock.left() <= 0:
                         raise TimeoutError
                     record = await self._step(step, emitter(on_event, step), stdin_handler)
                 except TimeoutError:  # no time left for a step, or the model outlasted it
@@ -268,13 +266,6 @@ class Agent(AgentSettings):
             on_event(AgentEvent("final", len(result.steps), result))
         return result
 
-    def _last_call_reserve(self) -> float:
-        """The seconds held back for the last call: last_call_seconds, but never more
-        than a quarter of the run's time, so that a short run still has steps."""
-        if not self.answer_on_budget or self._deadline is None:
-            return 0.0
-        return min(self.last_call_seconds, max(self._deadline - time.monotonic(), 0.0) / 4)
-
     def _answered(self, result: RunResult) -> bool:
         """Whether the run has its final answer (then in ``result``)."""
         assert self.tool_server is not None
@@ -292,8 +283,8 @@ class Agent(AgentSettings):
         """One more step, with the time held back for it: the model is asked for its
         final answer from what the run computed (Agent.answer_on_budget)."""
         budget = "step budget" if result.status == "max_steps" else "time limit"
-        self._reserve = 0.0
-        if self._time_left() <= 0:
+        self.clock.release()
+        if self.clock.left() <= 0:
             result.reason += "; no time was left for a last call for an answer"
             return
         try:
@@ -348,7 +339,7 @@ class Agent(AgentSettings):
         emit("thinking", None)
         compact(self.messages, self._cycles.opening, self.max_prompt_tokens)
         specs = function_specs(self.all_tools) if self.action_format != "code" else None
-        left = self._time_left()
+        left = self.clock.left()
         completion, resampled = await asyncio.wait_for(
             self._reply(specs, emit), timeout=None if left == float("inf") else max(left, 0.5))
         actions = parse_actions(completion.tool_calls, self.all_tools) if specs else []
@@ -419,7 +410,7 @@ class Agent(AgentSettings):
                                                 self.messages)
             return
         emit("code", code)
-        timeout = min(self.step_timeout, max(self._time_left(), 0.5))
+        timeout = min(self.step_timeout, max(self.clock.left(), 0.5))
         assert self.trace is not None
         self.sub_agents.bound(timeout, self.max_steps,
                               self.trace.path.parent / f"{self.trace.path.stem}.subagents",
@@ -468,12 +459,6 @@ class Agent(AgentSettings):
         why = kept.reason or (kept.error.text if kept.error else kept.status)
         return (f"\n[_outputs[{self.step_counter}] could not be kept ({why}): print smaller "
                 "parts of the data instead]")
-
-    def _time_left(self) -> float:
-        """Seconds a step may still use: the run's deadline less the last call's reserve."""
-        if self._deadline is None:
-            return float("inf")
-        return self._deadline - self._reserve - time.monotonic()
 
     async def variables(self) -> list[dict[str, str]]:
         """A summary of the variables alive in the kernel, without touching its history."""

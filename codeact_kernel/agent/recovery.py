@@ -270,12 +270,37 @@ def error_line(outputs_text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def run_deadline(max_run_seconds: float, deadline: float | None) -> float | None:
-    """The earlier of an orchestrator's ``deadline`` and the run's own limit (monotonic)."""
-    if max_run_seconds <= 0:
-        return deadline
-    own = time.monotonic() + max_run_seconds
-    return own if deadline is None else min(deadline, own)
+@dataclass
+class RunClock:
+    """A run's wall clock: its deadline (time.monotonic(); None: no limit) and the
+    seconds of it held back for the last call for an answer."""
+
+    deadline: float | None = None
+    reserve: float = 0.0
+
+    @classmethod
+    def start(cls, options: RecoveryOptions, deadline: float | None) -> RunClock:
+        """From now: the earlier of an orchestrator's ``deadline`` and max_run_seconds;
+        with answer_on_budget, last_call_seconds held back, but never more than a
+        quarter of the run's time, so that a short run still has steps."""
+        ends = deadline
+        if options.max_run_seconds > 0:
+            own = time.monotonic() + options.max_run_seconds
+            ends = own if deadline is None else min(deadline, own)
+        if not options.answer_on_budget or ends is None:
+            return cls(ends)
+        return cls(ends, min(options.last_call_seconds,
+                             max(ends - time.monotonic(), 0.0) / 4))
+
+    def left(self) -> float:
+        """Seconds a step may still use: to the deadline, less the reserve."""
+        if self.deadline is None:
+            return float("inf")
+        return self.deadline - self.reserve - time.monotonic()
+
+    def release(self) -> None:
+        """The last call has begun: the reserve is its to use."""
+        self.reserve = 0.0
 
 
 def compact(messages: list[dict[str, Any]], start: int, budget_tokens: int) -> int:

@@ -168,9 +168,7 @@ class ConnectionFileKernelManager(SessionKernelManager):
     async def interrupt_kernel(self) -> None:
         """An interrupt_request on the control channel (works whatever the kernelspec
         says), confirmed by the kernel's reply (see ``sandbox.interrupt``)."""
-        kc = self._require()
-        if not await confirmed_interrupt(kc.get_connection_info(), kc.session.key,
-                                         kc.session.signature_scheme):
+        if not await confirmed_interrupt(self._require()):
             self.log.warning("the kernel attached by %s did not confirm the interrupt",
                              self.connection_file)
 

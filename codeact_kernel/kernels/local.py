@@ -279,9 +279,7 @@ class SandboxKernelManager(SessionKernelManager):
         """An interrupt_request (message mode: SIGINT would kill bwrap), confirmed by
         the kernel's reply (see ``sandbox.interrupt``); a kernel that does not confirm
         is left to the session's grace and restart."""
-        km = self._require()
-        if not await confirmed_interrupt(km.get_connection_info(), km.session.key,
-                                         km.session.signature_scheme):
+        if not await confirmed_interrupt(self._require()):
             self.log.warning("the kernel did not confirm the interrupt")
 
     async def restart_kernel(self, *, timeout: float) -> None:

@@ -37,12 +37,13 @@ def control_endpoint(info: Mapping[str, Any]) -> str:
     return f"{info['transport']}://{info['ip']}{sep}{info['control_port']}"
 
 
-async def confirmed_interrupt(info: Mapping[str, Any], key: bytes, scheme: str,
-                              timeout: float = REPLY_WAIT) -> bool:
-    """``send_interrupt_request`` to the kernel of connection ``info``, from a worker
-    thread; True once the kernel confirmed."""
-    return await asyncio.get_running_loop().run_in_executor(
-        None, send_interrupt_request, control_endpoint(info), key, scheme, timeout)
+async def confirmed_interrupt(connection: Any, timeout: float = REPLY_WAIT) -> bool:
+    """``send_interrupt_request``, from a worker thread, to the kernel ``connection``
+    (a jupyter_client kernel manager or client) reaches; True once the kernel confirmed."""
+    session = connection.session
+    return bool(await asyncio.get_running_loop().run_in_executor(
+        None, send_interrupt_request, control_endpoint(connection.get_connection_info()),
+        session.key, session.signature_scheme, timeout))
 
 
 def send_interrupt_request(endpoint: str, key: bytes, scheme: str, timeout: float) -> bool:
