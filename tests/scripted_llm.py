@@ -44,6 +44,7 @@ class ScriptedLLMServer:
         self.requests: list[dict[str, Any]] = []
         self.fail_next: deque[int] = deque()
         self.delay = 0.0
+        self.chunk_delay = 0.0  # seconds between a streamed reply's chunks
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
@@ -119,7 +120,12 @@ class ScriptedLLMServer:
                         "arguments": args[i : i + 7]}}]} for i in range(0, len(args), 7)]
                 for delta in deltas:
                     chunk = _chunk(delta, None, model)
-                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    try:
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                        self.wfile.flush()
+                    except (BrokenPipeError, ConnectionResetError):
+                        return  # the client stopped reading (a cut reply)
+                    time.sleep(server.chunk_delay)
                 final = _chunk({}, "tool_calls" if calls else "stop", model)
                 final["usage"] = _usage(text if not calls else json.dumps(reply))
                 self.wfile.write(f"data: {json.dumps(final)}\n\n".encode())

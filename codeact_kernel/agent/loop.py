@@ -339,9 +339,17 @@ class Agent(AgentSettings):
         emit("thinking", None)
         compact(self.messages, self._cycles.opening, self.max_prompt_tokens)
         specs = function_specs(self.all_tools) if self.action_format != "code" else None
-        left = self.clock.left()
-        completion, resampled = await asyncio.wait_for(
-            self._reply(specs, emit), timeout=None if left == float("inf") else max(left, 0.5))
+        left, began = self.clock.left(), time.monotonic()
+        streamed: list[str] = []
+        try:
+            completion, resampled = await asyncio.wait_for(
+                self._reply(specs, emit, streamed),
+                timeout=None if left == float("inf") else max(left, 0.5))
+        except TimeoutError:  # the trace shows what the time went on
+            assert self.trace is not None
+            self.trace.add_step(StepRecord.cut_short(step, "".join(streamed),
+                                                     time.monotonic() - began, last_call))
+            raise
         actions = parse_actions(completion.tool_calls, self.all_tools) if specs else []
         code = extract_code(completion.text) if self.action_format != "json" else None
         skipped_code = actions and code is not None
@@ -380,9 +388,13 @@ class Agent(AgentSettings):
         emit("step_end", record)
         return record
 
-    async def _reply(self, specs: Any, emit: Callable[[str, Any], None]
+    async def _reply(self, specs: Any, emit: Callable[[str, Any], None], streamed: list[str]
                      ) -> tuple[Completion, Resampled | None]:
-        completion = await self.llm.complete(self.messages, lambda t: emit("token", t), specs)
+        def on_token(text: str) -> None:
+            streamed.append(text)
+            emit("token", text)
+
+        completion = await self.llm.complete(self.messages, on_token, specs)
         return await fresh_reply(self.llm, self.messages, specs, completion, self._cycles,
                                  self.resample_repeats, self.resample_temperature,
                                  calls_only=self.action_format == "json")

@@ -1,11 +1,12 @@
 """Stub repair: a reply that redefines or rebinds a tool, made runnable instead of refused.
 
-Small models copy the tools' listing into their code (``def departures(...): ...``) or
-store a tool's result under the tool's own name (``screenings = screenings(day)``). The
-policy refuses both, and a refused reply tends to come back verbatim, step after step.
-The repair drops the top-level redefinitions and renames the rebound variable, so the rest
-of the reply runs against the real tools; the policy then checks the repaired code as
-usual, and the trace keeps the original.
+Small models copy the tools' listing into their code (``def departures(...): ...``),
+import a tool as if it were a module (``from molar_mass import molar_mass``), or store a
+tool's result under the tool's own name (``screenings = screenings(day)``). The policy
+refuses all three, and a refused reply tends to come back verbatim, step after step.
+The repair drops the top-level redefinitions and imports and renames the rebound
+variable, so the rest of the reply runs against the real tools; the policy then checks
+the repaired code as usual, and the trace keeps the original.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ class Repair:
 
 
 def repair_tool_rebinding(code: str, tools: Collection[str]) -> Repair | None:
-    """``code`` without its top-level definitions of ``tools`` and with variables named
-    after a tool renamed; None when there is nothing to repair or it does not parse."""
+    """``code`` without its top-level definitions and imports of ``tools`` and with
+    variables named after a tool renamed; None when there is nothing to repair or it does
+    not parse. An import is dropped only when every name it binds is a tool's."""
     try:
         tree = ast.parse(code)
     except SyntaxError:
@@ -43,6 +45,13 @@ def repair_tool_rebinding(code: str, tools: Collection[str]) -> Repair | None:
             first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
             drop.append((first, node.end_lineno or node.lineno))
             changes.append(f"dropped your definition of {node.name}(): the real tool runs")
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound = _bound_names(node)
+            if bound and set(bound) <= names and not _shares_a_line(node, tree.body):
+                drop.append((node.lineno, node.end_lineno or node.lineno))
+                changes.append(f"dropped your import of {', '.join(bound)}: the "
+                               + ("tool is" if len(bound) == 1 else "tools are")
+                               + " already defined")
     dropped = {n for start, end in drop for n in range(start, end + 1)}
     renames = _rebinding_renames(tree, names, dropped, _all_names(tree))
     if not drop and not renames:
@@ -55,6 +64,21 @@ def repair_tool_rebinding(code: str, tools: Collection[str]) -> Repair | None:
     if not repaired.strip():
         return None  # the reply was nothing but redefinitions
     return Repair(repaired, changes)
+
+
+def _bound_names(node: ast.Import | ast.ImportFrom) -> list[str]:
+    """The names an import statement binds (none for ``import *``)."""
+    if any(alias.name == "*" for alias in node.names):
+        return []
+    return [alias.asname or alias.name.split(".")[0] for alias in node.names]
+
+
+def _shares_a_line(node: ast.stmt, body: list[ast.stmt]) -> bool:
+    """Whether another statement sits on one of ``node``'s lines (``import x; y = 1``),
+    which dropping those lines would take with it."""
+    end = node.end_lineno or node.lineno
+    return any(other is not node and other.lineno <= end
+               and (other.end_lineno or other.lineno) >= node.lineno for other in body)
 
 
 def _all_names(tree: ast.AST) -> set[str]:

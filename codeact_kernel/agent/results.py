@@ -76,6 +76,18 @@ class StepRecord:
                    completion_tokens=completion.completion_tokens, cost=completion.cost,
                    llm_duration=round(completion.duration, 4))
 
+    @classmethod
+    def cut_short(cls, step: int, streamed: str, seconds: float, last_call: str = ""
+                  ) -> StepRecord:
+        """A step whose reply the run's time limit cut: what the model had written by
+        then, so that the trace shows where the time went."""
+        said = streamed.strip() or "*(nothing yet)*"
+        return cls(step=step, code=None, status="cut", llm_duration=round(seconds, 4),
+                   last_call=last_call,
+                   model_text=f"{said}\n\n*(cut: the run's time limit ran out after "
+                   f"{seconds:.0f} s of this reply)*",
+                   reason="the run's time limit ran out while the model was replying")
+
     @property
     def blocked(self) -> bool:
         return not self.policy.get("allowed", True)

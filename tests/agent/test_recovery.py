@@ -86,6 +86,33 @@ def test_variable_named_after_a_tool_is_renamed_and_the_tool_still_called(
     assert len([c for c in result.steps[0].tool_calls if c["name"] == "departures"]) == 2
 
 
+def test_an_import_of_a_tool_is_dropped_and_the_real_tool_runs(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    # The embedded model writes `from molar_mass import molar_mass` for a tool it was given:
+    # the policy refuses the import, and the rest of the reply would have run.
+    code = ("from departures import departures\nimport airport_code\nimport math\n"
+            "board = departures(airport_code('Lisbon'))\n"
+            "final_answer(math.floor(len(board['flights'])))")
+    llm.enqueue(fence(code))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS).run("How many flights?")
+    assert result.status == "answered", result.reason
+    assert result.answer == 2
+    step = result.steps[0]
+    assert step.repaired_from == code
+    assert step.code is not None and step.code.startswith("import math\n")
+    assert step.repairs == ["dropped your import of departures: the tool is already defined",
+                            "dropped your import of airport_code: the tool is already defined"]
+
+
+def test_an_import_that_binds_anything_besides_tools_is_left_to_the_policy() -> None:
+    tools = ["departures"]
+    assert repair_tool_rebinding("from flights import departures, boards\nx = 1", tools) is None
+    assert repair_tool_rebinding("import departures as d\nx = 1", tools) is None
+    assert repair_tool_rebinding("import departures; x = 1", tools) is None  # one line
+    fixed = repair_tool_rebinding("from tools import departures as departures\nx = 1", tools)
+    assert fixed is not None and fixed.code == "x = 1"
+
+
 def test_repair_off_blocks_as_before(llm: ScriptedLLMServer, tmp_path: Path,
                                      runtime_dir: Path) -> None:
     llm.enqueue(fence("def airport_code(city):\n    return 'LIS'\nfinal_answer(1)"),
@@ -315,6 +342,22 @@ def test_run_stops_at_max_run_seconds(llm: ScriptedLLMServer, tmp_path: Path,
     assert len(result.steps) <= 3 and result.steps[-1].last_call == "time limit"
     assert took < 8
     assert load_trace(result.trace_path).metadata["codeact"]["status"] == "timeout"
+
+
+def test_a_reply_the_time_limit_cuts_is_kept_in_the_trace(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    llm.chunk_delay = 0.4  # 16 characters every 0.4 s: the reply needs about 10 s
+    llm.enqueue("I will look at every flight, one by one. " * 10)
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, max_run_seconds=3.0,
+                        answer_on_budget=False, resample_repeats=0).run("Which flight?")
+    assert result.status == "timeout" and result.steps == []
+    nb = load_trace(result.trace_path)
+    (cut,) = [c for c in nb.cells if c.metadata["codeact"].get("status") == "cut"]
+    assert cut.cell_type == "markdown" and cut.metadata["codeact"]["step"] == 1
+    assert "I will look at every flight" in cut.source
+    assert "cut: the run's time limit ran out after" in cut.source
+    assert cut.source.count("one by one") < 10  # what had come by then, not the reply
+    assert 0 < cut.metadata["codeact"]["llm_duration"] <= 3.0  # within the run's limit
 
 
 def test_a_run_out_of_steps_gets_a_last_call_for_its_answer(

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -357,3 +360,29 @@ def test_llms_naming_local_share_one_server_and_keep_their_settings(real_gguf: P
     assert (first.model, first.api_base, first.extra_params) == ("local", "", {})
     assert not first.stop_after_first_block and first.label == "local"
     assert _wait_gone(_procs_with(alias), 10) == []
+
+
+
+def _logprobs_status(server: LocalModelServer) -> int:
+    """The HTTP status of a one-token request for logprobs (which need every logit)."""
+    body = json.dumps({"model": server.model_alias, "max_tokens": 1, "logprobs": True,
+                       "top_logprobs": 1, "messages": [{"role": "user", "content": "Hi"}]})
+    request = urllib.request.Request(f"{server.api_base}/chat/completions", body.encode(),
+                                     {"Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=60) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.localmodel
+def test_the_server_keeps_only_the_logits_sampling_needs(real_gguf: Path) -> None:
+    # llama-cpp-python's server keeps every prompt position's logits unless told not to;
+    # extra_args come last, so a user who needs logprobs can turn them back on.
+    with LocalModelServer(gguf_path=str(real_gguf)) as server:
+        assert _logprobs_status(server) >= 400
+    with LocalModelServer(gguf_path=str(real_gguf),
+                          extra_args=["--logits_all", "True"]) as server:
+        assert _logprobs_status(server) == 200
