@@ -11,7 +11,6 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from types import TracebackType
 from typing import Any
 
@@ -39,7 +38,7 @@ from .prompt import (
     last_call_message,
     render_system_prompt,
 )
-from .recovery import CycleTracker, RunClock, compact
+from .recovery import CycleTracker, ReplyCut, RunClock, compact
 from .repair import check_with_repair
 from .resample import Resampled, fresh_reply
 from .results import AgentEvent, RunResult, StepRecord, emitter
@@ -231,10 +230,11 @@ class Agent(AgentSettings):
                     if self.clock.left() <= 0:
                         raise TimeoutError
                     record = await self._step(step, emitter(on_event, step), stdin_handler)
-                except TimeoutError:  # no time left for a step, or the model outlasted it
+                except TimeoutError as exc:  # no time left for a step, or a reply cut
                     result.status = "timeout"
                     result.reason = (f"the run's time limit ran out at step {step} "
                                      "(Agent.max_run_seconds, or the orchestrator's deadline)")
+                    step += isinstance(exc, ReplyCut)  # the trace has the cut step
                     break
                 result.add_step(record)
                 if self._answered(result):
@@ -343,13 +343,13 @@ class Agent(AgentSettings):
         streamed: list[str] = []
         try:
             completion, resampled = await asyncio.wait_for(
-                self._reply(specs, emit, streamed),
+                self._reply(specs, emit, streamed, resample=not last_call),
                 timeout=None if left == float("inf") else max(left, 0.5))
-        except TimeoutError:  # the trace shows what the time went on
+        except TimeoutError as exc:  # the trace shows what the time went on
             assert self.trace is not None
             self.trace.add_step(StepRecord.cut_short(step, "".join(streamed),
                                                      time.monotonic() - began, last_call))
-            raise
+            raise ReplyCut from exc
         actions = parse_actions(completion.tool_calls, self.all_tools) if specs else []
         code = extract_code(completion.text) if self.action_format != "json" else None
         skipped_code = actions and code is not None
@@ -360,7 +360,7 @@ class Agent(AgentSettings):
             self.messages.append({"role": "assistant", "content": completion.text})
         record = StepRecord.from_completion(step, completion, code)
         record.last_call = last_call
-        record.resampled = asdict(resampled) if resampled else None
+        record.resampled = resampled.record() if resampled else None
         assert self.trace is not None
         try:
             if actions:
@@ -388,16 +388,20 @@ class Agent(AgentSettings):
         emit("step_end", record)
         return record
 
-    async def _reply(self, specs: Any, emit: Callable[[str, Any], None], streamed: list[str]
-                     ) -> tuple[Completion, Resampled | None]:
+    async def _reply(self, specs: Any, emit: Callable[[str, Any], None], streamed: list[str],
+                     resample: bool = True) -> tuple[Completion, Resampled | None]:
+        """The model's reply, sampled again when it cannot move the run forward and the
+        run has the time (a last call has only the time for one reply)."""
         def on_token(text: str) -> None:
             streamed.append(text)
             emit("token", text)
 
         completion = await self.llm.complete(self.messages, on_token, specs)
         return await fresh_reply(self.llm, self.messages, specs, completion, self._cycles,
-                                 self.resample_repeats, self.resample_temperature,
-                                 calls_only=self.action_format == "json")
+                                 self.resample_repeats if resample else 0,
+                                 self.resample_temperature,
+                                 calls_only=self.action_format == "json",
+                                 time_left=self.clock.left)
 
     async def _act(
         self, record: StepRecord, code: str, emit: Callable[[str, Any], None],

@@ -47,8 +47,10 @@ class RecoveryOptions(Configurable):
         "statement, or code that already failed or was blocked in this run (action_format "
         "json: when it calls no function), ask again at "
         "resample_temperature (seeds 1, 2, ...) up to this many times, and go on with the "
-        "first reply that does something new; the trace keeps what was replaced. 0: go on "
-        "with every reply as it is.",
+        "first reply that does something new; the trace keeps what was replaced. A sample "
+        "starts only while the run has as much time left as the greedy reply took, and the "
+        "last call for an answer is never sampled again. 0: go on with every reply as it "
+        "is.",
     ).tag(config=True)
     resample_temperature = Float(
         0.7, min=0.0, help="Temperature of the replies resample_repeats asks for.",
@@ -301,6 +303,10 @@ class RunClock:
     def release(self) -> None:
         """The last call has begun: the reserve is its to use."""
         self.reserve = 0.0
+
+
+class ReplyCut(TimeoutError):
+    """The run's time limit cut a model reply; the trace has that step as far as it came."""
 
 
 def compact(messages: list[dict[str, Any]], start: int, budget_tokens: int) -> int:

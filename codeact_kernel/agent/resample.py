@@ -12,12 +12,17 @@ request is sent again at a temperature, with a fixed seed per try so that a run 
 repeated, until a reply brings code that does something new; the step then runs that one.
 If none does (or a sample request fails), the greedy reply goes on as before. The trace
 keeps what was replaced, why, and every sample's tokens.
+
+A sample is drawn only while the run has the time for one (as long as the greedy reply
+took): on the tuning half, a step whose greedy reply repeated failed code spent its last
+50 s on samples none of which came back, and the last call behind it did the same.
 """
 
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError
@@ -37,6 +42,14 @@ class Resampled:
     found: bool  # whether one of them brought code that does something new
     original: str  # the greedy reply: its code, or its text when it had none
     repeated_step: int | None = None  # for a repeat: the failed step it repeated
+    out_of_time: bool = False  # sampling stopped: no time was left for another sample
+
+    def record(self) -> dict[str, Any]:
+        """The step's record of it (``out_of_time`` only when it happened)."""
+        kept = asdict(self)
+        if not self.out_of_time:
+            kept.pop("out_of_time")
+        return kept
 
 
 def why_again(completion: Completion, cycles: CycleTracker,
@@ -60,9 +73,12 @@ def why_again(completion: Completion, cycles: CycleTracker,
 async def fresh_reply(llm: LLM, messages: list[dict[str, Any]], tools: Any,
                       completion: Completion, cycles: CycleTracker, tries: int,
                       temperature: float, calls_only: bool = False,
+                      time_left: Callable[[], float] | None = None,
                       ) -> tuple[Completion, Resampled | None]:
     """``completion``, or a sampled reply in its place when it cannot move the run forward.
-    Token counts, cost and time of every sample are added to the reply that is kept."""
+    Token counts, cost and time of every sample are added to the reply that is kept.
+    ``time_left()``: the run's seconds left; no sample starts with less than the greedy
+    reply took."""
     reason, step = why_again(completion, cycles, calls_only)
     if not reason or tries <= 0:
         return completion, None
@@ -71,6 +87,9 @@ async def fresh_reply(llm: LLM, messages: list[dict[str, Any]], tools: Any,
     # Anthropic, for one, takes no seed: its samples are still drawn, just not repeatable.
     seeded = llm.takes_param("seed")
     for seed in range(1, tries + 1):
+        if time_left is not None and time_left() < completion.duration:
+            return _spent(completion, spent), Resampled(reason, seed - 1, False, original,
+                                                        step, out_of_time=True)
         overrides: dict[str, Any] = {"temperature": temperature}
         if seeded:
             overrides["seed"] = seed

@@ -98,7 +98,7 @@ def _fmt_egress(record: dict[str, Any], width: int = 110) -> str:
 
 def step_cells(nb: NotebookNode) -> list[NotebookNode]:
     """The cells that carry a step's record: executed code, blocked code, and the model's
-    reply for a step that had no code."""
+    reply for a step that had no code or that the run's time limit cut."""
     return [c for c in nb.cells if _is_step(c)]
 
 
@@ -106,8 +106,8 @@ def _is_step(cell: NotebookNode) -> bool:
     meta = cell.metadata.get("codeact", {})
     if "step" not in meta or SETUP_TAG in cell.metadata.get("tags", []) or is_call_cell(cell):
         return False
-    return cell.cell_type in ("code", "raw") or meta.get("status") == "no-code" or bool(
-        meta.get("actions"))
+    return cell.cell_type in ("code", "raw") or meta.get("status") in ("no-code", "cut") \
+        or bool(meta.get("actions"))
 
 
 def show_lines(nb: NotebookNode, indent: str = "", base: Path | None = None,

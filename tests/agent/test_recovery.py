@@ -7,6 +7,7 @@ pruned context, pre-imported modules, and the run's time budget.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,10 @@ from typing import Any
 from codeact_kernel import Agent, tool
 from codeact_kernel.agent.recovery import CycleTracker, degenerate, shape
 from codeact_kernel.agent.repair import repair_tool_rebinding
+from codeact_kernel.agent.resample import fresh_reply
 from codeact_kernel.agent.results import RunResult
-from codeact_kernel.models.llm import LLM
+from codeact_kernel.models.llm import LLM, Completion
+from codeact_kernel.trace.report import show_lines, step_cells
 
 from ..helpers import code_cells, fence, load_trace, make_agent
 from ..scripted_llm import ScriptedLLMServer
@@ -349,7 +352,7 @@ def test_a_reply_the_time_limit_cuts_is_kept_in_the_trace(
     llm.chunk_delay = 0.4  # 16 characters every 0.4 s: the reply needs about 10 s
     llm.enqueue("I will look at every flight, one by one. " * 10)
     result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, max_run_seconds=3.0,
-                        answer_on_budget=False, resample_repeats=0).run("Which flight?")
+                        answer_on_budget=False).run("Which flight?")
     assert result.status == "timeout" and result.steps == []
     nb = load_trace(result.trace_path)
     (cut,) = [c for c in nb.cells if c.metadata["codeact"].get("status") == "cut"]
@@ -358,6 +361,42 @@ def test_a_reply_the_time_limit_cuts_is_kept_in_the_trace(
     assert "cut: the run's time limit ran out after" in cut.source
     assert cut.source.count("one by one") < 10  # what had come by then, not the reply
     assert 0 < cut.metadata["codeact"]["llm_duration"] <= 3.0  # within the run's limit
+    # `codeact show` (and a span export of the saved trace) count it as the run's step.
+    assert [c.metadata["codeact"]["status"] for c in step_cells(nb)] == ["cut"]
+    assert any("step 1: cut" in line for line in show_lines(nb))
+
+
+def test_the_last_call_after_a_cut_reply_is_the_next_step(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    llm.chunk_delay = 0.4  # the first reply needs 20 s; the last call's, under a second
+    llm.enqueue("I will look at every flight, one by one. " * 20, fence("final_answer(1)"))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, max_run_seconds=8.0,
+                        last_call_seconds=2.0).run("Which flight?")
+    assert result.status == "answered" and result.answer == 1, result.reason
+    assert [(s.step, s.last_call) for s in result.steps] == [(2, "time limit")]
+    cells = step_cells(load_trace(result.trace_path))
+    assert [c.metadata["codeact"]["step"] for c in cells] == [1, 2]
+
+
+def test_no_sample_starts_without_the_time_for_one(llm: ScriptedLLMServer) -> None:
+    cycles = CycleTracker()
+    cycles.add(1, "x = 1 / 0", "ZeroDivisionError: division by zero")
+    greedy = Completion(text=fence("x = 1 / 0"), duration=5.0)
+    model = LLM(model="openai/scripted", api_base=llm.api_base)
+    kept, resampled = asyncio.run(fresh_reply(model, [], None, greedy, cycles, 3, 0.7,
+                                              time_left=lambda: 4.0))
+    assert kept.text == greedy.text and llm.requests == []
+    assert resampled is not None and resampled.reason == "repeat"
+    assert (resampled.samples, resampled.found, resampled.out_of_time) == (0, False, True)
+
+
+def test_the_last_call_is_not_sampled_again(llm: ScriptedLLMServer, tmp_path: Path,
+                                            runtime_dir: Path) -> None:
+    # Its reply repeats the failed step; samples would take the time held back for it.
+    llm.enqueue(fence("x = 1 / 0"), fence("x = 1 / 0"))
+    result = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, max_steps=1).run("Divide")
+    assert result.status == "max_steps" and len(llm.requests) == 2
+    assert result.steps[-1].last_call == "step budget" and result.steps[-1].resampled is None
 
 
 def test_a_run_out_of_steps_gets_a_last_call_for_its_answer(
