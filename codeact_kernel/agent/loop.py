@@ -18,7 +18,6 @@ from jupyter_core.utils import run_sync
 
 from ..errors import CodeActError, ModelError
 from ..kernels.stdin import StdinHandler, StdinToolChannel
-from ..models.llm import Completion
 from ..telemetry.config import env_configured
 from ..tools.bootstrap import kernel_bootstrap_code
 from ..tools.hub import ToolHub
@@ -38,9 +37,9 @@ from .prompt import (
     last_call_message,
     render_system_prompt,
 )
-from .recovery import CycleTracker, ReplyCut, RunClock, compact
+from .recovery import CycleTracker, RunClock, compact
 from .repair import check_with_repair
-from .resample import Resampled, fresh_reply
+from .reply import ReplyCut, step_reply
 from .results import AgentEvent, RunResult, StepRecord, emitter
 from .settings import RUN_META_SETTINGS, AgentSettings
 from .steps import execute_step, probe_install_code, record_refused, variables_now
@@ -227,13 +226,14 @@ class Agent(AgentSettings):
         try:
             for step in range(1, max_steps + 1):
                 try:
-                    if self.clock.left() <= 0:
-                        raise TimeoutError
+                    if not self.clock.room_for_step():
+                        raise TimeoutError(self.clock.shortfall())
                     record = await self._step(step, emitter(on_event, step), stdin_handler)
                 except TimeoutError as exc:  # no time left for a step, or a reply cut
                     result.status = "timeout"
                     result.reason = (f"the run's time limit ran out at step {step} "
-                                     "(Agent.max_run_seconds, or the orchestrator's deadline)")
+                                     "(Agent.max_run_seconds, or the orchestrator's deadline)"
+                                     + (f": {exc}" if str(exc) else ""))
                     step += isinstance(exc, ReplyCut)  # the trace has the cut step
                     break
                 result.add_step(record)
@@ -339,17 +339,11 @@ class Agent(AgentSettings):
         emit("thinking", None)
         compact(self.messages, self._cycles.opening, self.max_prompt_tokens)
         specs = function_specs(self.all_tools) if self.action_format != "code" else None
-        left, began = self.clock.left(), time.monotonic()
-        streamed: list[str] = []
-        try:
-            completion, resampled = await asyncio.wait_for(
-                self._reply(specs, emit, streamed, resample=not last_call),
-                timeout=None if left == float("inf") else max(left, 0.5))
-        except TimeoutError as exc:  # the trace shows what the time went on
-            assert self.trace is not None
-            self.trace.add_step(StepRecord.cut_short(step, "".join(streamed),
-                                                     time.monotonic() - began, last_call))
-            raise ReplyCut from exc
+        completion, resampled = await step_reply(
+            self.llm, self.messages, specs, options=self, cycles=self._cycles,
+            clock=self.clock, emit=emit, on_cut=lambda streamed, seconds: self._cut(
+                StepRecord.cut_short(step, streamed, seconds, last_call)),
+            calls_only=self.action_format == "json", last_call=bool(last_call))
         actions = parse_actions(completion.tool_calls, self.all_tools) if specs else []
         code = extract_code(completion.text) if self.action_format != "json" else None
         skipped_code = actions and code is not None
@@ -388,20 +382,9 @@ class Agent(AgentSettings):
         emit("step_end", record)
         return record
 
-    async def _reply(self, specs: Any, emit: Callable[[str, Any], None], streamed: list[str],
-                     resample: bool = True) -> tuple[Completion, Resampled | None]:
-        """The model's reply, sampled again when it cannot move the run forward and the
-        run has the time (a last call has only the time for one reply)."""
-        def on_token(text: str) -> None:
-            streamed.append(text)
-            emit("token", text)
-
-        completion = await self.llm.complete(self.messages, on_token, specs)
-        return await fresh_reply(self.llm, self.messages, specs, completion, self._cycles,
-                                 self.resample_repeats if resample else 0,
-                                 self.resample_temperature,
-                                 calls_only=self.action_format == "json",
-                                 time_left=self.clock.left)
+    def _cut(self, record: StepRecord) -> None:
+        assert self.trace is not None  # the trace shows what the time went on
+        self.trace.add_step(record)
 
     async def _act(
         self, record: StepRecord, code: str, emit: Callable[[str, Any], None],

@@ -378,6 +378,28 @@ def test_the_last_call_after_a_cut_reply_is_the_next_step(
     assert [c.metadata["codeact"]["step"] for c in cells] == [1, 2]
 
 
+def test_time_too_short_for_a_reply_goes_to_the_last_call(
+        llm: ScriptedLLMServer, tmp_path: Path, runtime_dir: Path) -> None:
+    llm.chunk_delay = 0.4  # 16 characters every 0.4 s: the first reply takes about 3 s
+    first = fence("# the first half of the work, and a long rest after it\n"
+                  "import time\nfound = 'partial'\ntime.sleep(7)")
+    llm.enqueue(first, fence("final_answer(found)"), fence("final_answer(found)"))
+    agent = make_agent(llm, tmp_path, runtime_dir, tools=TOOLS, max_run_seconds=16.0,
+                       last_call_seconds=4.0, resample_repeats=0)
+    try:
+        agent.start()  # the kernel's start is not the run's time
+        result = agent.run("Find it")
+    finally:
+        agent.close()
+    # After step 1 (a 3 s reply, 7 s of sleep) about 2 s are left besides the 4 s held
+    # back: a step begun then would be cut before its reply came. The last call gets them.
+    assert result.status == "answered" and result.answer == "partial", result.reason
+    assert [(s.step, s.last_call) for s in result.steps] == [(1, ""), (2, "time limit")]
+    assert len(llm.requests) == 2  # without the rule: step 2 cut, then the last call
+    nb = load_trace(result.trace_path)
+    assert all(c.metadata["codeact"].get("status") != "cut" for c in nb.cells)
+
+
 def test_no_sample_starts_without_the_time_for_one(llm: ScriptedLLMServer) -> None:
     cycles = CycleTracker()
     cycles.add(1, "x = 1 / 0", "ZeroDivisionError: division by zero")
