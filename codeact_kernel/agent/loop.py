@@ -19,7 +19,6 @@ from jupyter_core.utils import run_sync
 from ..errors import CodeActError, ModelError
 from ..kernels.stdin import StdinHandler, StdinToolChannel
 from ..telemetry.config import env_configured
-from ..tools.bootstrap import kernel_bootstrap_code
 from ..tools.hub import ToolHub
 from ..tools.listing import function_specs, kernel_names, tool_meta
 from ..tools.server import ToolServer
@@ -42,7 +41,7 @@ from .repair import check_with_repair
 from .reply import ReplyCut, step_reply
 from .results import AgentEvent, RunResult, StepRecord, emitter
 from .settings import RUN_META_SETTINGS, AgentSettings
-from .steps import execute_step, probe_install_code, record_refused, variables_now
+from .steps import execute_step, record_refused, variables_now
 from .workspace import keep_full_output, setup_code
 
 EventCallback = Callable[[AgentEvent], Any]
@@ -126,7 +125,9 @@ class Agent(AgentSettings):
             self.tool_server.start()
             self.session.tool_handler = StdinToolChannel(self.tool_server).answer
             self.session.approval_handler = self.hub.gate.answer
-            self.session.startup_code = self._kernel_setup_code()
+            self.session.startup_code = setup_code(
+                self.all_tools, self.tool_server, call_timeout=self.tool_call_timeout,
+                transport=self.session.tool_transport, preimport=self.preimport)
             await self.session.async_run_startup_code()
         except BaseException:
             await self.aclose()
@@ -161,16 +162,6 @@ class Agent(AgentSettings):
                 self._otel.close()
                 self._otel = None
             await self.llm.aclose()
-
-    def _kernel_setup_code(self) -> list[str]:
-        assert self.session.session_dir is not None and self.tool_server is not None
-        tool_client = kernel_bootstrap_code(
-            self.all_tools, self.tool_server.socket_path,
-            call_timeout=self.tool_call_timeout, token=self.tool_server.token,
-            transport=self.session.tool_transport,
-        )
-        # The probe last: what the setup itself registered is the baseline.
-        return [*setup_code(tool_client, self.preimport), probe_install_code()]
 
     def _run_meta(self) -> dict[str, Any]:
         return {

@@ -11,13 +11,22 @@ from __future__ import annotations
 from ..kernel_side import source, templates
 from ..kernels.execution import ExecutionResult
 from ..kernels.session import KernelSession
+from ..tools.bootstrap import kernel_bootstrap_code
+from ..tools.server import ToolServer
+from ..tools.tool import Tool
+from .steps import probe_install_code
 
 
-def setup_code(tool_client: str, preimport: bool = False) -> list[str]:
-    """Startup code for an agent's kernel, run after every start, restart and reset;
-    ``preimport`` adds the modules of PREIMPORTED."""
+def setup_code(tools: list[Tool], server: ToolServer, *, call_timeout: float,
+               transport: str, preimport: bool = False) -> list[str]:
+    """Startup code for an agent's kernel, run after every start, restart and reset: the
+    hardening, the client of ``server``'s ``tools`` over ``transport``, the variables
+    summary, the modules of PREIMPORTED with ``preimport``, and the step probe last, so
+    that what the setup itself registered is the probe's baseline."""
+    tool_client = kernel_bootstrap_code(tools, server.socket_path, call_timeout=call_timeout,
+                                        token=server.token, transport=transport)
     return [source("harden.py"), tool_client, source("inspect_vars.py"),
-            *([source("preimports.py")] if preimport else [])]
+            *([source("preimports.py")] if preimport else []), probe_install_code()]
 
 
 async def keep_full_output(session: KernelSession, key: int, text: str,
