@@ -309,7 +309,7 @@ class RunClock:
     def room_for_step(self) -> bool:
         """Whether a step may start: while time is left, and, when a last call follows,
         only with as much as the run's quickest reply. On the tuning half a step begun
-        with 4 to 13 s left was always cut before its reply came, and took that time
+        with 4 to 17 s left was always cut before its reply came, and took that time
         from the last call behind it."""
         left = self.left()
         return left > 0 and (self.reserve <= 0 or left >= self.quickest)
