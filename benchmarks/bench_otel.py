@@ -58,10 +58,10 @@ def observer_cost(rx: OTLPReceiver, steps: int, reps: int) -> list[float]:
     """Microseconds the live exporter adds on the agent's thread per saved step: building
     the step's spans and queueing them (conversion and export happen on other threads).
     A whole-run A/B on a loaded 2-core machine is noise-bound; this is the added work."""
-    from codeact_kernel.agent.results import StepRecord
     from codeact_kernel.telemetry.config import Telemetry
     from codeact_kernel.telemetry.live import LiveExport
     from codeact_kernel.trace.notebook import TraceWriter
+    from codeact_kernel.trace.record import StepRecord
 
     samples: list[float] = []
     with tempfile.TemporaryDirectory() as folder:

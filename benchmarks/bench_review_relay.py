@@ -31,9 +31,9 @@ from typing import Any
 from jupyter_client.manager import KernelManager
 from jupyter_client.session import Session
 
+from codeact_kernel.render.firewall import OutputFirewall
 from codeact_kernel.sandbox.kernelspec import KERNEL_NAME, REVIEW_KERNEL_NAME, install_kernelspec
 from codeact_kernel.sandbox.relay import Signer, SigningRelay
-from codeact_kernel.trace.firewall import OutputFirewall
 
 SETUP = "import pandas as pd, numpy as np\ndf = pd.DataFrame(np.arange(480).reshape(60, 8))"
 PAYLOADS = {"1+1": "1+1", "dataframe": "df"}

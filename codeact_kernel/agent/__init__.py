@@ -3,7 +3,8 @@
 ``loop`` holds :class:`Agent` and ``settings`` every option it has; ``prompt`` talks to
 the model, ``observation`` turns a kernel's result into what the model sees, ``workspace``
 is what the agent itself runs in its kernel, ``handoff`` sends values into it, ``managed``
-runs sub-agents as tools, and ``results`` is the run as data.
+runs sub-agents as tools, ``results`` is the run as data, and ``replay`` re-runs a
+run's trace without the model.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ __all__ = ["Agent"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: ``agent.results`` is imported by the trace writer, which the loop imports.
+    # Lazy: ``replay`` and the other modules import without the loop and what it brings.
     if name == "Agent":
         from .loop import Agent
 

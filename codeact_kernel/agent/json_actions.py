@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ..tools.approval import ApprovalGate
     from ..tools.server import ToolServer
     from ..tools.tool import Tool
-    from .results import StepRecord
+    from ..trace.record import StepRecord
 
 MAX_CALLS = 16  # calls of one reply that are run; more are answered with an error
 MAX_ARGUMENT_CHARS = 100_000

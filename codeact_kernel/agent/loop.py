@@ -18,12 +18,14 @@ from jupyter_core.utils import run_sync
 
 from ..errors import CodeActError, ModelError
 from ..kernels.stdin import StdinHandler, StdinToolChannel
+from ..models.blocks import extract_code
 from ..telemetry.config import env_configured
 from ..tools.hub import ToolHub
 from ..tools.listing import function_specs, kernel_names, tool_meta
 from ..tools.server import ToolServer
 from ..tools.tool import Tool, tool
 from ..trace.notebook import TraceWriter, answer_for_trace, tool_call_record
+from ..trace.record import StepRecord
 from .json_actions import assistant_message, json_step, parse_actions, require_function_calling
 from .managed import ManagedAgentTool, SubAgents
 from .observation import failure_note, format_variables, model_view
@@ -32,14 +34,13 @@ from .prompt import (
     NO_CALL_MESSAGE,
     NO_CODE_MESSAGE,
     PREIMPORTED,
-    extract_code,
     last_call_message,
     render_system_prompt,
 )
 from .recovery import CycleTracker, RunClock, compact
 from .repair import check_with_repair
 from .reply import ReplyCut, step_reply
-from .results import AgentEvent, RunResult, StepRecord, emitter
+from .results import AgentEvent, RunResult, emitter
 from .settings import RUN_META_SETTINGS, AgentSettings
 from .steps import execute_step, record_refused, variables_now
 from .workspace import keep_full_output, setup_code
@@ -382,12 +383,16 @@ class Agent(AgentSettings):
         stdin: StdinHandler | None,
     ) -> None:
         assert self.tool_server is not None
-        if self.confirm_code and await self.hub.confirm_step(record, stdin) is None:
-            emit("blocked", record.policy["violations"][0]["message"])
-            self.messages.append({"role": "user", "content": f"Step {record.step}: your code "
-                                  f"was NOT run, {record.policy['violations'][0]['message']}."})
-            return
-        code = record.code or code  # as the human may have edited it
+        if self.confirm_code:
+            confirmed, denial = await self.hub.confirm_step(record.step, record.code or code,
+                                                            stdin)
+            if confirmed is None:
+                record.deny_code(denial, self.hub.gate.end_step())
+                emit("blocked", denial)
+                self.messages.append({"role": "user", "content": f"Step {record.step}: your "
+                                      f"code was NOT run, {denial}."})
+                return
+            record.code = code = confirmed  # as the human may have edited it
         verdict = check_with_repair(self.policy, record, code, kernel_names(self.all_tools),
                                     self.session.kernel_work_dir, self.repair_stubs)
         code = record.code or code  # as stub repair may have changed it

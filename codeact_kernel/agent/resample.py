@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError
-from .prompt import extract_code
+from ..models.blocks import extract_code
 
 if TYPE_CHECKING:
     from ..models.llm import LLM, Completion

@@ -20,8 +20,8 @@ from typing import Any
 from traitlets import Bool, Dict, Enum, Float, Int, Unicode
 from traitlets.config import Configurable
 
-from ..agent.prompt import first_block_end
 from ..errors import ModelError
+from .blocks import first_block_end
 from .provider import Endpoint, ModelProvider, load_provider
 
 # Without this, litellm spends seconds at import retrying a download it cannot make offline.

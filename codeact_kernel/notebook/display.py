@@ -14,8 +14,8 @@ from IPython.core.formatters import format_display_data
 from IPython.display import DisplayHandle, Markdown, display
 
 from ..agent.results import AgentEvent, RunResult
-from ..trace.escape import escape_markdown, escape_terminal, markdown_code
-from ..trace.firewall import OutputFirewall
+from ..render.escape import escape_markdown, escape_terminal, markdown_code
+from ..render.firewall import OutputFirewall
 
 
 class LiveDisplay:

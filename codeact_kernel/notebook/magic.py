@@ -32,8 +32,8 @@ from ..agent.loop import Agent
 from ..agent.results import AgentEvent, RunResult
 from ..kernels.factory import configured_manager
 from ..kernels.pool import KernelPool
+from ..render.firewall import OutputFirewall
 from ..tools.tool import tool
-from ..trace.firewall import OutputFirewall
 
 _DONE = object()
 

@@ -36,7 +36,7 @@ from traitlets import Bool, Float, Instance, List, Unicode, default
 from traitlets.config import Application
 
 from ..errors import SandboxUnavailable
-from ..trace.firewall import OutputFirewall
+from ..render.firewall import OutputFirewall
 from .bridge import SocketBridge
 from .config import SandboxConfig
 from .dirs import (

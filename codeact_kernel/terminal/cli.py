@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or argparse's own usage errors
         return exc.code if isinstance(exc.code, int) else 2
     except (CodeActError, TraitError, ArgumentError) as exc:
-        from ..trace.escape import escape_terminal
+        from ..render.escape import escape_terminal
 
         print(f"codeact: error: {escape_terminal(str(exc))}", file=sys.stderr)
         return 2

@@ -56,9 +56,9 @@ class ReplayApp(_TraceCommand):
     }
 
     def config_classes(self) -> list[type[Configurable]]:
+        from ..agent.replay import Replayer
         from ..kernels.session import KernelSession
         from ..sandbox.config import SandboxConfig
-        from ..trace.replay import Replayer
 
         return [Replayer, KernelSession, SandboxConfig]
 
@@ -66,9 +66,9 @@ class ReplayApp(_TraceCommand):
         super().parse_command_line(_legacy_forms(list(sys.argv[1:] if argv is None else argv)))
 
     def run(self) -> int:
+        from ..agent.replay import Replayer
+        from ..render.escape import escape_terminal
         from ..tools.tool import Tool
-        from ..trace.escape import escape_terminal
-        from ..trace.replay import Replayer
 
         tools = [Tool.from_path(path) for path in self.tools]
         report = Replayer(parent=self).replay(self.trace, tools)
@@ -114,7 +114,7 @@ class BenchApp(CodeActCommand):
     def run(self) -> int:
         from ..bench.runner import Bench, table
         from ..bench.tasks import load_tasks
-        from ..trace.escape import escape_terminal
+        from ..render.escape import escape_terminal
 
         if len(self.extra_args) != 1:
             raise CodeActError("`codeact bench TASKS.py`: give one task file")

@@ -13,7 +13,7 @@ import time
 from typing import Any, TextIO
 
 from ..agent.results import AgentEvent, RunResult
-from ..trace.escape import escape_terminal
+from ..render.escape import escape_terminal
 
 BOLD, DIM, RESET = "\x1b[1m", "\x1b[2m", "\x1b[0m"
 RED, GREEN, YELLOW = "\x1b[31m", "\x1b[32m", "\x1b[33m"

@@ -12,7 +12,7 @@ import builtins
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from traitlets import Bool, Enum, Float, Int, List, Unicode
 from traitlets.config import Configurable
@@ -25,9 +25,6 @@ from .mcp import MCPClient, MCPConnection, MCPServerSpec, MCPTool, make_tools
 from .mcp_schema import identifier
 from .paging import MAX_PAGES, PAGE_PARAMETERS, follow_all
 from .tool import RESERVED_NAMES, Tool
-
-if TYPE_CHECKING:
-    from ..agent.results import StepRecord
 
 log = logging.getLogger(__name__)
 
@@ -197,19 +194,13 @@ class ToolHub:
         gate.timeout = options.approval_timeout
         gate.begin_step(step, code, human)
 
-    async def confirm_step(self, record: StepRecord, human: Human | None) -> str | None:
-        """--confirm-code: the code to run (maybe edited by the human), or None when it
-        was denied (``record`` then says so, like code the policy blocked)."""
-        assert record.code is not None
-        self.begin_step(record.step, record.code, human is not None)
-        code, decision = await self.gate.confirm_code(record.step, record.code, human)
-        if code is None:
+    async def confirm_step(self, step: int, code: str, human: Human | None
+                           ) -> tuple[str | None, str]:
+        """--confirm-code: the code to run (maybe edited by the human) and "", or None and
+        why it was denied (the step then ends: ``gate.end_step()`` has its decisions)."""
+        self.begin_step(step, code, human is not None)
+        confirmed, decision = await self.gate.confirm_code(step, code, human)
+        if confirmed is None:
             why = decision["reason"] or "no reason given"
-            record.policy = {"allowed": False, "violations": [{
-                "rule": "confirm-code", "message": f"denied by the {decision['by']}: {why}",
-                "lineno": None, "hint": "Change the approach, or ask for what you need."}]}
-            record.status = "blocked"
-            record.approvals = self.gate.end_step()
-            return None
-        record.code = code
-        return code
+            return None, f"denied by the {decision['by']}: {why}"
+        return confirmed, ""

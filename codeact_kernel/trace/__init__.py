@@ -1,2 +1,2 @@
-"""The run as a notebook: writing and loading traces (``notebook``), re-running them
-(``replay``) and reading them as a reviewer (``report``)."""
+"""The run as a notebook: a step as the trace keeps it (``record``), writing and loading
+traces (``notebook``) and reading them as a reviewer (``report``)."""

@@ -21,12 +21,12 @@ from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output, new_raw_cell
 from nbformat.v4.nbjson import writes as writes_json
 
-from ..agent.results import StepRecord
 from ..errors import TraceError
 from ..kernel_side import source as kernel_source
 from ..kernels.messages import invalid_output
 from ..tools.listing import replay_stubs
 from .actions import action_cells
+from .record import StepRecord
 from .validate import TraceLimits, check_trace, read_trace_text
 
 TRACE_FORMAT_VERSION = 1

@@ -18,10 +18,10 @@ from nbformat import NotebookNode
 from nbformat.v4 import new_markdown_cell
 
 from ..errors import CodeActError
+from ..render.escape import escape_terminal
+from ..render.firewall import OutputFirewall
 from ..tools.approval import safe_text
 from .actions import is_call_cell
-from .escape import escape_terminal
-from .firewall import OutputFirewall
 from .notebook import BLOCKED_TAG, SETUP_TAG, load_trace
 
 # No script from anywhere; inline images and the template's own inline styles only.

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from codeact_kernel import Agent, ModelError, tool
-from codeact_kernel.agent.prompt import first_block_end
+from codeact_kernel.agent.replay import Replayer
+from codeact_kernel.models.blocks import first_block_end
 from codeact_kernel.models.llm import LLM, hermes_tool_calls
 from codeact_kernel.models.provider import Endpoint
 from codeact_kernel.terminal import demo
 from codeact_kernel.trace.actions import INVALID_CALL_TAG, TOOL_CALL_ROLE
-from codeact_kernel.trace.replay import Replayer
 from codeact_kernel.trace.report import show
 
 from ..helpers import fence, load_trace, make_agent

@@ -8,8 +8,8 @@ import base64
 import pytest
 from traitlets import TraitError
 
-from codeact_kernel.trace.escape import escape_markdown, escape_terminal
-from codeact_kernel.trace.firewall import OutputFirewall
+from codeact_kernel.render.escape import escape_markdown, escape_terminal
+from codeact_kernel.render.firewall import OutputFirewall
 
 from .active import active_in_bundle, active_in_html, active_in_markdown
 

@@ -19,10 +19,10 @@ from typing import Any
 import nbformat
 import pytest
 
+from codeact_kernel.agent.replay import normalize, render_outputs
 from codeact_kernel.errors import TraceError
 from codeact_kernel.terminal.cli import main as cli_main
 from codeact_kernel.trace.notebook import KERNELSPEC, TRACE_FORMAT_VERSION, load_trace
-from codeact_kernel.trace.replay import normalize, render_outputs
 from codeact_kernel.trace.report import show
 
 REPO = Path(__file__).resolve().parents[2]

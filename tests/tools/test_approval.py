@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
+from codeact_kernel.agent.replay import Replayer
 from codeact_kernel.kernels.stdin import APPROVAL_PROMPT_MARK
 from codeact_kernel.terminal.cli import main
 from codeact_kernel.tools.approval import parse_answer
-from codeact_kernel.trace.replay import Replayer
 
 from ..helpers import code_cells, fence, ipython_shell, load_trace, make_agent
 from ..scripted_llm import ScriptedLLMServer

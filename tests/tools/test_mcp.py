@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from codeact_kernel.agent.replay import Replayer
 from codeact_kernel.errors import MCPServerError, ToolError
 from codeact_kernel.tools.mcp import MCPConnection, MCPServerSpec, make_tools
 from codeact_kernel.tools.mcp_schema import identifier, read_schemas
-from codeact_kernel.trace.replay import Replayer
 
 from ..helpers import code_cells, fence, load_trace, make_agent
 from ..scripted_llm import ScriptedLLMServer

@@ -11,6 +11,7 @@ import pytest
 from traitlets import TraitError
 
 from codeact_kernel import Tool, tool
+from codeact_kernel.agent.replay import Replayer
 from codeact_kernel.tools.hub import ToolOptions
 from codeact_kernel.tools.paging import (
     MAX_PAGES,
@@ -19,7 +20,6 @@ from codeact_kernel.tools.paging import (
     page_layout,
     paged_parameter,
 )
-from codeact_kernel.trace.replay import Replayer
 
 from ..helpers import fence, load_trace, make_agent
 from ..scripted_llm import ScriptedLLMServer

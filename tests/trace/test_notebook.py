@@ -8,8 +8,8 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_output
 
-from codeact_kernel.agent.results import StepRecord
 from codeact_kernel.trace.notebook import BLOCKED_TAG, SETUP_TAG, TraceWriter
+from codeact_kernel.trace.record import StepRecord
 
 
 def test_trace_cells_metadata_and_validity(tmp_path: Path) -> None:

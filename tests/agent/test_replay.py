@@ -14,11 +14,11 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from codeact_kernel.agent.replay import Replayer, normalize, render_outputs
 from codeact_kernel.errors import TraceError
 from codeact_kernel.sandbox.kernelspec import REVIEW_KERNEL_NAME, install_kernelspec
 from codeact_kernel.terminal.cli import main as cli_main
 from codeact_kernel.trace.notebook import SETUP_TAG, load_trace
-from codeact_kernel.trace.replay import Replayer, normalize, render_outputs
 from codeact_kernel.trace.report import annotated_copy, export_html, show
 
 from ..helpers import fence, make_agent
@@ -107,7 +107,7 @@ def test_replay_calls_no_model_and_no_network(trace_path: Path, tmp_path: Path) 
     with ScriptedLLMServer() as llm:
         env = dict(os.environ, OPENAI_API_BASE=llm.api_base, OPENAI_API_KEY="sk-not-used")
         script = (
-            "import sys\nfrom codeact_kernel.trace.replay import Replayer\n"
+            "import sys\nfrom codeact_kernel.agent.replay import Replayer\n"
             f"r = Replayer(); r.session.runtime_dir = {str(tmp_path / 'rt')!r}\n"
             f"report = r.replay({str(trace_path)!r})\n"
             "print('litellm' in sys.modules, report.all_same)\n"

@@ -1,4 +1,5 @@
-"""Re-running a trace notebook in a fresh sandboxed kernel and comparing outputs.
+"""Re-running a trace notebook in a fresh sandboxed kernel and comparing outputs: the
+agent's steps without the model, in a kernel set up as the agent sets up its own.
 
 Hermetic by default: tool calls are served from the results recorded in the
 trace (its setup cell), so replay calls no tool, no API and no model; this
@@ -21,17 +22,17 @@ from nbformat import NotebookNode
 from traitlets import Bool, Float, Instance, TraitError, default, validate
 from traitlets.config import Configurable
 
-from ..agent.observation import observed_text
-from ..agent.workspace import keep_full_output
 from ..kernels.session import KernelSession
 from ..tools.bootstrap import kernel_bootstrap_code
 from ..tools.paging import follow_as_recorded
 from ..tools.server import ToolServer
 from ..tools.tool import Tool
-from .actions import INVALID_CALL_TAG
-from .caps import cap_outputs
-from .notebook import BLOCKED_TAG, SETUP_TAG, load_trace
-from .validate import TraceLimits
+from ..trace.actions import INVALID_CALL_TAG
+from ..trace.caps import cap_outputs
+from ..trace.notebook import BLOCKED_TAG, SETUP_TAG, load_trace
+from ..trace.validate import TraceLimits
+from .observation import observed_text
+from .workspace import keep_full_output
 
 # Each pattern is linear: a fixed prefix, then classes that cannot overlap what follows
 # them. Trailing blanks and session paths, whose natural regexes backtrack quadratically
