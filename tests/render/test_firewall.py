@@ -1,5 +1,5 @@
-"""The output firewall's rules one by one (the real paths are in test_render and
-test_review_kernel); no kernel needed."""
+"""The output firewall's rules one by one (the real paths, attacks from a real kernel, are in
+tests/security/test_render.py and test_review_kernel.py); no kernel needed."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from traitlets import TraitError
 from codeact_kernel.render.escape import escape_markdown, escape_terminal
 from codeact_kernel.render.firewall import OutputFirewall
 
-from .active import active_in_bundle, active_in_html, active_in_markdown
+from ..security.active import active_in_bundle, active_in_html, active_in_markdown
 
 HANDLERS = [
     '<img src=x onerror="alert(1)">', '<a href="javascript:alert(1)">x</a>',
