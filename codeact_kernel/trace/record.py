@@ -4,13 +4,14 @@ and every verdict on it (policy, approvals, repairs, samples)."""
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from nbformat import NotebookNode
 
 from ..kernels.execution import ExecutionResult
 from ..models.blocks import strip_code
+from ..policy.walk import Violation
 from .caps import cap_outputs
 
 if TYPE_CHECKING:
@@ -95,9 +96,9 @@ class StepRecord:
     def deny_code(self, why: str, approvals: list[dict[str, Any]]) -> None:
         """The human (or the approval's timeout) refused this step's code: the trace
         shows it as blocked, like code the policy refused."""
-        self.policy = {"allowed": False, "violations": [{
-            "rule": "confirm-code", "message": why, "lineno": None,
-            "hint": "Change the approach, or ask for what you need."}]}
+        denied = Violation("confirm-code", why,
+                           hint="Change the approach, or ask for what you need.")
+        self.policy = {"allowed": False, "violations": [asdict(denied)]}
         self.status, self.approvals = "blocked", approvals
 
     def record_execution(self, result: ExecutionResult, max_output_bytes: int) -> None:
